@@ -1,0 +1,1 @@
+"""Alembic migrations of the tuner-service schema (shipped with the package)."""

@@ -1,0 +1,58 @@
+"""The REST API: a Flask application factory with one blueprint per resource under ``/api/v1``.
+
+Importing this package never imports TensorFlow; the API only validates, stores and enqueues.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from flask import Flask, current_app
+
+from tuner_service.config import Settings, load_settings
+from tuner_service.store import Store
+
+Enqueue = Callable[[int, int], object]
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the request handlers use: settings, the store, and the way to enqueue trials."""
+
+    settings: Settings
+    store: Store
+    enqueue: Enqueue
+
+
+def services() -> Services:
+    return current_app.extensions["tuner"]
+
+
+def broker_enqueue(settings: Settings) -> Enqueue:
+    """Enqueue through Celery on the configured broker (imported here, not at module load)."""
+
+    def enqueue(study_id: int, count: int) -> object:
+        from workers.app import celery_for, enqueue_trials
+
+        return enqueue_trials(celery_for(settings), study_id, count)
+
+    return enqueue
+
+
+def create_app(
+    settings: Settings | None = None, *, store: Store | None = None, enqueue: Enqueue | None = None
+) -> Flask:
+    """Build the API for ``settings`` (default: from the environment); the schema must be migrated."""
+    from tuner_service.api import datasets, health, leaderboard, openapi, problems, studies
+
+    settings = settings or load_settings()
+    store = store or Store(settings.database_url)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + 1024 * 1024
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["tuner"] = Services(settings, store, enqueue or broker_enqueue(settings))
+    problems.install(app)
+    for blueprint in (health.bp, datasets.bp, studies.bp, leaderboard.bp, openapi.bp):
+        app.register_blueprint(blueprint)
+    return app

@@ -1,0 +1,172 @@
+"""Studies and their trials: submit, list, show with progress, cancel, trials with epoch curves, models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request, send_file, url_for
+
+from tuner_service.api import services
+from tuner_service.api.openapi import describe
+from tuner_service.api.params import choice_arg, int_arg, json_body, page_args
+from tuner_service.errors import NotFound
+from tuner_service.store import STUDY_STATUSES, TRIAL_SORTS, TRIAL_STATUSES, StudyRecord
+from tuner_service.study import submit_study
+
+bp = Blueprint("studies", __name__, url_prefix="/api/v1/studies")
+
+
+def progress(study: StudyRecord) -> dict[str, Any]:
+    """Counts per trial status, the share of the budget done, and an ETA from measured trial times."""
+    store = services().store
+    counts = store.trial_counts(study.id)
+    done = sum(counts.get(s, 0) for s in ("completed", "failed", "cancelled", "pruned"))
+    budget = study.max_trials
+    durations = [t.duration_s for t in store.list_trials(study.id, status="completed", limit=500).items if t.duration_s]
+    eta = None
+    if durations and not study.is_terminal:
+        remaining = max(0, budget - done)
+        eta = round(sum(durations) / len(durations) * remaining / max(1, study.parallelism), 1)
+    return {
+        "budget": budget,
+        "done": done,
+        "percent": round(100.0 * done / budget, 1) if budget else 100.0,
+        "trials": {status: counts.get(status, 0) for status in sorted(TRIAL_STATUSES)},
+        "eta_s": eta,
+    }
+
+
+def study_json(study: StudyRecord) -> dict[str, Any]:
+    return {**study.to_json(), "progress": progress(study), "links": _links(study.id)}
+
+
+def _links(study_id: int) -> dict[str, str]:
+    return {
+        "self": url_for("studies.show", study_id=study_id),
+        "trials": url_for("studies.trials", study_id=study_id),
+        "leaderboard": url_for("studies.leaderboard", study_id=study_id),
+        "best_model": url_for("studies.best_model", study_id=study_id),
+    }
+
+
+@bp.post("")
+@describe(
+    tag="studies",
+    body="Study",
+    responses={
+        201: "Study stored as queued and its first trials enqueued",
+        415: "Not JSON",
+        422: "Invalid study",
+    },
+)
+def create() -> tuple[Response, int, dict[str, str]]:
+    """Submit a study: the search space, task and budget are validated in full before anything is stored."""
+    svc = services()
+    study = submit_study(svc.store, svc.settings, json_body(), svc.enqueue)
+    return jsonify(study_json(study)), 201, {"Location": url_for("studies.show", study_id=study.id)}
+
+
+@bp.get("")
+@describe(
+    tag="studies",
+    query={
+        "status": "queued|running|completed|cancelled|failed",
+        "dataset": "data set id",
+        "limit": "",
+        "offset": "",
+    },
+    responses={200: "Studies, newest first"},
+)
+def index() -> Response:
+    """List studies, newest first, optionally filtered by status and data set."""
+    limit, offset = page_args()
+    status = choice_arg("status", STUDY_STATUSES)
+    dataset = int_arg("dataset", -1, 1, 2**31) if "dataset" in request.args else None
+    page = services().store.list_studies(status=status, dataset_id=dataset, limit=limit, offset=offset)
+    out = page.to_json()
+    out["items"] = [study_json(s) for s in page.items]
+    return jsonify(out)
+
+
+@bp.get("/<int:study_id>")
+@describe(tag="studies", responses={200: "The study with its progress", 404: "No such study"})
+def show(study_id: int) -> Response:
+    """One study with its status, progress (trials done / budget, ETA) and best score."""
+    return jsonify(study_json(services().store.get_study(study_id)))
+
+
+@bp.post("/<int:study_id>/cancel")
+@describe(tag="studies", responses={200: "Cancelled", 404: "No such study", 409: "Already finished"})
+def cancel(study_id: int) -> Response:
+    """Cancel a study: no new trials start, running ones stop at their next epoch end."""
+    return jsonify(study_json(services().store.cancel_study(study_id)))
+
+
+@bp.get("/<int:study_id>/trials")
+@describe(
+    tag="trials",
+    query={
+        "status": "trial status",
+        "sort": "score|number|duration|created",
+        "order": "asc|desc",
+        "limit": "",
+        "offset": "",
+    },
+    responses={200: "Trials of the study", 404: "No such study"},
+)
+def trials(study_id: int) -> Response:
+    """A study's trials, sorted (best score first by default) and filtered by status."""
+    store = services().store
+    store.get_study(study_id)
+    limit, offset = page_args()
+    status = choice_arg("status", TRIAL_STATUSES)
+    sort = choice_arg("sort", tuple(TRIAL_SORTS), "score") or "score"
+    order = choice_arg("order", ("asc", "desc"), "asc")
+    page = store.list_trials(study_id, status=status, sort=sort, descending=order == "desc", limit=limit, offset=offset)
+    return jsonify(page.to_json())
+
+
+@bp.get("/<int:study_id>/trials/<int:trial_id>")
+@describe(tag="trials", responses={200: "The trial with every epoch's metrics", 404: "No such study or trial"})
+def trial(study_id: int, trial_id: int) -> Response:
+    """One trial with its hyperparameters, final metrics and its epoch curve."""
+    store = services().store
+    record = store.get_trial(study_id, trial_id)
+    return jsonify({**record.to_json(), "epochs": [e.to_json() for e in store.epochs(trial_id)]})
+
+
+@bp.get("/<int:study_id>/leaderboard")
+@describe(tag="leaderboard", query={"limit": "", "offset": ""}, responses={200: "Finished trials, best first"})
+def leaderboard(study_id: int) -> Response:
+    """The study's completed trials ranked by its objective."""
+    store = services().store
+    store.get_study(study_id)
+    limit, offset = page_args(20)
+    return jsonify(store.leaderboard(study_id=study_id, limit=limit, offset=offset).to_json())
+
+
+@bp.get("/<int:study_id>/best-model")
+@describe(tag="models", responses={200: "The best trial's model (.keras)", 404: "No finished trial yet"})
+def best_model(study_id: int) -> Response:
+    """Download the best trial's trained model as a ``.keras`` file."""
+    study = services().store.get_study(study_id)
+    if study.best_trial_id is None:
+        raise NotFound("best model of study", study_id)
+    return _model_file(study_id, study.best_trial_id)
+
+
+@bp.get("/<int:study_id>/trials/<int:trial_id>/model")
+@describe(tag="models", responses={200: "The trial's model (.keras)", 404: "No model for this trial"})
+def trial_model(study_id: int, trial_id: int) -> Response:
+    """Download one trial's trained model as a ``.keras`` file."""
+    return _model_file(study_id, trial_id)
+
+
+def _model_file(study_id: int, trial_id: int) -> Response:
+    svc = services()
+    record = svc.store.get_trial(study_id, trial_id)
+    path = (svc.settings.artifacts / record.model_path) if record.model_path else None
+    if path is None or not path.is_file():
+        raise NotFound("model of trial", trial_id)
+    name = f"study-{study_id}-trial-{record.number}.keras"
+    return send_file(path, mimetype="application/octet-stream", as_attachment=True, download_name=name)

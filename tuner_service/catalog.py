@@ -1,0 +1,36 @@
+"""The data sets a study can name: built-in ones registered on first use, and uploads by content hash."""
+
+from __future__ import annotations
+
+from tuner_service.config import Settings
+from tuner_service.datasets import BUILTIN_NAMES, DatasetInfo, describe_builtin, ingest_upload
+from tuner_service.errors import InvalidInput, NotFound
+from tuner_service.store import DatasetRecord, Store
+
+
+def find_dataset(store: Store, ref: str, *, field: str = "dataset") -> DatasetInfo:
+    """Describe the data set ``ref`` names (``builtin:NAME``, ``sha256:HEX`` or an id) without storing it."""
+    if ref.startswith("builtin:"):
+        name = ref.removeprefix("builtin:")
+        if name not in BUILTIN_NAMES:
+            raise InvalidInput.one(field, f"unknown built-in data set {name!r}; known: {', '.join(BUILTIN_NAMES)}")
+        return describe_builtin(name)
+    try:
+        return DatasetInfo.from_json(store.get_dataset(ref).info)
+    except NotFound:
+        raise InvalidInput.one(field, f"no data set {ref!r}; upload it first or name a built-in one") from None
+
+
+def register_dataset(store: Store, info: DatasetInfo) -> DatasetRecord:
+    """The stored row for ``info``, created on first use."""
+    return store.ensure_dataset(info.key, info.name, info.source, info.to_json())
+
+
+def upload_dataset(
+    store: Store, settings: Settings, data: bytes, filename: str, *, target_column: str | None
+) -> DatasetRecord:
+    """Validate and store an uploaded .npz or .csv file; the same bytes always give the same data set."""
+    info = ingest_upload(
+        data, filename, settings.artifacts, target_column=target_column, max_bytes=settings.max_upload_bytes
+    )
+    return register_dataset(store, info)

@@ -1,0 +1,100 @@
+"""A small Python client over the REST API (the CLI uses it too)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import requests
+
+TERMINAL = frozenset({"completed", "cancelled", "failed"})
+
+
+class ApiError(Exception):
+    """The API answered with a problem; ``problem`` is its RFC 9457 body."""
+
+    def __init__(self, status: int, problem: dict[str, Any]) -> None:
+        self.status = status
+        self.problem = problem
+        errors = problem.get("errors") or []
+        lines = [f"{e.get('field')}: {e.get('reason')}" for e in errors] or [problem.get("detail", "")]
+        super().__init__(f"{status} {problem.get('title', 'error')}: " + "; ".join(lines))
+
+
+class Client:
+    """Talks to one tuner-service API at ``base_url``."""
+
+    def __init__(self, base_url: str = "http://127.0.0.1:8750", *, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.http = requests.Session()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.http.request(method, self.base_url + path, timeout=self.timeout, **kwargs)
+        if response.status_code >= 400:
+            try:
+                problem = response.json()
+            except ValueError:
+                problem = {"title": response.reason, "detail": response.text[:500]}
+            raise ApiError(response.status_code, problem)
+        return response.json()
+
+    def health(self) -> dict[str, Any]:
+        return self._call("GET", "/healthz")
+
+    def submit_study(self, study: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/api/v1/studies", json=study)
+
+    def study(self, study_id: int) -> dict[str, Any]:
+        return self._call("GET", f"/api/v1/studies/{study_id}")
+
+    def studies(self, **filters: Any) -> dict[str, Any]:
+        return self._call("GET", "/api/v1/studies", params=filters)
+
+    def cancel(self, study_id: int) -> dict[str, Any]:
+        return self._call("POST", f"/api/v1/studies/{study_id}/cancel")
+
+    def trials(self, study_id: int, **params: Any) -> dict[str, Any]:
+        return self._call("GET", f"/api/v1/studies/{study_id}/trials", params=params)
+
+    def trial(self, study_id: int, trial_id: int) -> dict[str, Any]:
+        return self._call("GET", f"/api/v1/studies/{study_id}/trials/{trial_id}")
+
+    def leaderboard(self, study_id: int | None = None, **filters: Any) -> dict[str, Any]:
+        if study_id is not None:
+            return self._call("GET", f"/api/v1/studies/{study_id}/leaderboard", params=filters)
+        return self._call("GET", "/api/v1/leaderboard", params=filters)
+
+    def upload_dataset(self, path: Path, target_column: str | None = None) -> dict[str, Any]:
+        data = {"target_column": target_column} if target_column else {}
+        with open(path, "rb") as handle:
+            return self._call("POST", "/api/v1/datasets", files={"file": (path.name, handle)}, data=data)
+
+    def download_best_model(self, study_id: int, dest: Path) -> Path:
+        response = self.http.get(f"{self.base_url}/api/v1/studies/{study_id}/best-model", timeout=self.timeout)
+        if response.status_code >= 400:
+            raise ApiError(response.status_code, response.json())
+        dest.write_bytes(response.content)
+        return dest
+
+    def wait(
+        self,
+        study_id: int,
+        *,
+        poll_s: float = 1.0,
+        timeout_s: float | None = None,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll until the study is completed, cancelled or failed; returns its last state."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            study = self.study(study_id)
+            if on_progress:
+                on_progress(study)
+            if study["status"] in TERMINAL:
+                return study
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"study {study_id} still {study['status']} after {timeout_s} s")
+            time.sleep(poll_s)

@@ -1,0 +1,56 @@
+"""Every setting of the service, read from the environment in this one place."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved configuration; every field has a working default for a laptop."""
+
+    home: Path
+    database_url: str
+    broker_url: str
+    artifacts: Path
+    max_upload_bytes: int = 64 * 1024 * 1024
+    max_parameters: int = 64
+    max_trials_limit: int = 10_000
+    heartbeat_timeout_s: float = 120.0
+    max_trial_retries: int = 2
+    broker_polling_interval_s: float = 0.2
+    worker_id: str = ""
+
+    @property
+    def is_embedded_broker(self) -> bool:
+        return not self.broker_url.startswith(("redis://", "rediss://", "amqp://", "pyamqp://"))
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build :class:`Settings` from ``env`` (default: the process environment)."""
+    env = os.environ if env is None else env
+    home = Path(env.get("TUNER_HOME", "./.tuner")).expanduser().resolve()
+    database_url = env.get("TUNER_DATABASE_URL") or f"sqlite:///{home / 'tuner.sqlite'}"
+    broker_url = env.get("TUNER_BROKER_URL") or f"sqla+sqlite:///{home / 'broker.sqlite'}"
+    artifacts = Path(env.get("TUNER_ARTIFACTS") or home / "artifacts").expanduser().resolve()
+    settings = Settings(home=home, database_url=database_url, broker_url=broker_url, artifacts=artifacts)
+    numeric = {
+        "TUNER_MAX_UPLOAD_BYTES": ("max_upload_bytes", int),
+        "TUNER_MAX_PARAMETERS": ("max_parameters", int),
+        "TUNER_HEARTBEAT_TIMEOUT": ("heartbeat_timeout_s", float),
+        "TUNER_MAX_TRIAL_RETRIES": ("max_trial_retries", int),
+        "TUNER_BROKER_POLLING_INTERVAL": ("broker_polling_interval_s", float),
+    }
+    changes: dict[str, object] = {}
+    for key, (field, kind) in numeric.items():
+        if env.get(key):
+            changes[field] = kind(env[key])
+    if env.get("TUNER_WORKER_ID"):
+        changes["worker_id"] = env["TUNER_WORKER_ID"]
+    return settings.with_overrides(**changes) if changes else settings

@@ -1,0 +1,44 @@
+"""Crash recovery from the database, the source of truth: requeue trials whose worker went silent and
+wake studies that still owe trials but have no message on the broker (Redis flushed, embedded broker
+lost a dead worker's unacknowledged message)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from tuner_service.config import Settings
+from tuner_service.store import Store
+
+
+@dataclass(frozen=True)
+class ReapReport:
+    """What one pass of the reaper did."""
+
+    requeued: int = 0
+    failed: int = 0
+    woken: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def reap(store: Store, settings: Settings, enqueue: Callable[[int, int], Any]) -> ReapReport:
+    """One pass; ``enqueue(study_id, count)`` puts messages on the broker."""
+    requeued = failed = woken = 0
+    timeout = settings.heartbeat_timeout_s
+    for trial in store.stale_trials(timeout):
+        reason = f"worker {trial.worker} stopped reporting (no heartbeat for {timeout:.0f} s)"
+        status = store.requeue_trial(trial.study_id, trial.id, max_retries=settings.max_trial_retries, reason=reason)
+        if status == "pending":
+            requeued += 1
+            enqueue(trial.study_id, 1)
+            store.mark_enqueued(trial.study_id)
+        elif status == "failed":
+            failed += 1
+    for study_id, slots in store.idle_studies(idle_s=max(2 * timeout, 30.0)):
+        enqueue(study_id, slots)
+        store.mark_enqueued(study_id)
+        woken += slots
+    return ReapReport(requeued, failed, woken)

@@ -1,0 +1,243 @@
+"""A study's search algorithm: a Keras Tuner oracle whose state lives in the database.
+
+Any worker process may claim the next trial or report a finished one. Each does so under the study's
+row lock: restore the oracle from the stored state, ask it, and store the new state before the lock is
+released. Keras Tuner is imported only when an oracle is needed (in workers), never by the API.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from tuner_service.space import SearchSpace
+from tuner_service.store import Store, StudyRecord, StudyTransaction, TrialRecord
+
+WAIT_FOR_ROUND_S = 2.0
+ORACLE_STATUS_OF = {
+    "completed": "COMPLETED",
+    "failed": "FAILED",
+    "cancelled": "FAILED",
+    "pruned": "COMPLETED",
+}
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A trial this worker now owns, with everything needed to train it."""
+
+    trial: TrialRecord
+    study: StudyRecord
+
+    @property
+    def values(self) -> dict[str, Any]:
+        return self.trial.hyperparameters
+
+    @property
+    def resumes(self) -> str | None:
+        """The oracle trial id whose checkpoint this (Hyperband) trial continues from."""
+        return self.values.get("tuner/trial_id")
+
+
+@dataclass(frozen=True)
+class Wait:
+    """No trial can start now (Hyperband waits for a round to finish); ask again later."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Done:
+    """Nothing left to do for this message: the study is finished or the message was a duplicate."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """What training produced: the best epoch's metrics (averaged over executions) or an error."""
+
+    status: str  # completed | failed | cancelled
+    metrics: dict[str, float] | None = None
+    best_epoch: int | None = None
+    error: str | None = None
+    model_path: str | None = None
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The trial's stored record and whether the study needs another trial after it."""
+
+    trial: TrialRecord
+    study_status: str
+    more_work: bool
+
+
+def hyperband_budget(max_epochs: int, factor: int, iterations: int = 1) -> int:
+    """How many trials Keras Tuner's Hyperband runs for these settings (same formula as its oracle)."""
+    brackets, epochs = 0, float(max_epochs)
+    while epochs >= 1:
+        epochs /= factor
+        brackets += 1
+    end_size0 = math.ceil(1 + math.log(max_epochs, factor))
+    total = 0
+    for bracket in range(brackets):
+        for round_num in range(bracket + 1):
+            total += math.ceil(end_size0 / (bracket + 1) * factor ** (bracket - round_num))
+    return total * iterations
+
+
+def make_oracle(study: StudyRecord) -> Any:
+    """A fresh oracle for the study's algorithm whose files are never written (the DB keeps its state)."""
+    import keras_tuner as kt
+
+    spec = study.spec
+    space = SearchSpace.from_json(spec["search_space"], max_parameters=10_000)
+    common: dict[str, Any] = {
+        "objective": kt.Objective(study.objective_name, direction=study.direction),
+        "hyperparameters": kt.HyperParameters.from_config(space.to_keras_tuner_config()),
+        "seed": spec.get("seed"),
+        "max_consecutive_failed_trials": 3,
+    }
+    options = {k: v for k, v in spec["algorithm"].items() if k != "name"}
+    name = spec["algorithm"]["name"]
+    if name == "hyperband":
+        base: type = kt.oracles.HyperbandOracle
+    else:
+        common["max_trials"] = study.max_trials
+        base = {
+            "random": kt.oracles.RandomSearchOracle,
+            "grid": kt.oracles.GridSearchOracle,
+            "bayesian": kt.oracles.BayesianOptimizationOracle,
+        }[name]
+
+    class DatabaseOracle(base):  # type: ignore[misc, valid-type]
+        def save(self) -> None:  # the state goes to the study row instead
+            pass
+
+        def _save_trial(self, trial: Any) -> None:  # each trial's state goes to its row
+            pass
+
+    oracle = DatabaseOracle(**common, **options)
+    oracle.verbose = 0
+    return oracle
+
+
+def restore_oracle(tx: StudyTransaction) -> Any:
+    from keras_tuner.engine.trial import Trial
+
+    oracle = make_oracle(tx.study)
+    for record in tx.trials():
+        if record.oracle_trial_state:
+            oracle.trials[record.oracle_trial_id] = Trial.from_state(record.oracle_trial_state)
+    if tx.study.oracle_state:
+        oracle.set_state(tx.study.oracle_state)
+    return oracle
+
+
+def claim_trial(
+    store: Store, study_id: int, *, ticket: str, worker: str, heartbeat_timeout_s: float
+) -> Claim | Wait | Done:
+    """Give this message's worker a trial to run, idempotently per ``ticket``."""
+    return store.with_study_lock(
+        study_id, lambda tx: _claim(tx, ticket=ticket, worker=worker, heartbeat_timeout_s=heartbeat_timeout_s)
+    )
+
+
+def _claim(tx: StudyTransaction, *, ticket: str, worker: str, heartbeat_timeout_s: float) -> Claim | Wait | Done:
+    study = tx.study
+    if study.is_terminal:
+        return Done(f"study is {study.status}")
+    mine = tx.trial_by_ticket(ticket)
+    if mine is not None:
+        # The broker delivered this message again: resume only a trial nobody is working on.
+        if mine.status != "running" or _is_fresh(mine, heartbeat_timeout_s):
+            return Done(f"message already handled by trial {mine.number}")
+        return Claim(tx.restart_trial(mine.id, ticket=ticket, worker=worker), tx.study)
+    pending = tx.next_pending()
+    if pending is not None:
+        return Claim(tx.restart_trial(pending.id, ticket=ticket, worker=worker), tx.study)
+    if tx.count() >= study.max_trials:
+        return _maybe_complete(tx, "budget spent")
+    oracle = restore_oracle(tx)
+    trial = oracle.create_trial(ticket)
+    if trial.status == "IDLE":
+        return Wait(WAIT_FOR_ROUND_S)
+    if trial.status != "RUNNING":
+        tx.set_oracle_state(oracle.get_state())
+        return _maybe_complete(tx, "search space exhausted")
+    record = tx.add_trial(
+        number=tx.count(),
+        oracle_trial_id=trial.trial_id,
+        ticket=ticket,
+        hyperparameters=dict(trial.hyperparameters.values),
+        oracle_trial_state=trial.get_state(),
+        worker=worker,
+    )
+    tx.set_oracle_state(oracle.get_state())
+    if study.status == "queued":
+        tx.set_status("running")
+    return Claim(record, tx.study)
+
+
+def _maybe_complete(tx: StudyTransaction, reason: str) -> Done:
+    if tx.count("running", "pending") == 0:
+        tx.set_status("completed")
+        return Done(f"study completed: {reason}")
+    return Done(f"no new trial: {reason}; others still running")
+
+
+def _is_fresh(trial: TrialRecord, timeout_s: float) -> bool:
+    from tuner_service.store.models import utcnow
+    from tuner_service.store.store import _aware
+
+    return trial.heartbeat_at is not None and (utcnow() - _aware(trial.heartbeat_at)).total_seconds() < timeout_s
+
+
+def finish_trial(store: Store, study_id: int, trial_id: int, outcome: TrialOutcome) -> Finished:
+    """Report a trial's result to the oracle and store it; idempotent if reported twice."""
+    return store.with_study_lock(study_id, lambda tx: _finish(tx, trial_id, outcome))
+
+
+def _finish(tx: StudyTransaction, trial_id: int, outcome: TrialOutcome) -> Finished:
+    record = tx.trial(trial_id)
+    if record.status != "running":
+        return Finished(record, tx.study.status, more_work=False)
+    study = tx.study
+    oracle = restore_oracle(tx)
+    kt_trial = oracle.trials[record.oracle_trial_id]
+    status = outcome.status
+    if status == "completed" and outcome.metrics:
+        oracle.update_trial(record.oracle_trial_id, outcome.metrics, step=outcome.best_epoch or 0)
+    elif status == "completed":
+        status = "failed"
+    kt_trial.status = ORACLE_STATUS_OF[status]
+    kt_trial.message = outcome.error
+    study_error = None
+    try:
+        oracle.end_trial(kt_trial)
+    except RuntimeError as exc:  # Keras Tuner gives up after consecutive failures
+        study_error = str(exc)
+    score = kt_trial.score if status == "completed" else None
+    if score is not None and not math.isfinite(score):
+        status, score = "failed", None
+    finished = tx.finish_trial(
+        trial_id,
+        status=status,
+        score=score,
+        best_epoch=outcome.best_epoch,
+        metrics=outcome.metrics,
+        oracle_trial_state=kt_trial.get_state(),
+        error=outcome.error,
+        model_path=outcome.model_path,
+    )
+    tx.set_oracle_state(oracle.get_state())
+    if study_error is not None and not study.is_terminal:
+        tx.set_status("failed", error=study_error)
+    if tx.study.is_terminal:
+        return Finished(finished, tx.study.status, more_work=False)
+    if tx.count() >= study.max_trials and tx.count("running", "pending") == 0:
+        tx.set_status("completed")
+        return Finished(finished, "completed", more_work=False)
+    return Finished(finished, tx.study.status, more_work=tx.count() < study.max_trials or tx.count("pending") > 0)

@@ -1,0 +1,143 @@
+"""SQLAlchemy tables: data sets, studies, trials and per-epoch metrics, with the leaderboard indexes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base; its metadata is what Alembic migrates."""
+
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class DatasetRow(Base):
+    """A data set the service can train on: a built-in one or an uploaded file (by content hash)."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(100), unique=True)
+    name: Mapped[str] = mapped_column(String(255))
+    source: Mapped[str] = mapped_column(String(16))
+    info: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class StudyRow(Base):
+    """One search: its full spec, its status, the search algorithm's saved state and its best trial."""
+
+    __tablename__ = "studies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="RESTRICT"))
+    task_type: Mapped[str] = mapped_column(String(16))
+    algorithm: Mapped[str] = mapped_column(String(32))
+    objective_name: Mapped[str] = mapped_column(String(64))
+    direction: Mapped[str] = mapped_column(String(3))
+    max_trials: Mapped[int] = mapped_column(Integer)
+    parallelism: Mapped[int] = mapped_column(Integer, default=1)
+    priority: Mapped[str] = mapped_column(String(8), default="normal")
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    oracle_state: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    best_trial_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    best_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    trials: Mapped[list[TrialRow]] = relationship(back_populates="study", passive_deletes=True)
+
+    __table_args__ = (
+        Index("ix_studies_status_created", "status", "created_at"),
+        Index("ix_studies_dataset", "dataset_id"),
+    )
+
+
+class TrialRow(Base):
+    """One set of hyperparameters trained once (or ``executions_per_trial`` times) by one worker.
+
+    ``sort_key`` is the score signed so that smaller is always better (``-score`` when the objective
+    is maximised); with ``dataset_id`` and ``objective_name`` copied from the study it lets one index
+    serve every leaderboard, per study or across studies.
+    """
+
+    __tablename__ = "trials"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    oracle_trial_id: Mapped[str] = mapped_column(String(32))
+    ticket: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    hyperparameters: Mapped[dict[str, Any]] = mapped_column(JSON)
+    oracle_trial_state: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    dataset_id: Mapped[int] = mapped_column(Integer)
+    objective_name: Mapped[str] = mapped_column(String(64))
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    sort_key: Mapped[float | None] = mapped_column(Float, nullable=True)
+    best_epoch: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    epochs_run: Mapped[int] = mapped_column(Integer, default=0)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    worker: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    duration_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+    stop_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    model_path: Mapped[str | None] = mapped_column(String(500), nullable=True)
+
+    study: Mapped[StudyRow] = relationship(back_populates="trials")
+    epochs: Mapped[list[EpochRow]] = relationship(back_populates="trial", passive_deletes=True)
+
+    __table_args__ = (
+        UniqueConstraint("study_id", "number", name="uq_trials_study_number"),
+        UniqueConstraint("study_id", "ticket", name="uq_trials_study_ticket"),
+        Index("ix_trials_study_board", "study_id", "status", "sort_key"),
+        Index("ix_trials_dataset_board", "dataset_id", "objective_name", "status", "sort_key"),
+        Index("ix_trials_objective_board", "objective_name", "status", "sort_key"),
+        Index("ix_trials_status_heartbeat", "status", "heartbeat_at"),
+    )
+
+
+class EpochRow(Base):
+    """The metrics Keras reported at the end of one epoch of one execution of a trial."""
+
+    __tablename__ = "epochs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
+    execution: Mapped[int] = mapped_column(Integer, default=0)
+    epoch: Mapped[int] = mapped_column(Integer)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    trial: Mapped[TrialRow] = relationship(back_populates="epochs")
+
+    __table_args__ = (UniqueConstraint("trial_id", "execution", "epoch", name="uq_epochs_trial_epoch"),)

@@ -1,0 +1,164 @@
+"""Plain records the store hands out, so that no ORM object leaves a session."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from tuner_service.store.models import DatasetRow, EpochRow, StudyRow, TrialRow
+
+TERMINAL_STUDY = frozenset({"completed", "cancelled", "failed"})
+FINISHED_TRIAL = frozenset({"completed", "failed", "cancelled", "pruned"})
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    """A stored data set."""
+
+    id: int
+    key: str
+    name: str
+    source: str
+    info: dict[str, Any]
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: DatasetRow) -> DatasetRecord:
+        return cls(row.id, row.key, row.name, row.source, dict(row.info), row.created_at)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "created_at": _iso(self.created_at)}
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    """A stored study with its spec and status."""
+
+    id: int
+    name: str
+    status: str
+    dataset_id: int
+    task_type: str
+    algorithm: str
+    objective_name: str
+    direction: str
+    max_trials: int
+    parallelism: int
+    priority: str
+    spec: dict[str, Any]
+    oracle_state: dict[str, Any] | None
+    best_trial_id: int | None
+    best_score: float | None
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, row: StudyRow) -> StudyRecord:
+        return cls(
+            row.id, row.name, row.status, row.dataset_id, row.task_type, row.algorithm,
+            row.objective_name, row.direction, row.max_trials, row.parallelism, row.priority,
+            dict(row.spec), dict(row.oracle_state) if row.oracle_state else None,
+            row.best_trial_id, row.best_score, row.error, row.created_at, row.started_at, row.finished_at,
+        )  # fmt: skip
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STUDY
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("oracle_state")
+        for key in ("created_at", "started_at", "finished_at"):
+            out[key] = _iso(out[key])
+        return out
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """A stored trial."""
+
+    id: int
+    study_id: int
+    number: int
+    oracle_trial_id: str
+    ticket: str | None
+    status: str
+    hyperparameters: dict[str, Any]
+    oracle_trial_state: dict[str, Any] | None
+    score: float | None
+    best_epoch: int | None
+    epochs_run: int
+    metrics: dict[str, Any] | None
+    worker: str | None
+    heartbeat_at: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_s: float | None
+    retries: int
+    error: str | None
+    model_path: str | None
+
+    @classmethod
+    def of(cls, row: TrialRow) -> TrialRecord:
+        return cls(
+            row.id, row.study_id, row.number, row.oracle_trial_id, row.ticket, row.status,
+            dict(row.hyperparameters), dict(row.oracle_trial_state) if row.oracle_trial_state else None,
+            row.score, row.best_epoch, row.epochs_run, dict(row.metrics) if row.metrics else None,
+            row.worker, row.heartbeat_at, row.created_at, row.started_at, row.finished_at,
+            row.duration_s, row.retries, row.error, row.model_path,
+        )  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key in ("oracle_trial_state", "ticket", "oracle_trial_id"):
+            out.pop(key)
+        out["has_model"] = out.pop("model_path") is not None
+        for key in ("heartbeat_at", "created_at", "started_at", "finished_at"):
+            out[key] = _iso(out[key])
+        return out
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One epoch's metrics."""
+
+    execution: int
+    epoch: int
+    metrics: dict[str, Any]
+
+    @classmethod
+    def of(cls, row: EpochRow) -> EpochRecord:
+        return cls(row.execution, row.epoch, dict(row.metrics))
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrialControl:
+    """What a training worker should do after reporting an epoch."""
+
+    stop: bool
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a listing with the total count that matched."""
+
+    items: list[Any]
+    total: int
+    limit: int
+    offset: int
+
+    def to_json(self) -> dict[str, Any]:
+        items = [i.to_json() if hasattr(i, "to_json") else i for i in self.items]
+        return {"items": items, "total": self.total, "limit": self.limit, "offset": self.offset}

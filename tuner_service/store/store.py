@@ -1,0 +1,561 @@
+"""The one class that owns sessions and transactions; every SQL query of the service lives here."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from tuner_service.errors import Conflict, NotFound
+from tuner_service.store.engine import is_sqlite, make_engine
+from tuner_service.store.models import DatasetRow, EpochRow, StudyRow, TrialRow, utcnow
+from tuner_service.store.records import (
+    FINISHED_TRIAL,
+    TERMINAL_STUDY,
+    DatasetRecord,
+    EpochRecord,
+    Page,
+    StudyRecord,
+    TrialControl,
+    TrialRecord,
+)
+
+TRIAL_SORTS = {
+    "score": TrialRow.sort_key,
+    "number": TrialRow.number,
+    "duration": TrialRow.duration_s,
+    "created": TrialRow.created_at,
+}
+TRIAL_STATUSES = frozenset({"running", "pending", "completed", "failed", "cancelled", "pruned"})
+STUDY_STATUSES = frozenset({"queued", "running", "completed", "cancelled", "failed"})
+
+
+def clean_json(value: Any) -> Any:
+    """Make a value storable as JSON everywhere: numpy scalars to Python, NaN and infinities to None.
+
+    PostgreSQL's JSON type rejects NaN, and a diverged trial reports exactly that.
+    """
+    if isinstance(value, dict):
+        return {str(k): clean_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean_json(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def sort_key(score: float | None, direction: str) -> float | None:
+    """Sign a score so that ascending order is best-first whatever the direction."""
+    if score is None:
+        return None
+    return -score if direction == "max" else score
+
+
+class StudyTransaction:
+    """Writes to one study and its trials while holding the study's lock."""
+
+    def __init__(self, session: Session, study: StudyRow) -> None:
+        self._session = session
+        self._study = study
+
+    @property
+    def study(self) -> StudyRecord:
+        return StudyRecord.of(self._study)
+
+    def trials(self) -> list[TrialRecord]:
+        rows = self._session.scalars(
+            select(TrialRow).where(TrialRow.study_id == self._study.id).order_by(TrialRow.number)
+        )
+        return [TrialRecord.of(r) for r in rows]
+
+    def trial(self, trial_id: int) -> TrialRecord:
+        return TrialRecord.of(self._row(trial_id))
+
+    def trial_by_ticket(self, ticket: str) -> TrialRecord | None:
+        row = self._session.scalar(
+            select(TrialRow).where(TrialRow.study_id == self._study.id, TrialRow.ticket == ticket)
+        )
+        return TrialRecord.of(row) if row else None
+
+    def next_pending(self) -> TrialRecord | None:
+        row = self._session.scalar(
+            select(TrialRow)
+            .where(TrialRow.study_id == self._study.id, TrialRow.status == "pending")
+            .order_by(TrialRow.number)
+            .limit(1)
+        )
+        return TrialRecord.of(row) if row else None
+
+    def count(self, *statuses: str) -> int:
+        query = select(func.count()).where(TrialRow.study_id == self._study.id)
+        if statuses:
+            query = query.where(TrialRow.status.in_(statuses))
+        return self._session.scalar(query) or 0
+
+    def set_oracle_state(self, state: dict[str, Any]) -> None:
+        self._study.oracle_state = clean_json(state)
+
+    def set_status(self, status: str, error: str | None = None) -> None:
+        now = utcnow()
+        if status == "running" and self._study.started_at is None:
+            self._study.started_at = now
+        if status in TERMINAL_STUDY and self._study.finished_at is None:
+            self._study.finished_at = now
+        self._study.status = status
+        if error is not None:
+            self._study.error = error
+
+    def add_trial(
+        self,
+        *,
+        number: int,
+        oracle_trial_id: str,
+        ticket: str,
+        hyperparameters: dict[str, Any],
+        oracle_trial_state: dict[str, Any],
+        worker: str,
+    ) -> TrialRecord:
+        now = utcnow()
+        row = TrialRow(
+            study_id=self._study.id,
+            number=number,
+            oracle_trial_id=oracle_trial_id,
+            ticket=ticket,
+            status="running",
+            hyperparameters=clean_json(hyperparameters),
+            oracle_trial_state=clean_json(oracle_trial_state),
+            dataset_id=self._study.dataset_id,
+            objective_name=self._study.objective_name,
+            worker=worker,
+            heartbeat_at=now,
+            started_at=now,
+            created_at=now,
+        )
+        self._session.add(row)
+        self._session.flush()
+        return TrialRecord.of(row)
+
+    def restart_trial(self, trial_id: int, *, ticket: str, worker: str) -> TrialRecord:
+        """Hand a requeued (or abandoned) trial to a new worker; its old epochs are dropped."""
+        row = self._row(trial_id)
+        now = utcnow()
+        self._session.execute(delete(EpochRow).where(EpochRow.trial_id == trial_id))
+        row.status, row.ticket, row.worker = "running", ticket, worker
+        row.heartbeat_at = row.started_at = now
+        row.epochs_run, row.stop_requested, row.error = 0, False, None
+        self._session.flush()
+        return TrialRecord.of(row)
+
+    def finish_trial(
+        self,
+        trial_id: int,
+        *,
+        status: str,
+        score: float | None = None,
+        best_epoch: int | None = None,
+        metrics: dict[str, Any] | None = None,
+        oracle_trial_state: dict[str, Any] | None = None,
+        error: str | None = None,
+        model_path: str | None = None,
+    ) -> TrialRecord:
+        row = self._row(trial_id)
+        now = utcnow()
+        row.status = status
+        row.score = score
+        row.sort_key = sort_key(score, self._study.direction)
+        row.best_epoch = best_epoch
+        row.metrics = clean_json(metrics)
+        row.error = error
+        row.model_path = model_path
+        row.finished_at = now
+        if oracle_trial_state is not None:
+            row.oracle_trial_state = clean_json(oracle_trial_state)
+        if row.started_at is not None:
+            row.duration_s = (now - _aware(row.started_at)).total_seconds()
+        if score is not None and status == "completed":
+            best = self._study.best_score
+            better = best is None or (score > best if self._study.direction == "max" else score < best)
+            if better:
+                self._study.best_score = score
+                self._study.best_trial_id = row.id
+        self._session.flush()
+        return TrialRecord.of(row)
+
+    def set_trial_state(self, trial_id: int, oracle_trial_state: dict[str, Any]) -> None:
+        self._row(trial_id).oracle_trial_state = clean_json(oracle_trial_state)
+
+    def _row(self, trial_id: int) -> TrialRow:
+        row = self._session.get(TrialRow, trial_id)
+        if row is None or row.study_id != self._study.id:
+            raise NotFound("trial", trial_id)
+        return row
+
+
+class Store:
+    """SQL storage of data sets, studies, trials and epochs (SQLite or PostgreSQL)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    # -- schema -------------------------------------------------------------------------------
+    def upgrade(self, revision: str = "head") -> None:
+        """Bring the schema to ``revision`` with the shipped Alembic migrations."""
+        from tuner_service.store.migrate import upgrade
+
+        upgrade(self.url, revision)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- sessions -----------------------------------------------------------------------------
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        with self._sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        """A write transaction; retried by callers through :meth:`_retrying` on lock errors."""
+        if is_sqlite(self.engine):
+            conn = self.engine.connect().execution_options(sqlite_begin="IMMEDIATE")
+            with conn, Session(bind=conn, expire_on_commit=False) as session, session.begin():
+                yield session
+        else:
+            with self._sessions() as session, session.begin():
+                yield session
+
+    def _retrying(self, fn: Any, attempts: int = 5) -> Any:
+        for attempt in range(attempts):
+            try:
+                return fn()
+            except OperationalError as exc:
+                # SQLite's "database is locked" past the busy timeout, PostgreSQL deadlocks.
+                if attempt == attempts - 1 or not _is_lock_error(exc):
+                    raise
+                time.sleep(0.05 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    # -- data sets ----------------------------------------------------------------------------
+    def ensure_dataset(self, key: str, name: str, source: str, info: dict[str, Any]) -> DatasetRecord:
+        """Get the data set stored under ``key``, storing it first if it is new."""
+
+        def attempt() -> DatasetRecord:
+            with self._write() as session:
+                row = session.scalar(select(DatasetRow).where(DatasetRow.key == key))
+                if row is None:
+                    row = DatasetRow(key=key, name=name, source=source, info=info)
+                    session.add(row)
+                    session.flush()
+                return DatasetRecord.of(row)
+
+        try:
+            return self._retrying(attempt)
+        except IntegrityError:
+            return self.get_dataset(key)  # a concurrent upload of the same bytes won the insert
+
+    def get_dataset(self, ref: str | int) -> DatasetRecord:
+        with self._read() as session:
+            if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+                row = session.get(DatasetRow, int(ref))
+            else:
+                row = session.scalar(select(DatasetRow).where(DatasetRow.key == ref))
+            if row is None:
+                raise NotFound("dataset", ref, field="dataset")
+            return DatasetRecord.of(row)
+
+    def list_datasets(self, limit: int = 100, offset: int = 0) -> Page:
+        with self._read() as session:
+            total = session.scalar(select(func.count()).select_from(DatasetRow)) or 0
+            rows = session.scalars(select(DatasetRow).order_by(DatasetRow.id).limit(limit).offset(offset))
+            return Page([DatasetRecord.of(r) for r in rows], total, limit, offset)
+
+    # -- studies ------------------------------------------------------------------------------
+    def create_study(self, **fields: Any) -> StudyRecord:
+        def attempt() -> StudyRecord:
+            with self._write() as session:
+                row = StudyRow(status="queued", **fields)
+                session.add(row)
+                session.flush()
+                return StudyRecord.of(row)
+
+        return self._retrying(attempt)
+
+    def get_study(self, study_id: int) -> StudyRecord:
+        with self._read() as session:
+            row = session.get(StudyRow, study_id)
+            if row is None:
+                raise NotFound("study", study_id)
+            return StudyRecord.of(row)
+
+    def list_studies(
+        self, *, status: str | None = None, dataset_id: int | None = None, limit: int = 50, offset: int = 0
+    ) -> Page:
+        query = select(StudyRow)
+        if status:
+            query = query.where(StudyRow.status == status)
+        if dataset_id is not None:
+            query = query.where(StudyRow.dataset_id == dataset_id)
+        with self._read() as session:
+            total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+            rows = session.scalars(query.order_by(StudyRow.id.desc()).limit(limit).offset(offset))
+            return Page([StudyRecord.of(r) for r in rows], total, limit, offset)
+
+    def trial_counts(self, study_id: int) -> dict[str, int]:
+        with self._read() as session:
+            rows = session.execute(
+                select(TrialRow.status, func.count()).where(TrialRow.study_id == study_id).group_by(TrialRow.status)
+            )
+            return {status: count for status, count in rows}
+
+    def cancel_study(self, study_id: int) -> StudyRecord:
+        """Mark a study cancelled; its running trials stop at their next epoch end."""
+
+        def attempt() -> StudyRecord:
+            with self.locked_study(study_id) as tx:
+                if tx.study.is_terminal:
+                    raise Conflict(f"study {study_id} is already {tx.study.status}")
+                tx.set_status("cancelled")
+                tx._session.execute(
+                    update(TrialRow)
+                    .where(TrialRow.study_id == study_id, TrialRow.status.in_(("running", "pending")))
+                    .values(stop_requested=True)
+                )
+                tx._session.execute(
+                    update(TrialRow)
+                    .where(TrialRow.study_id == study_id, TrialRow.status == "pending")
+                    .values(status="cancelled", finished_at=utcnow())
+                )
+                return tx.study
+
+        return self._retrying(attempt)
+
+    @contextmanager
+    def locked_study(self, study_id: int) -> Iterator[StudyTransaction]:
+        """Hold the study's row lock (``FOR UPDATE``; an immediate transaction on SQLite)."""
+        with self._write() as session:
+            row = session.scalar(select(StudyRow).where(StudyRow.id == study_id).with_for_update())
+            if row is None:
+                raise NotFound("study", study_id)
+            yield StudyTransaction(session, row)
+
+    def with_study_lock(self, study_id: int, fn: Any) -> Any:
+        """Run ``fn(tx)`` under the study's lock, retrying on lock conflicts."""
+
+        def attempt() -> Any:
+            with self.locked_study(study_id) as tx:
+                return fn(tx)
+
+        return self._retrying(attempt)
+
+    # -- trials -------------------------------------------------------------------------------
+    def get_trial(self, study_id: int, trial_id: int) -> TrialRecord:
+        with self._read() as session:
+            row = session.get(TrialRow, trial_id)
+            if row is None or row.study_id != study_id:
+                raise NotFound("trial", trial_id)
+            return TrialRecord.of(row)
+
+    def list_trials(
+        self,
+        study_id: int,
+        *,
+        status: str | None = None,
+        sort: str = "score",
+        descending: bool = False,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> Page:
+        column = TRIAL_SORTS[sort]
+        order = column.desc() if descending else column.asc()
+        query = select(TrialRow).where(TrialRow.study_id == study_id)
+        if status:
+            query = query.where(TrialRow.status == status)
+        with self._read() as session:
+            total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+            rows = session.scalars(query.order_by(order.nulls_last(), TrialRow.number).limit(limit).offset(offset))
+            return Page([TrialRecord.of(r) for r in rows], total, limit, offset)
+
+    def epochs(self, trial_id: int) -> list[EpochRecord]:
+        with self._read() as session:
+            rows = session.scalars(
+                select(EpochRow).where(EpochRow.trial_id == trial_id).order_by(EpochRow.execution, EpochRow.epoch)
+            )
+            return [EpochRecord.of(r) for r in rows]
+
+    def record_epoch(self, trial_id: int, execution: int, epoch: int, metrics: dict[str, float]) -> TrialControl:
+        """Store one epoch's metrics, refresh the heartbeat, and say whether training should stop."""
+        metrics = clean_json(metrics)
+
+        def attempt() -> TrialControl:
+            with self._write() as session:
+                trial = session.get(TrialRow, trial_id)
+                if trial is None:
+                    return TrialControl(stop=True, reason="trial no longer exists")
+                existing = session.scalar(
+                    select(EpochRow).where(
+                        EpochRow.trial_id == trial_id,
+                        EpochRow.execution == execution,
+                        EpochRow.epoch == epoch,
+                    )
+                )
+                if existing is None:
+                    session.add(EpochRow(trial_id=trial_id, execution=execution, epoch=epoch, metrics=metrics))
+                else:
+                    existing.metrics = metrics
+                trial.heartbeat_at = utcnow()
+                trial.epochs_run = max(trial.epochs_run, epoch + 1)
+                study_status = session.scalar(select(StudyRow.status).where(StudyRow.id == trial.study_id))
+                if study_status == "cancelled":
+                    return TrialControl(stop=True, reason="study cancelled")
+                if trial.stop_requested:
+                    return TrialControl(stop=True, reason="stop requested")
+                return TrialControl(stop=False)
+
+        return self._retrying(attempt)
+
+    def heartbeat(self, trial_id: int) -> None:
+        def attempt() -> None:
+            with self._write() as session:
+                session.execute(update(TrialRow).where(TrialRow.id == trial_id).values(heartbeat_at=utcnow()))
+
+        self._retrying(attempt)
+
+    def stale_trials(self, older_than_s: float) -> list[TrialRecord]:
+        """Running trials whose worker has not reported for ``older_than_s`` seconds."""
+        cutoff = utcnow() - timedelta(seconds=older_than_s)
+        with self._read() as session:
+            rows = session.scalars(select(TrialRow).where(TrialRow.status == "running", TrialRow.heartbeat_at < cutoff))
+            return [TrialRecord.of(r) for r in rows]
+
+    def requeue_trial(self, study_id: int, trial_id: int, *, max_retries: int, reason: str) -> str:
+        """Send an abandoned trial back to the queue, or fail it once retries are spent."""
+
+        def change(tx: StudyTransaction) -> str:
+            trial = tx.trial(trial_id)
+            if trial.status != "running":
+                return trial.status
+            row = tx._row(trial_id)
+            if tx.study.is_terminal:
+                row.status, row.finished_at, row.error = "cancelled", utcnow(), reason
+            elif row.retries >= max_retries:
+                row.status, row.finished_at = "failed", utcnow()
+                row.error = f"{reason}; gave up after {row.retries} retries"
+            else:
+                row.status, row.retries, row.error = "pending", row.retries + 1, reason
+            return row.status
+
+        return self.with_study_lock(study_id, change)
+
+    def mark_enqueued(self, study_id: int) -> None:
+        """Remember when work for the study was last put on the broker."""
+
+        def attempt() -> None:
+            with self._write() as session:
+                session.execute(update(StudyRow).where(StudyRow.id == study_id).values(enqueued_at=utcnow()))
+
+        self._retrying(attempt)
+
+    def idle_studies(self, idle_s: float) -> list[tuple[int, int]]:
+        """Active studies with nothing running and nothing enqueued for ``idle_s``: (study id, slots to wake).
+
+        Slots are the trials still owed (pending ones plus unspent budget), capped by the parallelism.
+        """
+        cutoff = utcnow() - timedelta(seconds=idle_s)
+        running = (
+            select(func.count()).where(TrialRow.study_id == StudyRow.id, TrialRow.status == "running").scalar_subquery()
+        )
+        pending = (
+            select(func.count()).where(TrialRow.study_id == StudyRow.id, TrialRow.status == "pending").scalar_subquery()
+        )
+        total = select(func.count()).where(TrialRow.study_id == StudyRow.id).scalar_subquery()
+        query = select(StudyRow.id, StudyRow.parallelism, StudyRow.max_trials, pending, total).where(
+            StudyRow.status.in_(("queued", "running")),
+            running == 0,
+            (StudyRow.enqueued_at.is_(None)) | (StudyRow.enqueued_at < cutoff),
+        )
+        with self._read() as session:
+            out = []
+            for study_id, parallelism, max_trials, n_pending, n_total in session.execute(query):
+                owed = n_pending + max(0, max_trials - n_total)
+                out.append((study_id, max(1, min(parallelism, owed))))
+            return out
+
+    # -- leaderboards -------------------------------------------------------------------------
+    def leaderboard(
+        self,
+        *,
+        study_id: int | None = None,
+        dataset_id: int | None = None,
+        task_type: str | None = None,
+        objective_name: str | None = None,
+        limit: int = 20,
+        offset: int = 0,
+    ) -> Page:
+        """Finished trials best-first, per study or across studies; each row names its study."""
+        query: Select[Any] = (
+            select(TrialRow, StudyRow.name, StudyRow.direction, StudyRow.task_type)
+            .join(StudyRow, StudyRow.id == TrialRow.study_id)
+            .where(TrialRow.status == "completed", TrialRow.sort_key.is_not(None))
+        )
+        if study_id is not None:
+            query = query.where(TrialRow.study_id == study_id)
+        if dataset_id is not None:
+            query = query.where(TrialRow.dataset_id == dataset_id)
+        if objective_name is not None:
+            query = query.where(TrialRow.objective_name == objective_name)
+        if task_type is not None:
+            query = query.where(StudyRow.task_type == task_type)
+        with self._read() as session:
+            total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+            rows = session.execute(
+                query.order_by(TrialRow.sort_key.asc(), TrialRow.id.asc()).limit(limit).offset(offset)
+            )
+            items = []
+            for rank, (trial, study_name, direction, task_type_) in enumerate(rows, start=offset + 1):
+                items.append(
+                    {
+                        "rank": rank,
+                        "study_id": trial.study_id,
+                        "study_name": study_name,
+                        "task_type": task_type_,
+                        "trial_id": trial.id,
+                        "number": trial.number,
+                        "objective": trial.objective_name,
+                        "direction": direction,
+                        "score": trial.score,
+                        "best_epoch": trial.best_epoch,
+                        "epochs_run": trial.epochs_run,
+                        "duration_s": trial.duration_s,
+                        "hyperparameters": trial.hyperparameters,
+                        "metrics": trial.metrics,
+                    }
+                )
+            return Page(items, total, limit, offset)
+
+    def study_directory(self, artifacts: Path, study_id: int) -> Path:
+        return artifacts / "studies" / str(study_id)
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes even for timezone-aware columns.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _is_lock_error(exc: OperationalError) -> bool:
+    text = str(exc.orig).lower() if exc.orig else str(exc).lower()
+    return "locked" in text or "deadlock" in text or "busy" in text
+
+
+__all__ = ["Store", "StudyTransaction", "FINISHED_TRIAL", "TRIAL_STATUSES", "STUDY_STATUSES", "sort_key"]

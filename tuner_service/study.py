@@ -1,0 +1,301 @@
+"""A study's specification: what the caller POSTs, validated in full before anything is stored."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tuner_service.errors import FieldError, InvalidInput
+from tuner_service.space import SearchSpace
+from tuner_service.task import Objective, TaskSpec
+
+if TYPE_CHECKING:
+    from tuner_service.config import Settings
+    from tuner_service.store import Store, StudyRecord
+
+ALGORITHMS = ("random", "grid", "bayesian", "hyperband")
+PRIORITIES = ("low", "normal", "high")
+STUDY_KEYS = frozenset(
+    {
+        "name", "dataset", "task", "objective", "search_space", "algorithm", "max_trials",
+        "executions_per_trial", "parallelism", "seed", "early_stopping", "validation", "priority",
+    }
+)  # fmt: skip
+ALGORITHM_OPTIONS: dict[str, dict[str, tuple[type, float, float]]] = {
+    "random": {},
+    "grid": {},
+    "bayesian": {
+        "num_initial_points": (int, 1, 1000),
+        "alpha": (float, 0.0, 1.0),
+        "beta": (float, 0.0, 100.0),
+    },
+    "hyperband": {"max_epochs": (int, 2, 1000), "factor": (int, 2, 10), "hyperband_iterations": (int, 1, 10)},
+}
+
+
+@dataclass(frozen=True)
+class AlgorithmSpec:
+    """Which search algorithm decides the next trial, and its options."""
+
+    name: str = "random"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, **self.options}
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    """How Keras' EarlyStopping ends each trial's training."""
+
+    patience: int = 3
+    min_delta: float = 0.0
+    max_epochs: int = 50
+    restore_best_weights: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Validation:
+    """How the data set is split into training and validation parts."""
+
+    fraction: float = 0.2
+    seed: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """Everything a worker needs to run any trial of a study."""
+
+    name: str
+    dataset: str
+    task: TaskSpec
+    objective: Objective
+    search_space: SearchSpace
+    algorithm: AlgorithmSpec
+    max_trials: int
+    executions_per_trial: int = 1
+    parallelism: int = 1
+    seed: int | None = None
+    early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
+    validation: Validation = field(default_factory=Validation)
+    priority: str = "normal"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "dataset": self.dataset,
+            "task": self.task.to_json(),
+            "objective": self.objective.to_json(),
+            "search_space": self.search_space.to_json(),
+            "algorithm": self.algorithm.to_json(),
+            "max_trials": self.max_trials,
+            "executions_per_trial": self.executions_per_trial,
+            "parallelism": self.parallelism,
+            "seed": self.seed,
+            "early_stopping": self.early_stopping.to_json(),
+            "validation": self.validation.to_json(),
+            "priority": self.priority,
+        }
+
+    @classmethod
+    def from_json(cls, doc: object, *, max_parameters: int = 64, max_trials_limit: int = 10_000) -> StudySpec:
+        """Parse and validate a study document, reporting every problem at once."""
+        if not isinstance(doc, dict):
+            raise InvalidInput.one("body", "must be a JSON object")
+        errors: list[FieldError] = []
+        for key in doc:
+            if key not in STUDY_KEYS:
+                errors.append(FieldError(str(key), f"unknown field; known: {', '.join(sorted(STUDY_KEYS))}"))
+        name = _string(doc, "name", errors, max_len=200)
+        dataset = _dataset_ref(doc.get("dataset"), errors)
+        task = _collect(lambda: TaskSpec.from_json(doc.get("task")), errors)
+        objective = None
+        if task is not None:
+            objective = _collect(lambda: Objective.from_json(doc.get("objective"), task), errors)
+        space = _collect(lambda: SearchSpace.from_json(doc.get("search_space"), max_parameters=max_parameters), errors)
+        algorithm = _algorithm(doc.get("algorithm", "random"), errors)
+        max_trials = _int(doc, "max_trials", errors, 1, max_trials_limit, default=10)
+        executions = _int(doc, "executions_per_trial", errors, 1, 10, default=1)
+        parallelism = _int(doc, "parallelism", errors, 1, 64, default=1)
+        seed = _int(doc, "seed", errors, 0, 2**31 - 1, default=None)
+        early = _early_stopping(doc.get("early_stopping", {}), errors)
+        validation = _validation(doc.get("validation", {}), errors)
+        priority = doc.get("priority", "normal")
+        if priority not in PRIORITIES:
+            errors.append(FieldError("priority", f"must be one of {', '.join(PRIORITIES)}"))
+        if algorithm and algorithm.name == "hyperband" and early:
+            algorithm.options.setdefault("max_epochs", min(early.max_epochs, 27))
+        if errors:
+            raise InvalidInput(errors)
+        return cls(
+            name=name, dataset=dataset, task=task, objective=objective, search_space=space,
+            algorithm=algorithm, max_trials=max_trials, executions_per_trial=executions,
+            parallelism=parallelism, seed=seed, early_stopping=early, validation=validation, priority=priority,
+        )  # type: ignore[arg-type]  # fmt: skip
+
+
+def _collect(parse: Any, errors: list[FieldError]) -> Any:
+    try:
+        return parse()
+    except InvalidInput as exc:
+        errors.extend(exc.errors)
+        return None
+
+
+def _string(doc: dict[str, Any], key: str, errors: list[FieldError], *, max_len: int) -> str:
+    value = doc.get(key)
+    if not isinstance(value, str) or not value.strip():
+        errors.append(FieldError(key, "is required and must be a non-empty string"))
+        return ""
+    if len(value) > max_len:
+        errors.append(FieldError(key, f"must be at most {max_len} characters"))
+    return value.strip()
+
+
+def _dataset_ref(value: object, errors: list[FieldError]) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
+        errors.append(FieldError("dataset", "is required: a built-in name ('digits'), 'builtin:NAME', or an id"))
+        return ""
+    text = str(value)
+    if text.isdigit() or text.startswith(("builtin:", "sha256:")):
+        return text
+    return f"builtin:{text}"
+
+
+def _number_ok(value: object, kind: type) -> bool:
+    if isinstance(value, bool):
+        return False
+    if kind is int:
+        return isinstance(value, int)
+    return isinstance(value, (int, float)) and value == value and abs(value) != float("inf")
+
+
+def _int(
+    doc: dict[str, Any], key: str, errors: list[FieldError], low: int, high: int, *, default: int | None
+) -> int | None:
+    value = doc.get(key, default)
+    if value is None:
+        return None
+    if not _number_ok(value, int):
+        errors.append(FieldError(key, "must be an integer"))
+        return default
+    if not low <= value <= high:
+        errors.append(FieldError(key, f"must be between {low} and {high}"))
+    return value
+
+
+def _algorithm(value: object, errors: list[FieldError]) -> AlgorithmSpec | None:
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, dict):
+        errors.append(FieldError("algorithm", f"must be a name or an object; one of {', '.join(ALGORITHMS)}"))
+        return None
+    name = value.get("name", "random")
+    if name not in ALGORITHMS:
+        errors.append(FieldError("algorithm.name", f"unknown algorithm {name!r}; one of {', '.join(ALGORITHMS)}"))
+        return None
+    allowed = ALGORITHM_OPTIONS[name]
+    options: dict[str, Any] = {}
+    for key, option in value.items():
+        if key == "name":
+            continue
+        if key not in allowed:
+            known = ", ".join(allowed) or "none"
+            errors.append(FieldError(f"algorithm.{key}", f"not an option of {name}; options: {known}"))
+            continue
+        kind, low, high = allowed[key]
+        if not _number_ok(option, kind) or not low <= option <= high:
+            errors.append(FieldError(f"algorithm.{key}", f"must be {kind.__name__} between {low} and {high}"))
+            continue
+        options[key] = option
+    return AlgorithmSpec(name, options)
+
+
+def _early_stopping(value: object, errors: list[FieldError]) -> EarlyStopping | None:
+    if not isinstance(value, dict):
+        errors.append(FieldError("early_stopping", "must be an object"))
+        return None
+    limits = {"patience": (int, 0, 1000), "min_delta": (float, 0.0, 1e6), "max_epochs": (int, 1, 10_000)}
+    found: dict[str, Any] = {}
+    for key, option in value.items():
+        if key == "restore_best_weights":
+            if not isinstance(option, bool):
+                errors.append(FieldError("early_stopping.restore_best_weights", "must be true or false"))
+            found[key] = option
+        elif key in limits:
+            kind, low, high = limits[key]
+            if not _number_ok(option, kind) or not low <= option <= high:
+                errors.append(FieldError(f"early_stopping.{key}", f"must be {kind.__name__} between {low} and {high}"))
+            found[key] = option
+        else:
+            errors.append(FieldError(f"early_stopping.{key}", "unknown option"))
+    try:
+        return EarlyStopping(**found)
+    except TypeError:
+        return None
+
+
+def _validation(value: object, errors: list[FieldError]) -> Validation | None:
+    if not isinstance(value, dict):
+        errors.append(FieldError("validation", "must be an object"))
+        return None
+    fraction = value.get("fraction", 0.2)
+    seed = value.get("seed", 0)
+    for key in value:
+        if key not in ("fraction", "seed"):
+            errors.append(FieldError(f"validation.{key}", "unknown option; options: fraction, seed"))
+    if not _number_ok(fraction, float) or not 0.05 <= fraction <= 0.5:
+        errors.append(FieldError("validation.fraction", "must be a number between 0.05 and 0.5"))
+    if not _number_ok(seed, int) or seed < 0:
+        errors.append(FieldError("validation.seed", "must be a non-negative integer"))
+    return Validation(fraction, seed)
+
+
+def planned_trials(spec: StudySpec) -> int:
+    """The study's trial budget: ``max_trials``, or for Hyperband the trials its brackets will run."""
+    if spec.algorithm.name != "hyperband":
+        return spec.max_trials
+    from tuner_service.search import hyperband_budget
+
+    options = spec.algorithm.options
+    return hyperband_budget(
+        options.get("max_epochs", 27), options.get("factor", 3), options.get("hyperband_iterations", 1)
+    )
+
+
+def submit_study(store: Store, settings: Settings, doc: object, enqueue: Callable[[int, int], object]) -> StudyRecord:
+    """Validate ``doc`` in full, store the study as queued and ask for its first trials.
+
+    ``enqueue(study_id, count)`` puts messages on the broker; nothing is stored if validation fails.
+    """
+    from tuner_service.catalog import find_dataset, register_dataset
+    from tuner_service.datasets import check_task
+
+    spec = StudySpec.from_json(doc, max_parameters=settings.max_parameters, max_trials_limit=settings.max_trials_limit)
+    info = find_dataset(store, spec.dataset)
+    problems = check_task(info, spec.task.type)
+    if problems:
+        raise InvalidInput(problems)
+    dataset = register_dataset(store, info)
+    study = store.create_study(
+        name=spec.name,
+        dataset_id=dataset.id,
+        task_type=spec.task.type,
+        algorithm=spec.algorithm.name,
+        objective_name=spec.objective.name,
+        direction=spec.objective.direction,
+        max_trials=planned_trials(spec),
+        parallelism=spec.parallelism,
+        priority=spec.priority,
+        spec=spec.to_json(),
+    )
+    enqueue(study.id, spec.parallelism)
+    store.mark_enqueued(study.id)
+    return store.get_study(study.id)

@@ -1,0 +1,167 @@
+"""Train one claimed trial: build the model, fit with early stopping, report every epoch, save it.
+
+Imports Keras; only workers import this module.
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from tuner_service.config import Settings
+from tuner_service.datasets import DatasetInfo, Split, load_split
+from tuner_service.hypermodel import batch_size, build_model, normalization_stats
+from tuner_service.search import Claim, TrialOutcome
+from tuner_service.store import Store
+from tuner_service.task import TaskSpec
+
+
+class EpochReporter(keras.callbacks.Callback):
+    """Writes each epoch's metrics to the store and stops training when the study says so."""
+
+    def __init__(self, store: Store, trial_id: int, execution: int) -> None:
+        super().__init__()
+        self.store = store
+        self.trial_id = trial_id
+        self.execution = execution
+        self.stop_reason: str | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        metrics = {k: float(v) for k, v in (logs or {}).items() if np.isscalar(v) or np.ndim(v) == 0}
+        metrics.pop("learning_rate", None)
+        control = self.store.record_epoch(self.trial_id, self.execution, epoch, metrics)
+        if control.stop:
+            self.stop_reason = control.reason
+            self.model.stop_training = True
+
+
+class Heartbeat:
+    """Refreshes the trial's heartbeat from a thread, so a long epoch does not look like a dead worker."""
+
+    def __init__(self, store: Store, trial_id: int, every_s: float) -> None:
+        self._store, self._trial_id, self._every = store, trial_id, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{trial_id}", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            self._store.heartbeat(self._trial_id)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def study_dir(settings: Settings, study_id: int) -> Path:
+    return settings.artifacts / "studies" / str(study_id)
+
+
+def checkpoint_path(settings: Settings, study_id: int, oracle_trial_id: str) -> Path:
+    return study_dir(settings, study_id) / "checkpoints" / f"{oracle_trial_id}.weights.h5"
+
+
+# Normalization statistics per (data set, split): computed once per worker process, like the split.
+_NORM_STATS: dict[tuple[str, float, int], tuple[Any, Any]] = {}
+
+
+def _norm_stats(info: DatasetInfo, fraction: float, seed: int, split: Split) -> tuple[Any, Any]:
+    key = (info.key, fraction, seed)
+    if key not in _NORM_STATS:
+        _NORM_STATS[key] = normalization_stats(split.x_train)
+    return _NORM_STATS[key]
+
+
+def train_trial(store: Store, settings: Settings, claim: Claim) -> TrialOutcome:
+    """Run the claimed trial to its end; never raises for a training error (it becomes the outcome)."""
+    try:
+        with Heartbeat(store, claim.trial.id, every_s=max(1.0, settings.heartbeat_timeout_s / 4)):
+            return _train(store, settings, claim)
+    except Exception as exc:  # a failed trial is a result to record, not a worker crash
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        return TrialOutcome("failed", error=f"{detail}\n{traceback.format_exc(limit=-3)}")
+
+
+def _train(store: Store, settings: Settings, claim: Claim) -> TrialOutcome:
+    study, trial = claim.study, claim.trial
+    spec = study.spec
+    task = TaskSpec.from_json(spec["task"])
+    info = DatasetInfo.from_json(store.get_dataset(study.dataset_id).info)
+    validation = spec.get("validation", {})
+    fraction, split_seed = validation.get("fraction", 0.2), validation.get("seed", 0)
+    split = load_split(info, settings.artifacts, validation_fraction=fraction, seed=split_seed)
+    norm = _norm_stats(info, fraction, split_seed, split) if task.normalize else None
+    early = spec.get("early_stopping", {})
+    values = claim.values
+    epochs = int(values.get("tuner/epochs", early.get("max_epochs", 50)))
+    initial_epoch = int(values.get("tuner/initial_epoch", 0))
+    executions = int(spec.get("executions_per_trial", 1))
+    best: list[tuple[int, dict[str, float]]] = []
+    model = None
+    for execution in range(executions):
+        seed = (spec.get("seed") or 0) * 1_000_003 + trial.number * 101 + execution
+        keras.utils.set_random_seed(seed % 2**31)
+        model = build_model(task, values, n_features=info.n_features, n_outputs=info.n_outputs, norm_stats=norm)
+        if claim.resumes is not None:
+            model.load_weights(checkpoint_path(settings, study.id, claim.resumes))
+        reporter = EpochReporter(store, trial.id, execution)
+        stopper = keras.callbacks.EarlyStopping(
+            monitor=study.objective_name,
+            mode=study.direction,
+            patience=int(early.get("patience", 3)),
+            min_delta=float(early.get("min_delta", 0.0)),
+            restore_best_weights=bool(early.get("restore_best_weights", True)),
+        )
+        history = model.fit(
+            split.x_train,
+            split.y_train,
+            validation_data=(split.x_val, split.y_val),
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            batch_size=batch_size(values),
+            callbacks=[stopper, reporter],
+            verbose=0,
+        )
+        if reporter.stop_reason is not None:
+            return TrialOutcome("cancelled", error=reporter.stop_reason)
+        best.append(_best_epoch(history, study.objective_name, study.direction, initial_epoch))
+    metrics = _average([m for _, m in best])
+    model_path = _save(settings, claim, model, split)
+    return TrialOutcome("completed", metrics=metrics, best_epoch=best[0][0], model_path=model_path)
+
+
+def _best_epoch(history: Any, objective: str, direction: str, initial_epoch: int) -> tuple[int, dict[str, float]]:
+    logs = history.history
+    if objective not in logs:
+        raise ValueError(f"objective {objective!r} not among the reported metrics {sorted(logs)}")
+    series = np.asarray(logs[objective], dtype=float)
+    finite = np.where(np.isfinite(series), series, np.inf if direction == "min" else -np.inf)
+    index = int(np.argmin(finite) if direction == "min" else np.argmax(finite))
+    return initial_epoch + index, {k: float(v[index]) for k, v in logs.items() if k != "learning_rate"}
+
+
+def _average(per_execution: list[dict[str, float]]) -> dict[str, float]:
+    keys = per_execution[0].keys()
+    return {k: float(np.mean([m[k] for m in per_execution])) for k in keys}
+
+
+def _save(settings: Settings, claim: Claim, model: Any, split: Split) -> str:
+    """Save the trained model (.keras) and, for later Hyperband rounds, its weights."""
+    study_id = claim.study.id
+    ckpt = checkpoint_path(settings, study_id, claim.trial.oracle_trial_id)
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    model.save_weights(ckpt)
+    path = study_dir(settings, study_id) / "models" / f"trial-{claim.trial.number}.keras"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.keras")
+    model.save(tmp)
+    tmp.replace(path)
+    return str(path.relative_to(settings.artifacts))

@@ -1,0 +1,1 @@
+"""Celery workers that run tuner-service trials, one trial per task."""

@@ -1,0 +1,67 @@
+"""The Celery application and the one way to enqueue trial work.
+
+Importing this module is cheap (no TensorFlow): the API imports it to send messages.
+"""
+
+from __future__ import annotations
+
+import uuid
+from functools import lru_cache
+
+from celery import Celery
+
+from tuner_service.config import Settings, load_settings
+
+RUN_TRIAL = "tuner.run_trial"
+REAP = "tuner.reap"
+TRIALS_QUEUE = "trials"
+
+
+def make_celery(settings: Settings) -> Celery:
+    """A Celery app for ``settings.broker_url``; Redis for teams, an embedded SQLite broker by default."""
+    transport_options: dict[str, object] = {}
+    if settings.broker_url.startswith(("sqla+", "sqlalchemy+")):
+        from workers import embedded
+
+        settings.home.mkdir(parents=True, exist_ok=True)
+        embedded.install(settings.broker_polling_interval_s)
+    else:
+        transport_options["polling_interval"] = settings.broker_polling_interval_s
+    app = Celery("tuner_service", broker=settings.broker_url, include=["workers.tasks"])
+    if not settings.is_embedded_broker:
+        # A trial may train for hours; Redis must not hand its unacked message to another worker meanwhile.
+        transport_options["visibility_timeout"] = 12 * 3600
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_default_queue=TRIALS_QUEUE,
+        task_serializer="json",
+        accept_content=["json"],
+        broker_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        beat_schedule={"reap": {"task": REAP, "schedule": max(5.0, settings.heartbeat_timeout_s / 2)}},
+    )
+    return app
+
+
+@lru_cache(maxsize=4)
+def celery_for(settings: Settings) -> Celery:
+    return make_celery(settings)
+
+
+def enqueue_trials(app: Celery, study_id: int, count: int = 1, *, countdown: float | None = None) -> list[str]:
+    """Ask for ``count`` more trials of a study; each message carries a fresh ticket (its idempotency key)."""
+    tickets = []
+    for _ in range(count):
+        ticket = uuid.uuid4().hex
+        app.send_task(RUN_TRIAL, args=[study_id, ticket], queue=TRIALS_QUEUE, countdown=countdown)
+        tickets.append(ticket)
+    return tickets
+
+
+app = celery_for(load_settings())
