@@ -14,7 +14,7 @@ import keras
 import numpy as np
 
 from tuner_service.config import Settings
-from tuner_service.datasets import DatasetInfo, Split, load_split
+from tuner_service.datasets import DatasetInfo, Split, load_split, output_units
 from tuner_service.hypermodel import batch_size, build_model, normalization_stats
 from tuner_service.search import Claim, TrialOutcome
 from tuner_service.store import Store
@@ -74,7 +74,7 @@ _NORM_STATS: dict[tuple[str, float, int], tuple[Any, Any]] = {}
 
 
 def _norm_stats(info: DatasetInfo, fraction: float, seed: int, split: Split) -> tuple[Any, Any]:
-    key = (info.key, fraction, seed)
+    key = (info.key, fraction, seed)  # the features do not depend on the task type
     if key not in _NORM_STATS:
         _NORM_STATS[key] = normalization_stats(split.x_train)
     return _NORM_STATS[key]
@@ -97,7 +97,7 @@ def _train(store: Store, settings: Settings, claim: Claim) -> TrialOutcome:
     info = DatasetInfo.from_json(store.get_dataset(study.dataset_id).info)
     validation = spec.get("validation", {})
     fraction, split_seed = validation.get("fraction", 0.2), validation.get("seed", 0)
-    split = load_split(info, settings.artifacts, validation_fraction=fraction, seed=split_seed)
+    split = load_split(info, settings.artifacts, validation_fraction=fraction, seed=split_seed, task_type=task.type)
     norm = _norm_stats(info, fraction, split_seed, split) if task.normalize else None
     early = spec.get("early_stopping", {})
     values = claim.values
@@ -109,7 +109,9 @@ def _train(store: Store, settings: Settings, claim: Claim) -> TrialOutcome:
     for execution in range(executions):
         seed = (spec.get("seed") or 0) * 1_000_003 + trial.number * 101 + execution
         keras.utils.set_random_seed(seed % 2**31)
-        model = build_model(task, values, n_features=info.n_features, n_outputs=info.n_outputs, norm_stats=norm)
+        model = build_model(
+            task, values, n_features=info.n_features, n_outputs=output_units(info, task.type), norm_stats=norm
+        )
         if claim.resumes is not None:
             model.load_weights(checkpoint_path(settings, study.id, claim.resumes))
         reporter = EpochReporter(store, trial.id, execution)
