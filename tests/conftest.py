@@ -1,0 +1,148 @@
+"""Shared fixtures: real databases (SQLite files, a fresh PostgreSQL database per test), real Redis,
+and real worker processes. Nothing of the service is mocked."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tuner_service.config import Settings, load_settings
+from tuner_service.store import Store, StudyRecord
+
+POSTGRES_ADMIN_URL = os.environ.get("TUNER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_TEST_URL = os.environ.get("TUNER_TEST_REDIS", "redis://127.0.0.1:6379/11")
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """The embedded default (SQLite database and broker) under a temporary TUNER_HOME."""
+    return load_settings({"TUNER_HOME": str(tmp_path / "home"), "TUNER_HEARTBEAT_TIMEOUT": "30"})
+
+
+@pytest.fixture
+def store(settings: Settings) -> Iterator[Store]:
+    store = Store(settings.database_url)
+    store.upgrade()
+    yield store
+    store.dispose()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A new, empty PostgreSQL database for this test, dropped afterwards."""
+    import psycopg
+
+    name = f"tuner_test_{uuid.uuid4().hex[:12]}"
+    admin = POSTGRES_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
+    try:
+        conn = psycopg.connect(admin, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {admin}: {exc}")
+    with conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = admin.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """A Redis database of its own for the test, emptied first."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=5)
+    try:
+        client.flushdb()
+    except redis.ConnectionError as exc:
+        pytest.fail(f"Redis is not reachable at {REDIS_TEST_URL}: {exc}")
+    return REDIS_TEST_URL
+
+
+class Workers:
+    """Real Celery worker processes started for a test, with their logs kept for failures."""
+
+    def __init__(self, settings: Settings, log_dir: Path) -> None:
+        self.settings = settings
+        self.log_dir = log_dir
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, count: int = 1, *, prefix: str = "w") -> list[subprocess.Popen]:
+        from tuner_service.launcher import worker_command, worker_envs
+
+        started = []
+        for env in worker_envs(self.settings, None, count):
+            name = f"{prefix}{len(self.procs)}"
+            env["TUNER_WORKER_ID"] = name
+            log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+            proc = subprocess.Popen(worker_command(name, loglevel="INFO"), env=env, stdout=log, stderr=log)
+            self.procs.append(proc)
+            started.append(proc)
+        return started
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-4000:]}" for p in sorted(self.log_dir.glob("*.log")))
+
+    def stop(self) -> None:
+        from tuner_service.launcher import stop_processes
+
+        stop_processes(self.procs)
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Callable[[Settings], Workers]]:
+    made: list[Workers] = []
+
+    def make(settings: Settings) -> Workers:
+        log_dir = tmp_path / f"worker-logs-{len(made)}"
+        log_dir.mkdir()
+        made.append(Workers(settings, log_dir))
+        return made[-1]
+
+    yield make
+    for group in made:
+        group.stop()
+
+
+def wait_for_study(
+    store: Store, study_id: int, *, timeout_s: float = 240.0, logs: Callable[[], str] | None = None
+) -> StudyRecord:
+    """Poll until the study is completed, cancelled or failed."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        study = store.get_study(study_id)
+        if study.is_terminal:
+            return study
+        time.sleep(0.5)
+    counts = store.trial_counts(study_id)
+    raise AssertionError(f"study {study_id} not finished after {timeout_s} s: {counts}\n{logs() if logs else ''}")
+
+
+def digits_study(**overrides: object) -> dict:
+    """A small digits study in the classic space (cheap enough for tests)."""
+    doc: dict = {
+        "name": "digits-test",
+        "dataset": "builtin:digits",
+        "task": {"type": "multiclass"},
+        "objective": {"name": "val_accuracy", "direction": "max"},
+        "search_space": {
+            "hidden_layers": {"type": "int", "min": 0, "max": 2},
+            "neurons": {"type": "int", "min": 16, "max": 64, "sampling": "log"},
+            "learning_rate": {"type": "float", "min": 1e-3, "max": 1e-2, "sampling": "log"},
+            "optimizer": {"type": "choice", "values": ["sgd", "adam"]},
+            "momentum": {"type": "float", "min": 0.0, "max": 0.9, "condition": {"parent": "optimizer", "values": ["sgd"]}},
+            "batch_size": {"type": "choice", "values": [32, 64]},
+        },
+        "algorithm": "random",
+        "max_trials": 4,
+        "seed": 1,
+        "early_stopping": {"patience": 1, "max_epochs": 3},
+    }
+    doc.update(overrides)
+    return doc
