@@ -1,0 +1,114 @@
+"""End to end on the embedded default: `tuner-service up` as a real process (SQLite database and broker,
+a real worker process), a study submitted over HTTP, trained, and ranked on the leaderboard."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import digits_study
+from tuner_service.launcher import settings_env, stop_processes
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"{url} did not answer within {timeout_s} s")
+
+
+@pytest.fixture
+def service(settings, tmp_path: Path):
+    port = free_port()
+    log = open(tmp_path / "up.log", "wb")  # noqa: SIM115 - closed below
+    env = {**os.environ, **settings_env(settings)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tuner_service.cli", "up", "--port", str(port), "--workers", "1"],
+        env=env,
+        stdout=log,
+        stderr=log,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(base + "/healthz")
+        yield base, tmp_path / "up.log"
+    finally:
+        stop_processes([proc])
+        log.close()
+
+
+def test_digits_study_over_http_reaches_the_leaderboard(service, settings) -> None:
+    base, log = service
+    response = requests.post(base + "/api/v1/studies", json=digits_study(max_trials=4), timeout=10)
+    assert response.status_code == 201, response.text
+    study = response.json()
+    assert study["status"] == "queued"
+
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        study = requests.get(f"{base}/api/v1/studies/{study['id']}", timeout=10).json()
+        if study["status"] in ("completed", "failed", "cancelled"):
+            break
+        time.sleep(0.5)
+    assert study["status"] == "completed", log.read_text()[-5000:]
+    assert study["progress"]["done"] == 4
+    assert study["progress"]["trials"]["completed"] == 4
+
+    board = requests.get(f"{base}/api/v1/leaderboard", params={"dataset": "digits"}, timeout=10).json()
+    scores = [row["score"] for row in board["items"]]
+    assert board["total"] == 4 and len(scores) == 4
+    assert scores == sorted(scores, reverse=True)  # val_accuracy: best (highest) first
+    assert board["items"][0]["trial_id"] == study["best_trial_id"]
+    assert scores[0] == pytest.approx(study["best_score"])
+    assert all(0.0 <= s <= 1.0 for s in scores)
+
+    trials = requests.get(f"{base}/api/v1/studies/{study['id']}/trials", timeout=10).json()["items"]
+    assert sorted(t["number"] for t in trials) == [0, 1, 2, 3]
+    detail = requests.get(f"{base}/api/v1/studies/{study['id']}/trials/{trials[0]['id']}", timeout=10).json()
+    assert len(detail["epochs"]) == detail["epochs_run"] >= 1
+    assert "val_accuracy" in detail["epochs"][0]["metrics"]
+    assert detail["best_epoch"] < detail["epochs_run"]
+
+    model = requests.get(f"{base}/api/v1/studies/{study['id']}/best-model", timeout=30)
+    assert model.status_code == 200
+    assert model.content[:2] == b"PK"  # a .keras file is a zip archive
+
+
+def test_run_command_prints_the_leaderboard(settings, tmp_path: Path) -> None:
+    """The README's first command: one study on the embedded default, to a printed leaderboard."""
+    study_file = tmp_path / "study.json"
+    import json
+
+    study_file.write_text(json.dumps(digits_study(max_trials=2, name="readme-digits")))
+    env = {**os.environ, **settings_env(settings)}
+    result = subprocess.run(
+        [sys.executable, "-m", "tuner_service.cli", "run", str(study_file)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "completed" in result.stdout
+    assert "2 completed trials, best first" in result.stdout
+    assert "val_accuracy" in result.stdout
