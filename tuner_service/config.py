@@ -21,6 +21,8 @@ class Settings:
     max_trials_limit: int = 10_000
     heartbeat_timeout_s: float = 120.0
     max_trial_retries: int = 2
+    # A study that owes trials but has had nothing running or enqueued this long is enqueued again.
+    wake_after_s: float = 60.0
     broker_polling_interval_s: float = 0.2
     worker_id: str = ""
 
@@ -45,6 +47,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "TUNER_MAX_PARAMETERS": ("max_parameters", int),
         "TUNER_HEARTBEAT_TIMEOUT": ("heartbeat_timeout_s", float),
         "TUNER_MAX_TRIAL_RETRIES": ("max_trial_retries", int),
+        "TUNER_WAKE_AFTER": ("wake_after_s", float),
         "TUNER_BROKER_POLLING_INTERVAL": ("broker_polling_interval_s", float),
     }
     changes: dict[str, object] = {}

@@ -26,6 +26,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "TUNER_ARTIFACTS": str(settings.artifacts),
         "TUNER_HEARTBEAT_TIMEOUT": str(settings.heartbeat_timeout_s),
         "TUNER_MAX_TRIAL_RETRIES": str(settings.max_trial_retries),
+        "TUNER_WAKE_AFTER": str(settings.wake_after_s),
         "TUNER_BROKER_POLLING_INTERVAL": str(settings.broker_polling_interval_s),
     }
 

@@ -37,7 +37,7 @@ def reap(store: Store, settings: Settings, enqueue: Callable[[int, int], Any]) -
             store.mark_enqueued(trial.study_id)
         elif status == "failed":
             failed += 1
-    for study_id, slots in store.idle_studies(idle_s=max(2 * timeout, 30.0)):
+    for study_id, slots in store.idle_studies(idle_s=settings.wake_after_s):
         enqueue(study_id, slots)
         store.mark_enqueued(study_id)
         woken += slots

@@ -1,0 +1,159 @@
+"""The search driver on a real SQLite store and real Keras Tuner oracles; outcomes are given, not trained."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from tests.conftest import digits_study
+from tuner_service.reaper import reap
+from tuner_service.search import Claim, Done, TrialOutcome, Wait, claim_trial, finish_trial
+from tuner_service.study import submit_study
+
+pytest.importorskip("keras_tuner")
+
+
+def submit(store, settings, **overrides):
+    sent: list[tuple[int, int]] = []
+    study = submit_study(store, settings, digits_study(**overrides), lambda s, n: sent.append((s, n)))
+    return study, sent
+
+
+def claim(store, study_id, ticket=None, worker="w", timeout=60.0):
+    return claim_trial(store, study_id, ticket=ticket or uuid.uuid4().hex, worker=worker, heartbeat_timeout_s=timeout)
+
+
+def done(score: float) -> TrialOutcome:
+    return TrialOutcome("completed", metrics={"val_accuracy": score, "loss": 1 - score}, best_epoch=0)
+
+
+def test_claims_follow_the_budget_and_complete_the_study(store, settings) -> None:
+    study, sent = submit(store, settings, max_trials=3, parallelism=2)
+    assert sent == [(study.id, 2)]
+    scores = [0.5, 0.9, 0.7]
+    for number, score in enumerate(scores):
+        claimed = claim(store, study.id)
+        assert isinstance(claimed, Claim) and claimed.trial.number == number
+        finished = finish_trial(store, study.id, claimed.trial.id, done(score))
+        assert finished.trial.score == pytest.approx(score)
+    assert finished.study_status == "completed" and not finished.more_work
+    assert isinstance(claim(store, study.id), Done)
+    final = store.get_study(study.id)
+    assert final.best_score == pytest.approx(0.9)
+    assert [row["score"] for row in store.leaderboard(study_id=study.id).items] == pytest.approx([0.9, 0.7, 0.5])
+
+
+def test_a_redelivered_message_never_creates_a_second_trial(store, settings) -> None:
+    study, _ = submit(store, settings, max_trials=3)
+    first = claim(store, study.id, ticket="t1")
+    assert isinstance(first, Claim)
+    again = claim(store, study.id, ticket="t1")  # broker redelivers while the first worker is alive
+    assert isinstance(again, Done)
+    finish_trial(store, study.id, first.trial.id, done(0.8))
+    assert isinstance(claim(store, study.id, ticket="t1"), Done)  # and after it finished
+    assert store.trial_counts(study.id) == {"completed": 1}
+    # Reporting the same result twice changes nothing.
+    twice = finish_trial(store, study.id, first.trial.id, done(0.1))
+    assert twice.trial.score == pytest.approx(0.8) and not twice.more_work
+
+
+def test_an_abandoned_trial_is_taken_over_by_its_redelivered_message(store, settings) -> None:
+    study, _ = submit(store, settings, max_trials=2)
+    first = claim(store, study.id, ticket="t1", worker="dead", timeout=60)
+    assert isinstance(first, Claim)
+    taken = claim(store, study.id, ticket="t1", worker="alive", timeout=0.0)  # heartbeat counts as stale
+    assert isinstance(taken, Claim)
+    assert taken.trial.id == first.trial.id and taken.trial.worker == "alive"
+    assert taken.values == first.values
+
+
+def test_reaper_requeues_a_silent_trial_then_fails_it_after_the_retry_limit(store, settings) -> None:
+    settings = settings.with_overrides(heartbeat_timeout_s=0.0, max_trial_retries=1)
+    study, _ = submit(store, settings, max_trials=2)
+    woken: list[tuple[int, int]] = []
+    first = claim(store, study.id, worker="dead")
+    report = reap(store, settings, lambda s, n: woken.append((s, n)))
+    assert report.requeued == 1 and woken[0] == (study.id, 1)
+    again = claim(store, study.id, worker="second")
+    assert isinstance(again, Claim) and again.trial.id == first.trial.id
+    assert again.values == first.values and again.trial.retries == 1
+    report = reap(store, settings, lambda s, n: woken.append((s, n)))
+    assert report.failed == 1
+    trial = store.get_trial(study.id, first.trial.id)
+    assert trial.status == "failed" and "gave up after 1 retries" in trial.error
+
+
+def test_reaper_wakes_a_study_whose_messages_were_lost(store, settings) -> None:
+    study, _ = submit(store, settings, max_trials=5, parallelism=3)
+    woken: list[tuple[int, int]] = []
+    reap(store, settings, lambda s, n: woken.append((s, n)))
+    assert woken == [], "just enqueued: not idle yet"
+    time.sleep(0.05)
+    reap(store, settings.with_overrides(wake_after_s=0.01), lambda s, n: woken.append((s, n)))
+    assert woken == [(study.id, 3)]
+    claim(store, study.id)  # a trial is running now: nothing to wake
+    time.sleep(0.05)
+    reap(store, settings.with_overrides(wake_after_s=0.01), lambda s, n: woken.append((s, n)))
+    assert woken == [(study.id, 3)]
+
+
+def test_cancel_stops_new_claims_and_running_trials(store, settings) -> None:
+    study, _ = submit(store, settings, max_trials=5)
+    running = claim(store, study.id)
+    assert isinstance(running, Claim)
+    store.cancel_study(study.id)
+    control = store.record_epoch(running.trial.id, 0, 0, {"val_accuracy": 0.5})
+    assert control.stop and control.reason == "study cancelled"
+    assert isinstance(claim(store, study.id), Done)
+    finished = finish_trial(store, study.id, running.trial.id, TrialOutcome("cancelled", error="study cancelled"))
+    assert finished.trial.status == "cancelled" and not finished.more_work
+
+
+def test_failed_trials_are_recorded_and_three_in_a_row_fail_the_study(store, settings) -> None:
+    study, _ = submit(store, settings, max_trials=5)
+    for _ in range(3):
+        claimed = claim(store, study.id)
+        finish_trial(store, study.id, claimed.trial.id, TrialOutcome("failed", error="boom"))
+    final = store.get_study(study.id)
+    assert final.status == "failed" and "consecutive failures" in final.error
+    assert store.trial_counts(study.id) == {"failed": 3}
+
+
+def test_a_diverged_trial_with_nan_score_is_stored_as_failed(store, settings) -> None:
+    study, _ = submit(store, settings, max_trials=2)
+    claimed = claim(store, study.id)
+    outcome = TrialOutcome("completed", metrics={"val_accuracy": float("nan"), "loss": float("nan")}, best_epoch=0)
+    finished = finish_trial(store, study.id, claimed.trial.id, outcome)
+    assert finished.trial.status == "failed" and finished.trial.score is None
+    assert finished.trial.metrics == {"val_accuracy": None, "loss": None}
+
+
+def test_hyperband_waits_for_its_round_instead_of_spinning(store, settings) -> None:
+    doc = {"algorithm": {"name": "hyperband", "max_epochs": 3, "factor": 3}, "early_stopping": {"patience": 1}}
+    study, _ = submit(store, settings, **doc)
+    claims = [claim(store, study.id) for _ in range(3)]  # bracket 1, round 0: three random trials
+    assert all(isinstance(c, Claim) for c in claims)
+    # Round 1 needs round 0's results; bracket 0 starts meanwhile with its 2 trials; then the oracle waits.
+    extra = [claim(store, study.id) for _ in range(3)]
+    assert [type(c).__name__ for c in extra] == ["Claim", "Claim", "Wait"]
+    assert isinstance(extra[2], Wait) and extra[2].seconds > 0
+    for c, score in zip(claims, [0.2, 0.9, 0.5], strict=True):
+        finish_trial(store, study.id, c.trial.id, done(score))
+    promoted = claim(store, study.id)
+    assert isinstance(promoted, Claim)
+    best = claims[1].trial.oracle_trial_id
+    assert promoted.resumes == best and promoted.values["tuner/initial_epoch"] == 1
+
+
+def test_bayesian_oracle_state_survives_the_database_round_trip(store, settings) -> None:
+    study, _ = submit(store, settings, max_trials=6, algorithm={"name": "bayesian", "num_initial_points": 2})
+    seen = []
+    for score in [0.3, 0.6, 0.4, 0.8, 0.5, 0.7]:
+        claimed = claim(store, study.id)
+        assert isinstance(claimed, Claim)
+        seen.append(tuple(sorted(claimed.values.items())))
+        finish_trial(store, study.id, claimed.trial.id, done(score))
+    assert len(set(seen)) == 6
+    assert store.get_study(study.id).status == "completed"
