@@ -23,11 +23,15 @@ def run_offline() -> None:
 
 
 def run_online() -> None:
-    engine = make_engine(_url())
+    engine = make_engine(_url(), foreign_keys=False)
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
         with context.begin_transaction():
             context.run_migrations()
+            if engine.dialect.name == "sqlite":
+                broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:  # rolls the whole migration back
+                    raise RuntimeError(f"migration left rows that break foreign keys: {broken[:5]}")
     engine.dispose()
 
 

@@ -124,6 +124,23 @@ def wait_for_study(
     raise AssertionError(f"study {study_id} not finished after {timeout_s} s: {counts}\n{logs() if logs else ''}")
 
 
+def make_token(store: Store, user: str, *, team: str = "alpha", role: str = "member", **team_options: object) -> str:
+    """A real API token for a new user of ``team`` (created if needed) with ``role``."""
+    import contextlib
+
+    from tuner_service.errors import Conflict
+
+    with contextlib.suppress(Conflict):
+        store.create_team(team, **team_options)  # type: ignore[arg-type]
+    store.create_user(user, team, role)
+    token, _ = store.create_token(user)
+    return token.secret
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 def digits_study(**overrides: object) -> dict:
     """A small digits study in the classic space (cheap enough for tests)."""
     doc: dict = {
@@ -136,7 +153,12 @@ def digits_study(**overrides: object) -> dict:
             "neurons": {"type": "int", "min": 16, "max": 64, "sampling": "log"},
             "learning_rate": {"type": "float", "min": 1e-3, "max": 1e-2, "sampling": "log"},
             "optimizer": {"type": "choice", "values": ["sgd", "adam"]},
-            "momentum": {"type": "float", "min": 0.0, "max": 0.9, "condition": {"parent": "optimizer", "values": ["sgd"]}},
+            "momentum": {
+                "type": "float",
+                "min": 0.0,
+                "max": 0.9,
+                "condition": {"parent": "optimizer", "values": ["sgd"]},
+            },
             "batch_size": {"type": "choice", "values": [32, 64]},
         },
         "algorithm": "random",

@@ -8,29 +8,33 @@ from tuner_service.errors import InvalidInput, NotFound
 from tuner_service.store import DatasetRecord, Store
 
 
-def find_dataset(store: Store, ref: str, *, field: str = "dataset") -> DatasetInfo:
-    """Describe the data set ``ref`` names (``builtin:NAME``, ``sha256:HEX`` or an id) without storing it."""
+def find_dataset(
+    store: Store, ref: str, *, team_id: int | None = None, field: str = "dataset"
+) -> tuple[DatasetInfo, int | None]:
+    """Describe the data set ``ref`` names (``builtin:NAME``, ``sha256:HEX`` or an id) as ``team_id`` sees
+    it, without storing anything; also returns the team that owns it (None: shared)."""
     if ref.startswith("builtin:"):
         name = ref.removeprefix("builtin:")
         if name not in BUILTIN_NAMES:
             raise InvalidInput.one(field, f"unknown built-in data set {name!r}; known: {', '.join(BUILTIN_NAMES)}")
-        return describe_builtin(name)
+        return describe_builtin(name), None
     try:
-        return DatasetInfo.from_json(store.get_dataset(ref).info)
+        record = store.get_dataset(ref, team_id=team_id)
     except NotFound:
         raise InvalidInput.one(field, f"no data set {ref!r}; upload it first or name a built-in one") from None
+    return DatasetInfo.from_json(record.info), record.team_id
 
 
-def register_dataset(store: Store, info: DatasetInfo) -> DatasetRecord:
-    """The stored row for ``info``, created on first use."""
-    return store.ensure_dataset(info.key, info.name, info.source, info.to_json())
+def register_dataset(store: Store, info: DatasetInfo, *, team_id: int | None = None) -> DatasetRecord:
+    """The stored row for ``info`` (shared when ``team_id`` is None), created on first use."""
+    return store.ensure_dataset(info.key, info.name, info.source, info.to_json(), team_id=team_id)
 
 
 def upload_dataset(
-    store: Store, settings: Settings, data: bytes, filename: str, *, target_column: str | None
+    store: Store, settings: Settings, data: bytes, filename: str, *, target_column: str | None, team_id: int | None
 ) -> DatasetRecord:
-    """Validate and store an uploaded .npz or .csv file; the same bytes always give the same data set."""
+    """Validate and store an uploaded .npz or .csv file for a team; the same bytes give the same data set."""
     info = ingest_upload(
         data, filename, settings.artifacts, target_column=target_column, max_bytes=settings.max_upload_bytes
     )
-    return register_dataset(store, info)
+    return register_dataset(store, info, team_id=team_id)

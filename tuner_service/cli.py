@@ -6,6 +6,7 @@ import json
 import signal
 import sys
 import time
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +29,22 @@ def main() -> None:
 
 # -- running the service -----------------------------------------------------------------------
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8750, show_default=True)
 @click.option("--workers", default=1, show_default=True, help="CPU worker processes to start (0: none).")
 @click.option("--gpus", default=None, help="Comma-separated GPU ids: one pinned worker process per GPU.")
-def up(host: str, port: int, workers: int, gpus: str | None) -> None:
-    """Start the API, local workers and the reaper on the configured database and broker."""
+def up(port: int, workers: int, gpus: str | None) -> None:
+    """Start the API (on 127.0.0.1 only), local workers and the reaper on the configured database and broker.
+
+    On first start it makes a local admin token in $TUNER_HOME/admin-token (mode 0600); the CLI uses it.
+    A team deployment serves the API with gunicorn instead (see docker-compose.yml).
+    """
+    from tuner_service.accounts import admin_token_path
     from tuner_service.launcher import LocalService
 
     settings = load_settings()
-    service = LocalService(settings, host=host, port=port, workers=workers, gpus=_gpu_list(gpus)).start()
+    service = LocalService(settings, port=port, workers=workers, gpus=_gpu_list(gpus)).start()
     console.print(f"tuner-service is up at [bold]{service.url}[/] (API docs: {service.url}/api/v1/docs)")
+    console.print(f'admin token: {admin_token_path(settings.home)} (curl -H "Authorization: Bearer $(cat ...)")')
     console.print(f"database {settings.database_url}  broker {settings.broker_url}  artifacts {settings.artifacts}")
     _wait_for_signal(service.stop)
 
@@ -46,16 +52,19 @@ def up(host: str, port: int, workers: int, gpus: str | None) -> None:
 @main.command()
 @click.option("--gpus", default=None, help="Comma-separated GPU ids: one worker process pinned to each.")
 @click.option("--concurrency", default=1, show_default=True, help="CPU worker processes (when no --gpus).")
-@click.option("--queue", default="trials", show_default=True, help="Celery queue (resource pool) to serve.")
-def worker(gpus: str | None, concurrency: int, queue: str) -> None:
-    """Start trial workers: one process per GPU (CUDA_VISIBLE_DEVICES, memory growth) or N CPU processes."""
+def worker(gpus: str | None, concurrency: int) -> None:
+    """Start trial workers: one process per GPU on the gpu pool (CUDA_VISIBLE_DEVICES, memory growth), or
+    N CPU processes on the cpu pool. A worker only ever runs studies of its own pool."""
     import subprocess
 
-    from tuner_service.launcher import stop_processes, worker_command, worker_envs
+    from tuner_service.launcher import pool_queue_name, stop_processes, worker_command, worker_envs
 
     settings = load_settings()
     envs = worker_envs(settings, _gpu_list(gpus), concurrency)
-    procs = [subprocess.Popen(worker_command(env["TUNER_WORKER_ID"], queue, "INFO"), env=env) for env in envs]
+    procs = [
+        subprocess.Popen(worker_command(env["TUNER_WORKER_ID"], pool_queue_name(env["TUNER_POOL"]), "INFO"), env=env)
+        for env in envs
+    ]
     console.print(f"started {len(procs)} worker process(es) on {settings.broker_url}")
     _wait_for_signal(lambda: stop_processes(procs), procs)
 
@@ -72,7 +81,7 @@ def reaper(every: float, once: bool) -> None:
     settings = load_settings()
     store, celery = Store(settings.database_url), celery_for(settings)
     while True:
-        report = reap(store, settings, lambda study_id, n: enqueue_trials(celery, study_id, n))
+        report = reap(store, settings, lambda pool, n: enqueue_trials(celery, pool, n))
         console.print(f"reaper: {report.to_json()}")
         if once:
             return
@@ -114,19 +123,128 @@ def db_current() -> None:
     console.print(current(load_settings().database_url) or "empty (run: tuner-service db upgrade)")
 
 
+# -- accounts (on the server: talks to the database directly) ------------------------------------
+@main.group()
+def admin() -> None:
+    """Teams, users and API tokens."""
+
+
+def _store() -> Any:
+    from tuner_service.store import Store
+
+    return Store(load_settings().database_url)
+
+
+@admin.command("create-team")
+@click.argument("name")
+@click.option("--weight", default=1.0, show_default=True, help="Share of worker time relative to other teams.")
+@click.option("--max-concurrent", type=int, default=None, help="Quota: trials running at once.")
+@click.option("--gpu-hours", type=float, default=None, help="Quota: GPU-hours per day.")
+def create_team(name: str, weight: float, max_concurrent: int | None, gpu_hours: float | None) -> None:
+    """Create a team."""
+    team = _admin(
+        lambda: _store().create_team(
+            name, share_weight=weight, max_concurrent_trials=max_concurrent, gpu_hours_per_day=gpu_hours
+        )
+    )
+    console.print_json(data=team.to_json())
+
+
+@admin.command("set-quota")
+@click.argument("team")
+@click.option("--weight", type=float, default=None)
+@click.option("--max-concurrent", type=int, default=None)
+@click.option("--gpu-hours", type=float, default=None)
+def set_quota(team: str, weight: float | None, max_concurrent: int | None, gpu_hours: float | None) -> None:
+    """Change a team's share weight or quotas."""
+    changes = {
+        k: v
+        for k, v in {
+            "share_weight": weight,
+            "max_concurrent_trials": max_concurrent,
+            "gpu_hours_per_day": gpu_hours,
+        }.items()
+        if v is not None
+    }
+    console.print_json(data=_admin(lambda: _store().update_team(team, **changes)).to_json())
+
+
+@admin.command("create-user")
+@click.argument("name")
+@click.option("--team", required=True)
+@click.option("--role", type=click.Choice(["admin", "member", "viewer"]), default="member", show_default=True)
+def create_user(name: str, team: str, role: str) -> None:
+    """Create a user in a team."""
+    user = _admin(lambda: _store().create_user(name, team, role))
+    console.print(f"user {user.user_name} ({user.role}) in team {user.team_name}")
+
+
+@admin.command("create-token")
+@click.argument("user")
+@click.option("--expires-in-days", type=float, default=None, help="Default: never expires.")
+@click.option("--label", default=None)
+def create_token(user: str, expires_in_days: float | None, label: str | None) -> None:
+    """Create an API token; it is printed once and cannot be shown again."""
+    from datetime import datetime, timedelta
+
+    expires = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None
+    token, record = _admin(lambda: _store().create_token(user, expires_at=expires, label=label))
+    click.echo(token.secret)
+    click.echo(f"(token {record.prefix}… for {user}; it is not stored and cannot be shown again)", err=True)
+
+
+@admin.command("revoke-token")
+@click.argument("token_or_prefix")
+def revoke_token(token_or_prefix: str) -> None:
+    """Revoke a token, named by its secret or by the prefix shown when it was made."""
+    count = _admin(lambda: _store().revoke_token(token_or_prefix))
+    if not count:
+        raise click.ClickException("no active token matches")
+    console.print(f"revoked {count} token(s)")
+
+
+@admin.command("list-teams")
+def list_teams() -> None:
+    """List teams with their weights and quotas."""
+    for team in _store().list_teams():
+        console.print_json(data=team.to_json())
+
+
+def _admin(call: Any) -> Any:
+    from tuner_service.errors import TunerError
+
+    try:
+        return call()
+    except TunerError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 # -- talking to the API ------------------------------------------------------------------------
 url_option = click.option("--url", default=DEFAULT_URL, show_default=True, envvar="TUNER_URL", help="API address.")
+token_option = click.option(
+    "--token", default=None, envvar="TUNER_TOKEN", help="API token (default: $TUNER_HOME/admin-token from `up`)."
+)
+
+
+def client_for(url: str, token: str | None) -> Any:
+    """A client with the given token, or the local admin token that `tuner-service up` wrote."""
+    from tuner_service.accounts import admin_token_path
+    from tuner_service.client import Client
+
+    if token is None:
+        path = admin_token_path(load_settings().home)
+        token = path.read_text().strip() if path.exists() else None
+    return Client(url, token=token)
 
 
 @main.command()
 @click.argument("study_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--wait/--no-wait", default=False, help="Show progress until the study ends, then its leaderboard.")
 @url_option
-def submit(study_file: Path, wait: bool, url: str) -> None:
+@token_option
+def submit(study_file: Path, wait: bool, url: str, token: str | None) -> None:
     """Submit the study described in STUDY_FILE (JSON)."""
-    from tuner_service.client import Client
-
-    client = Client(url)
+    client = client_for(url, token)
     study = _submit(client, study_file)
     if wait:
         _follow(client, study)
@@ -144,7 +262,7 @@ def run(study_file: Path, workers: int, port: int) -> None:
     settings = load_settings()
     console.print(f"embedded service: {settings.database_url}, broker {settings.broker_url}")
     with LocalService(settings, port=port, workers=workers, reap_every_s=5.0) as service:
-        client = Client(service.url)
+        client = Client(service.url, token=service.admin_token)
         study = _submit(client, study_file)
         final = _follow(client, study, alive=service.workers_alive)
     sys.exit(0 if final["status"] == "completed" else 1)
@@ -157,35 +275,98 @@ def run(study_file: Path, workers: int, port: int) -> None:
 @click.option("--metric", default=None, help="Across studies: objective name.")
 @click.option("--limit", default=10, show_default=True)
 @url_option
-def leaderboard(study_id: int | None, dataset: str | None, task: str | None, metric: str | None, limit: int, url: str):
+@token_option
+def leaderboard(
+    study_id: int | None,
+    dataset: str | None,
+    task: str | None,
+    metric: str | None,
+    limit: int,
+    url: str,
+    token: str | None,
+) -> None:
     """Print a study's leaderboard, or the leaderboard across studies."""
-    from tuner_service.client import Client
-
     filters = {k: v for k, v in {"dataset": dataset, "task": task, "metric": metric}.items() if v}
-    board = _api(lambda: Client(url).leaderboard(study_id, limit=limit, **filters))
+    board = _api(lambda: client_for(url, token).leaderboard(study_id, limit=limit, **filters))
     print_leaderboard(board, title=f"study {study_id}" if study_id else "all studies")
 
 
 @main.command()
 @click.argument("study_id", type=int)
 @url_option
-def cancel(study_id: int, url: str) -> None:
+@token_option
+def cancel(study_id: int, url: str, token: str | None) -> None:
     """Cancel a study: running trials stop at their next epoch end."""
-    from tuner_service.client import Client
-
-    study = _api(lambda: Client(url).cancel(study_id))
+    study = _api(lambda: client_for(url, token).cancel(study_id))
     console.print(f"study {study_id} is {study['status']}")
+
+
+@main.command()
+@click.argument("study_id", type=int)
+@url_option
+@token_option
+def pause(study_id: int, url: str, token: str | None) -> None:
+    """Pause a study: running trials finish, no new one starts."""
+    study = _api(lambda: client_for(url, token).pause(study_id))
+    console.print(f"study {study_id} is {study['status']}")
+
+
+@main.command()
+@click.argument("study_id", type=int)
+@url_option
+@token_option
+def resume(study_id: int, url: str, token: str | None) -> None:
+    """Resume a paused study."""
+    study = _api(lambda: client_for(url, token).resume(study_id))
+    console.print(f"study {study_id} is {study['status']}")
+
+
+@main.command()
+@click.argument("study_id", type=int)
+@click.argument("level", type=click.Choice(["low", "normal", "high"]))
+@url_option
+@token_option
+def priority(study_id: int, level: str, url: str, token: str | None) -> None:
+    """Change a study's priority; it takes effect at the next claim."""
+    study = _api(lambda: client_for(url, token).set_priority(study_id, level))
+    console.print(f"study {study_id} has priority {study['priority']}")
+
+
+@main.command("queue")
+@click.option("--pool", type=click.Choice(["cpu", "gpu"]), default=None)
+@url_option
+@token_option
+def queue_view(pool: str | None, url: str, token: str | None) -> None:
+    """Show running trials and waiting studies with their position, reason and ETA."""
+    view = _api(lambda: client_for(url, token).queue(pool))
+    running = Table(title="running trials")
+    for column in ("study", "team", "trial", "pool", "worker", "gpu", "elapsed s", "epochs"):
+        running.add_column(column)
+    for r in view["running"]:
+        running.add_row(
+            f"{r['study_id']} {r['study_name']}", str(r["team"]), str(r["number"]), r["pool"], str(r["worker"]),
+            str(r["gpu"] or ""), _fmt(r["elapsed_s"], 1), str(r["epochs_run"]),
+        )  # fmt: skip
+    waiting = Table(title="waiting studies")
+    for column in ("#", "study", "team", "pool", "priority", "left", "waiting because", "next start in s"):
+        waiting.add_column(column)
+    for w in view["waiting"]:
+        waiting.add_row(
+            str(w["position"]), f"{w['study_id']} {w['name']}", w["team"], w["pool"], w["priority"],
+            str(w["trials_left"]), w["blocked_reason"] or "", _fmt(w["eta_next_start_s"], 1),
+        )  # fmt: skip
+    console.print(running)
+    console.print(waiting)
 
 
 @main.command()
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--target-column", default=None, help="CSV: the column to predict.")
 @url_option
-def upload(path: Path, target_column: str | None, url: str) -> None:
+@token_option
+def upload(path: Path, target_column: str | None, url: str, token: str | None) -> None:
     """Upload a data set (.npz with x and y, or .csv with a target column)."""
-    from tuner_service.client import Client
-
-    record = _api(lambda: Client(url).upload_dataset(path, target_column))
+    record = _api(lambda: client_for(url, token).upload_dataset(path, target_column))
     console.print_json(data=record)
 
 

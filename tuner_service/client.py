@@ -26,10 +26,14 @@ class ApiError(Exception):
 class Client:
     """Talks to one tuner-service API at ``base_url``."""
 
-    def __init__(self, base_url: str = "http://127.0.0.1:8750", *, timeout: float = 30.0) -> None:
+    def __init__(
+        self, base_url: str = "http://127.0.0.1:8750", *, token: str | None = None, timeout: float = 30.0
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.http = requests.Session()
+        if token:
+            self.http.headers["Authorization"] = f"Bearer {token}"
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.http.request(method, self.base_url + path, timeout=self.timeout, **kwargs)
@@ -61,6 +65,18 @@ class Client:
 
     def trial(self, study_id: int, trial_id: int) -> dict[str, Any]:
         return self._call("GET", f"/api/v1/studies/{study_id}/trials/{trial_id}")
+
+    def pause(self, study_id: int) -> dict[str, Any]:
+        return self._call("POST", f"/api/v1/studies/{study_id}/pause")
+
+    def resume(self, study_id: int) -> dict[str, Any]:
+        return self._call("POST", f"/api/v1/studies/{study_id}/resume")
+
+    def set_priority(self, study_id: int, priority: str) -> dict[str, Any]:
+        return self._call("PATCH", f"/api/v1/studies/{study_id}", json={"priority": priority})
+
+    def queue(self, pool: str | None = None) -> dict[str, Any]:
+        return self._call("GET", "/api/v1/queue", params={"pool": pool} if pool else None)
 
     def leaderboard(self, study_id: int | None = None, **filters: Any) -> dict[str, Any]:
         if study_id is not None:

@@ -23,6 +23,8 @@ class Settings:
     max_trial_retries: int = 2
     # A study that owes trials but has had nothing running or enqueued this long is enqueued again.
     wake_after_s: float = 60.0
+    # Fair share compares the teams' worker time within this window.
+    fair_share_window_s: float = 3600.0
     broker_polling_interval_s: float = 0.2
     worker_id: str = ""
 
@@ -48,6 +50,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "TUNER_HEARTBEAT_TIMEOUT": ("heartbeat_timeout_s", float),
         "TUNER_MAX_TRIAL_RETRIES": ("max_trial_retries", int),
         "TUNER_WAKE_AFTER": ("wake_after_s", float),
+        "TUNER_FAIR_SHARE_WINDOW": ("fair_share_window_s", float),
         "TUNER_BROKER_POLLING_INTERVAL": ("broker_polling_interval_s", float),
     }
     changes: dict[str, object] = {}

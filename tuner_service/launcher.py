@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -27,11 +28,12 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "TUNER_HEARTBEAT_TIMEOUT": str(settings.heartbeat_timeout_s),
         "TUNER_MAX_TRIAL_RETRIES": str(settings.max_trial_retries),
         "TUNER_WAKE_AFTER": str(settings.wake_after_s),
+        "TUNER_FAIR_SHARE_WINDOW": str(settings.fair_share_window_s),
         "TUNER_BROKER_POLLING_INTERVAL": str(settings.broker_polling_interval_s),
     }
 
 
-def worker_command(name: str, queue: str = "trials", loglevel: str = "WARNING") -> list[str]:
+def worker_command(name: str, queue: str = "trials.cpu", loglevel: str = "WARNING") -> list[str]:
     """One Celery worker process that runs one trial at a time (solo pool: Keras in the main thread)."""
     quiet = ["--quiet"] if loglevel == "WARNING" else []
     return [
@@ -42,21 +44,62 @@ def worker_command(name: str, queue: str = "trials", loglevel: str = "WARNING") 
 
 
 def worker_envs(settings: Settings, gpus: list[str] | None, processes: int) -> list[dict[str, str]]:
-    """One environment per worker process: pinned to one GPU each, or CPU-only."""
+    """One environment per worker process: pinned to one GPU each (pool ``gpu``), or CPU-only (pool ``cpu``)."""
     base = {**os.environ, **settings_env(settings), "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
     if gpus:
         return [
-            {**base, "CUDA_VISIBLE_DEVICES": gpu, "TF_FORCE_GPU_ALLOW_GROWTH": "true", "TUNER_WORKER_ID": f"gpu{gpu}"}
+            {
+                **base,
+                "CUDA_VISIBLE_DEVICES": gpu,
+                "TF_FORCE_GPU_ALLOW_GROWTH": "true",
+                "TUNER_WORKER_ID": f"gpu{gpu}",
+                "TUNER_POOL": "gpu",
+            }
             for gpu in gpus
         ]
-    return [{**base, "CUDA_VISIBLE_DEVICES": "", "TUNER_WORKER_ID": f"cpu{i}"} for i in range(processes)]
+    return [
+        {**base, "CUDA_VISIBLE_DEVICES": "", "TUNER_WORKER_ID": f"cpu{i}", "TUNER_POOL": "cpu"}
+        for i in range(processes)
+    ]
 
 
 def start_workers(settings: Settings, gpus: list[str] | None = None, processes: int = 1) -> list[subprocess.Popen]:
     procs = []
     for env in worker_envs(settings, gpus, processes):
-        procs.append(subprocess.Popen(worker_command(env["TUNER_WORKER_ID"]), env=env))
+        queue = pool_queue_name(env["TUNER_POOL"])
+        procs.append(subprocess.Popen(worker_command(env["TUNER_WORKER_ID"], queue), env=env))
     return procs
+
+
+def pool_queue_name(pool: str) -> str:
+    from workers.app import pool_queue
+
+    return pool_queue(pool)
+
+
+def ensure_admin_token(store: Store, settings: Settings) -> str:
+    """The local admin token: made on first start (team ``local``, user ``admin``) and kept in
+    ``$TUNER_HOME/admin-token`` with mode 0600, where the CLI finds it."""
+    from tuner_service.accounts import admin_token_path
+    from tuner_service.errors import Conflict
+
+    path = admin_token_path(settings.home)
+    if path.exists():
+        secret = path.read_text().strip()
+        if store.authenticate(secret) is not None:
+            return secret
+    # A second start finds the team and user already there: that is fine.
+    with contextlib.suppress(Conflict):
+        store.create_team("local")
+    with contextlib.suppress(Conflict):
+        store.create_user("admin", "local", "admin")
+    token, _ = store.create_token("admin", label="local admin (tuner-service up)")
+    settings.home.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token.secret + "\n")
+    os.chmod(path, 0o600)
+    return token.secret
 
 
 def stop_processes(procs: list[subprocess.Popen], timeout: float = 20.0) -> None:
@@ -97,6 +140,7 @@ class LocalService:
         store = Store(self.settings.database_url)
         store.upgrade()
         self._store = store
+        self.admin_token = ensure_admin_token(store, self.settings)
         app = create_app(self.settings, store=store)
         self._server = make_server(self.host, self.port, app, threaded=True)
         self._spawn(self._server.serve_forever, "api")
@@ -116,7 +160,7 @@ class LocalService:
         celery = celery_for(self.settings)
         while not self._stop.wait(self.reap_every_s):
             try:
-                reap(self._store, self.settings, lambda study_id, n: enqueue_trials(celery, study_id, n))
+                reap(self._store, self.settings, lambda pool, n: enqueue_trials(celery, pool, n))
             except Exception as exc:  # keep reaping; say what went wrong
                 print(f"reaper: {exc}", file=sys.stderr)
 

@@ -24,8 +24,8 @@ class ReapReport:
         return asdict(self)
 
 
-def reap(store: Store, settings: Settings, enqueue: Callable[[int, int], Any]) -> ReapReport:
-    """One pass; ``enqueue(study_id, count)`` puts messages on the broker."""
+def reap(store: Store, settings: Settings, enqueue: Callable[[str, int], Any]) -> ReapReport:
+    """One pass; ``enqueue(pool, count)`` wakes workers of a pool."""
     requeued = failed = woken = 0
     timeout = settings.heartbeat_timeout_s
     for trial in store.stale_trials(timeout):
@@ -33,12 +33,12 @@ def reap(store: Store, settings: Settings, enqueue: Callable[[int, int], Any]) -
         status = store.requeue_trial(trial.study_id, trial.id, max_retries=settings.max_trial_retries, reason=reason)
         if status == "pending":
             requeued += 1
-            enqueue(trial.study_id, 1)
+            enqueue(trial.pool, 1)
             store.mark_enqueued(trial.study_id)
         elif status == "failed":
             failed += 1
-    for study_id, slots in store.idle_studies(idle_s=settings.wake_after_s):
-        enqueue(study_id, slots)
+    for study_id, pool, slots in store.idle_studies(idle_s=settings.wake_after_s):
+        enqueue(pool, slots)
         store.mark_enqueued(study_id)
         woken += slots
     return ReapReport(requeued, failed, woken)

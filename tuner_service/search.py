@@ -11,8 +11,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from tuner_service.queue import runnable
 from tuner_service.space import SearchSpace
 from tuner_service.store import Store, StudyRecord, StudyTransaction, TrialRecord
+from tuner_service.store.queue import QueueSession
 
 WAIT_FOR_ROUND_S = 2.0
 ORACLE_STATUS_OF = {
@@ -136,28 +138,70 @@ def restore_oracle(tx: StudyTransaction) -> Any:
     return oracle
 
 
-def claim_trial(
-    store: Store, study_id: int, *, ticket: str, worker: str, heartbeat_timeout_s: float
+def claim_next(
+    store: Store,
+    pool: str,
+    *,
+    ticket: str,
+    worker: str,
+    gpu: str | None = None,
+    heartbeat_timeout_s: float,
+    window_s: float = 3600.0,
 ) -> Claim | Wait | Done:
-    """Give this message's worker a trial to run, idempotently per ``ticket``."""
-    return store.with_study_lock(
-        study_id, lambda tx: _claim(tx, ticket=ticket, worker=worker, heartbeat_timeout_s=heartbeat_timeout_s)
+    """Give a free worker of ``pool`` its next trial, from whichever study the queue serves next.
+
+    Idempotent per ``ticket``: a redelivered message never creates a second trial.
+    """
+    return store.with_queue_lock(
+        lambda queue: _claim_next(
+            queue,
+            pool,
+            ticket=ticket,
+            worker=worker,
+            gpu=gpu,
+            heartbeat_timeout_s=heartbeat_timeout_s,
+            window_s=window_s,
+        )
     )
 
 
-def _claim(tx: StudyTransaction, *, ticket: str, worker: str, heartbeat_timeout_s: float) -> Claim | Wait | Done:
-    study = tx.study
-    if study.is_terminal:
-        return Done(f"study is {study.status}")
-    mine = tx.trial_by_ticket(ticket)
+def _claim_next(
+    queue: QueueSession,
+    pool: str,
+    *,
+    ticket: str,
+    worker: str,
+    gpu: str | None,
+    heartbeat_timeout_s: float,
+    window_s: float,
+) -> Claim | Wait | Done:
+    mine = queue.trial_by_ticket(ticket)
     if mine is not None:
         # The broker delivered this message again: resume only a trial nobody is working on.
         if mine.status != "running" or _is_fresh(mine, heartbeat_timeout_s):
-            return Done(f"message already handled by trial {mine.number}")
-        return Claim(tx.restart_trial(mine.id, ticket=ticket, worker=worker), tx.study)
+            return Done(f"message already handled by trial {mine.id}")
+        tx = queue.lock_study(mine.study_id)
+        return Claim(tx.restart_trial(mine.id, ticket=ticket, worker=worker, gpu=gpu), tx.study)
+    studies, teams = queue.snapshot(pool, window_s)
+    waited = False
+    for candidate in runnable(studies, teams):
+        tx = queue.lock_study(candidate.study_id)
+        result = _claim_in_study(tx, ticket=ticket, worker=worker, gpu=gpu)
+        if isinstance(result, Claim):
+            return result
+        waited = waited or isinstance(result, Wait)
+    if waited:
+        return Wait(WAIT_FOR_ROUND_S)
+    return Done(f"no study of pool {pool!r} can start a trial now")
+
+
+def _claim_in_study(tx: StudyTransaction, *, ticket: str, worker: str, gpu: str | None) -> Claim | Wait | Done:
+    study = tx.study
+    if study.is_terminal or study.is_paused:
+        return Done(f"study is {study.status}")
     pending = tx.next_pending()
     if pending is not None:
-        return Claim(tx.restart_trial(pending.id, ticket=ticket, worker=worker), tx.study)
+        return Claim(tx.restart_trial(pending.id, ticket=ticket, worker=worker, gpu=gpu), tx.study)
     if tx.count() >= study.max_trials:
         return _maybe_complete(tx, "budget spent")
     oracle = restore_oracle(tx)
@@ -174,6 +218,7 @@ def _claim(tx: StudyTransaction, *, ticket: str, worker: str, heartbeat_timeout_
         hyperparameters=dict(trial.hyperparameters.values),
         oracle_trial_state=trial.get_state(),
         worker=worker,
+        gpu=gpu,
     )
     tx.set_oracle_state(oracle.get_state())
     if study.status == "queued":

@@ -19,7 +19,7 @@ PRIORITIES = ("low", "normal", "high")
 STUDY_KEYS = frozenset(
     {
         "name", "dataset", "task", "objective", "search_space", "algorithm", "max_trials",
-        "executions_per_trial", "parallelism", "seed", "early_stopping", "validation", "priority",
+        "executions_per_trial", "parallelism", "seed", "early_stopping", "validation", "priority", "resources",
     }
 )  # fmt: skip
 ALGORITHM_OPTIONS: dict[str, dict[str, tuple[type, float, float]]] = {
@@ -86,6 +86,7 @@ class StudySpec:
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     validation: Validation = field(default_factory=Validation)
     priority: str = "normal"
+    pool: str = "cpu"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -102,6 +103,7 @@ class StudySpec:
             "early_stopping": self.early_stopping.to_json(),
             "validation": self.validation.to_json(),
             "priority": self.priority,
+            "resources": {"gpu": 1} if self.pool == "gpu" else {"cpu": 1},
         }
 
     @classmethod
@@ -130,6 +132,7 @@ class StudySpec:
         priority = doc.get("priority", "normal")
         if priority not in PRIORITIES:
             errors.append(FieldError("priority", f"must be one of {', '.join(PRIORITIES)}"))
+        pool = _pool(doc.get("resources", {"cpu": 1}), errors)
         if algorithm and algorithm.name == "hyperband" and early:
             algorithm.options.setdefault("max_epochs", min(early.max_epochs, 27))
         if errors:
@@ -138,7 +141,23 @@ class StudySpec:
             name=name, dataset=dataset, task=task, objective=objective, search_space=space,
             algorithm=algorithm, max_trials=max_trials, executions_per_trial=executions,
             parallelism=parallelism, seed=seed, early_stopping=early, validation=validation, priority=priority,
+            pool=pool,
         )  # type: ignore[arg-type]  # fmt: skip
+
+
+def _pool(value: object, errors: list[FieldError]) -> str:
+    """``{"gpu": 1}`` runs on the GPU pool (one trial per GPU); ``{"cpu": N}`` or nothing on the CPU pool."""
+    if not isinstance(value, dict) or not value:
+        errors.append(FieldError("resources", 'must be {"gpu": 1} or {"cpu": 1}'))
+        return "cpu"
+    for key, amount in value.items():
+        if key not in ("gpu", "cpu"):
+            errors.append(FieldError(f"resources.{key}", "unknown resource; known: cpu, gpu"))
+        elif not _number_ok(amount, int) or amount < 0:
+            errors.append(FieldError(f"resources.{key}", "must be a non-negative integer"))
+        elif key == "gpu" and amount > 1:
+            errors.append(FieldError("resources.gpu", "a trial uses at most one GPU (workers run one trial per GPU)"))
+    return "gpu" if value.get("gpu") else "cpu"
 
 
 def _collect(parse: Any, errors: list[FieldError]) -> Any:
@@ -270,20 +289,28 @@ def planned_trials(spec: StudySpec) -> int:
     )
 
 
-def submit_study(store: Store, settings: Settings, doc: object, enqueue: Callable[[int, int], object]) -> StudyRecord:
-    """Validate ``doc`` in full, store the study as queued and ask for its first trials.
+def submit_study(
+    store: Store,
+    settings: Settings,
+    doc: object,
+    enqueue: Callable[[str, int], object],
+    *,
+    team_id: int | None = None,
+    owner_id: int | None = None,
+) -> StudyRecord:
+    """Validate ``doc`` in full, store the study as queued for the team and ask for its first trials.
 
-    ``enqueue(study_id, count)`` puts messages on the broker; nothing is stored if validation fails.
+    ``enqueue(pool, count)`` wakes workers of the pool; nothing is stored if validation fails.
     """
     from tuner_service.catalog import find_dataset, register_dataset
     from tuner_service.datasets import check_task
 
     spec = StudySpec.from_json(doc, max_parameters=settings.max_parameters, max_trials_limit=settings.max_trials_limit)
-    info = find_dataset(store, spec.dataset)
+    info, dataset_team = find_dataset(store, spec.dataset, team_id=team_id)
     problems = check_task(info, spec.task.type)
     if problems:
         raise InvalidInput(problems)
-    dataset = register_dataset(store, info)
+    dataset = register_dataset(store, info, team_id=dataset_team)
     study = store.create_study(
         name=spec.name,
         dataset_id=dataset.id,
@@ -294,8 +321,11 @@ def submit_study(store: Store, settings: Settings, doc: object, enqueue: Callabl
         max_trials=planned_trials(spec),
         parallelism=spec.parallelism,
         priority=spec.priority,
+        team_id=team_id,
+        owner_id=owner_id,
+        pool=spec.pool,
         spec=spec.to_json(),
     )
-    enqueue(study.id, spec.parallelism)
+    enqueue(spec.pool, spec.parallelism)
     store.mark_enqueued(study.id)
     return store.get_study(study.id)

@@ -14,7 +14,11 @@ from tuner_service.config import Settings, load_settings
 
 RUN_TRIAL = "tuner.run_trial"
 REAP = "tuner.reap"
-TRIALS_QUEUE = "trials"
+
+
+def pool_queue(pool: str) -> str:
+    """The Celery queue of a resource pool: GPU workers consume ``trials.gpu``, CPU workers ``trials.cpu``."""
+    return f"trials.{pool}"
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -36,7 +40,7 @@ def make_celery(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_ignore_result=True,
-        task_default_queue=TRIALS_QUEUE,
+        task_default_queue=pool_queue("cpu"),
         task_serializer="json",
         accept_content=["json"],
         broker_transport_options=transport_options,
@@ -44,7 +48,13 @@ def make_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         worker_send_task_events=True,
         task_send_sent_event=True,
-        beat_schedule={"reap": {"task": REAP, "schedule": max(5.0, settings.heartbeat_timeout_s / 2)}},
+        beat_schedule={
+            "reap": {
+                "task": REAP,
+                "schedule": max(5.0, settings.heartbeat_timeout_s / 2),
+                "options": {"queue": pool_queue("cpu")},
+            }
+        },
     )
     return app
 
@@ -54,12 +64,16 @@ def celery_for(settings: Settings) -> Celery:
     return make_celery(settings)
 
 
-def enqueue_trials(app: Celery, study_id: int, count: int = 1, *, countdown: float | None = None) -> list[str]:
-    """Ask for ``count`` more trials of a study; each message carries a fresh ticket (its idempotency key)."""
+def enqueue_trials(app: Celery, pool: str, count: int = 1, *, countdown: float | None = None) -> list[str]:
+    """Wake ``count`` workers of ``pool``; each message carries a fresh ticket (its idempotency key).
+
+    A message does not name a study: the worker that takes it asks the queue which study to serve, so
+    priorities, fair share and quotas are decided at claim time.
+    """
     tickets = []
     for _ in range(count):
         ticket = uuid.uuid4().hex
-        app.send_task(RUN_TRIAL, args=[study_id, ticket], queue=TRIALS_QUEUE, countdown=countdown)
+        app.send_task(RUN_TRIAL, args=[pool, ticket], queue=pool_queue(pool), countdown=countdown)
         tickets.append(ticket)
     return tickets
 

@@ -9,7 +9,7 @@ from functools import lru_cache
 
 from tuner_service.config import Settings, load_settings
 from tuner_service.reaper import reap
-from tuner_service.search import Claim, Done, Wait, claim_trial, finish_trial
+from tuner_service.search import Claim, Done, Wait, claim_next, finish_trial
 from tuner_service.store import Store
 from workers.app import REAP, RUN_TRIAL, app, enqueue_trials
 
@@ -27,34 +27,40 @@ def worker_name(settings: Settings) -> str:
 
 
 @app.task(name=RUN_TRIAL, bind=True, acks_late=True, reject_on_worker_lost=True)
-def run_trial(self, study_id: int, ticket: str) -> str:  # noqa: ANN001 - Celery's bound task
-    """Claim one trial of the study, train it, report it, and ask for the next one."""
+def run_trial(self, pool: str, ticket: str) -> str:  # noqa: ANN001 - Celery's bound task
+    """Claim the next trial of the pool (fairly chosen), train it, report it, and wake the next worker."""
     from tuner_service.training import train_trial  # imports Keras: only here, in the worker
 
     settings, store = runtime()
-    claim = claim_trial(
+    claim = claim_next(
         store,
-        study_id,
+        pool,
         ticket=ticket,
         worker=worker_name(settings),
+        gpu=os.environ.get("CUDA_VISIBLE_DEVICES") or None,
         heartbeat_timeout_s=settings.heartbeat_timeout_s,
+        window_s=settings.fair_share_window_s,
     )
     if isinstance(claim, Wait):
-        self.apply_async(args=[study_id, ticket], countdown=claim.seconds)
+        self.apply_async(
+            args=[pool, ticket], countdown=claim.seconds, queue=self.request.delivery_info.get("routing_key")
+        )
         return f"waiting {claim.seconds}s for a round to finish"
     if isinstance(claim, Done):
         return claim.reason
     assert isinstance(claim, Claim)
+    study_id = claim.study.id
     log.info("study %s: training trial %s %s", study_id, claim.trial.number, claim.values)
     outcome = train_trial(store, settings, claim)
     finished = finish_trial(store, study_id, claim.trial.id, outcome)
-    if finished.more_work:
-        enqueue_trials(app, study_id)
-    return f"trial {finished.trial.number} {finished.trial.status} score={finished.trial.score}"
+    if store.pool_has_work(pool):
+        enqueue_trials(app, pool)
+        store.mark_enqueued(study_id)
+    return f"study {study_id} trial {finished.trial.number} {finished.trial.status} score={finished.trial.score}"
 
 
 @app.task(name=REAP)
 def reap_task() -> dict[str, int]:
     """Requeue trials of dead workers and wake studies that have work but no message."""
     settings, store = runtime()
-    return reap(store, settings, lambda study_id, n: enqueue_trials(app, study_id, n)).to_json()
+    return reap(store, settings, lambda pool, n: enqueue_trials(app, pool, n)).to_json()

@@ -27,7 +27,7 @@ def upgrade() -> None:
         sa.Column("info", sa.JSON(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("key"),
+        sa.UniqueConstraint("key", name="uq_datasets_key"),
     )
     op.create_table(
         "studies",

@@ -59,14 +59,19 @@ def service(settings, tmp_path: Path):
 
 def test_digits_study_over_http_reaches_the_leaderboard(service, settings) -> None:
     base, log = service
-    response = requests.post(base + "/api/v1/studies", json=digits_study(max_trials=4), timeout=10)
+    token_file = settings.home / "admin-token"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    http = requests.Session()
+    assert http.get(base + "/api/v1/studies", timeout=10).status_code == 401
+    http.headers["Authorization"] = f"Bearer {token_file.read_text().strip()}"
+    response = http.post(base + "/api/v1/studies", json=digits_study(max_trials=4), timeout=10)
     assert response.status_code == 201, response.text
     study = response.json()
     assert study["status"] == "queued"
 
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
-        study = requests.get(f"{base}/api/v1/studies/{study['id']}", timeout=10).json()
+        study = http.get(f"{base}/api/v1/studies/{study['id']}", timeout=10).json()
         if study["status"] in ("completed", "failed", "cancelled"):
             break
         time.sleep(0.5)
@@ -74,7 +79,7 @@ def test_digits_study_over_http_reaches_the_leaderboard(service, settings) -> No
     assert study["progress"]["done"] == 4
     assert study["progress"]["trials"]["completed"] == 4
 
-    board = requests.get(f"{base}/api/v1/leaderboard", params={"dataset": "digits"}, timeout=10).json()
+    board = http.get(f"{base}/api/v1/leaderboard", params={"dataset": "digits"}, timeout=10).json()
     scores = [row["score"] for row in board["items"]]
     assert board["total"] == 4 and len(scores) == 4
     assert scores == sorted(scores, reverse=True)  # val_accuracy: best (highest) first
@@ -82,14 +87,14 @@ def test_digits_study_over_http_reaches_the_leaderboard(service, settings) -> No
     assert scores[0] == pytest.approx(study["best_score"])
     assert all(0.0 <= s <= 1.0 for s in scores)
 
-    trials = requests.get(f"{base}/api/v1/studies/{study['id']}/trials", timeout=10).json()["items"]
+    trials = http.get(f"{base}/api/v1/studies/{study['id']}/trials", timeout=10).json()["items"]
     assert sorted(t["number"] for t in trials) == [0, 1, 2, 3]
-    detail = requests.get(f"{base}/api/v1/studies/{study['id']}/trials/{trials[0]['id']}", timeout=10).json()
+    detail = http.get(f"{base}/api/v1/studies/{study['id']}/trials/{trials[0]['id']}", timeout=10).json()
     assert len(detail["epochs"]) == detail["epochs_run"] >= 1
     assert "val_accuracy" in detail["epochs"][0]["metrics"]
     assert detail["best_epoch"] < detail["epochs_run"]
 
-    model = requests.get(f"{base}/api/v1/studies/{study['id']}/best-model", timeout=30)
+    model = http.get(f"{base}/api/v1/studies/{study['id']}/best-model", timeout=30)
     assert model.status_code == 200
     assert model.content[:2] == b"PK"  # a .keras file is a zip archive
 

@@ -10,7 +10,7 @@ from tuner_service.store.migrate import current, downgrade, upgrade
 from tuner_service.store.models import Base
 
 pytestmark = pytest.mark.integration
-TABLES = {"datasets", "studies", "trials", "epochs"}
+TABLES = {"datasets", "studies", "trials", "epochs", "teams", "users", "tokens"}
 
 
 def tables(url: str) -> set[str]:
@@ -64,3 +64,39 @@ def test_migrations_match_the_models(empty_url: str) -> None:
     finally:
         engine.dispose()
     assert diff == []
+
+
+def test_upgrading_a_database_with_studies_keeps_them(empty_url: str) -> None:
+    """0001 -> head on a database holding a study and a trial: rows survive, new columns get defaults."""
+    from sqlalchemy import text
+
+    upgrade(empty_url, "0001")
+    engine = make_engine(empty_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO datasets (id, key, name, source, info, created_at) "
+                    "VALUES (1, 'builtin:digits', 'digits', 'builtin', '{}', CURRENT_TIMESTAMP)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO studies (id, name, status, dataset_id, task_type, algorithm, objective_name, "
+                    "direction, max_trials, parallelism, priority, spec, created_at) VALUES (1, 's', 'completed', "
+                    "1, 'multiclass', 'random', 'val_accuracy', 'max', 1, 1, 'normal', '{}', CURRENT_TIMESTAMP)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO trials (id, study_id, number, oracle_trial_id, ticket, status, hyperparameters, "
+                    "dataset_id, objective_name, epochs_run, retries, stop_requested, created_at) VALUES "
+                    "(1, 1, 0, '0', 't', 'completed', '{}', 1, 'val_accuracy', 3, 0, false, CURRENT_TIMESTAMP)"
+                )
+            )
+        upgrade(empty_url)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT pool, team_id FROM studies")).one() == ("cpu", None)
+            assert conn.execute(text("SELECT pool, ticket FROM trials")).one() == ("cpu", "t")
+    finally:
+        engine.dispose()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import digits_study, wait_for_study
+from tests.conftest import bearer, digits_study, make_token, wait_for_study
 from tuner_service.api import broker_enqueue, create_app
 from tuner_service.config import load_settings
 from tuner_service.store import Store
@@ -25,6 +25,7 @@ def team(tmp_path, postgres_url, redis_url):
     store = Store(settings.database_url)
     store.upgrade()
     client = create_app(settings, store=store, enqueue=broker_enqueue(settings)).test_client()
+    client.environ_base.update({"HTTP_" + k.upper(): v for k, v in bearer(make_token(store, "ana")).items()})
     yield settings, store, client
     store.dispose()
 

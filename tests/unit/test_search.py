@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import digits_study
 from tuner_service.reaper import reap
-from tuner_service.search import Claim, Done, TrialOutcome, Wait, claim_trial, finish_trial
+from tuner_service.search import Claim, Done, TrialOutcome, Wait, claim_next, finish_trial
 from tuner_service.study import submit_study
 
 pytest.importorskip("keras_tuner")
@@ -22,7 +22,11 @@ def submit(store, settings, **overrides):
 
 
 def claim(store, study_id, ticket=None, worker="w", timeout=60.0):
-    return claim_trial(store, study_id, ticket=ticket or uuid.uuid4().hex, worker=worker, heartbeat_timeout_s=timeout)
+    """A claim on the cpu pool; these tests have one study at a time, so the queue serves ``study_id``."""
+    result = claim_next(store, "cpu", ticket=ticket or uuid.uuid4().hex, worker=worker, heartbeat_timeout_s=timeout)
+    if isinstance(result, Claim):
+        assert result.study.id == study_id
+    return result
 
 
 def done(score: float) -> TrialOutcome:
@@ -31,7 +35,7 @@ def done(score: float) -> TrialOutcome:
 
 def test_claims_follow_the_budget_and_complete_the_study(store, settings) -> None:
     study, sent = submit(store, settings, max_trials=3, parallelism=2)
-    assert sent == [(study.id, 2)]
+    assert sent == [("cpu", 2)]
     scores = [0.5, 0.9, 0.7]
     for number, score in enumerate(scores):
         claimed = claim(store, study.id)
@@ -75,7 +79,7 @@ def test_reaper_requeues_a_silent_trial_then_fails_it_after_the_retry_limit(stor
     woken: list[tuple[int, int]] = []
     first = claim(store, study.id, worker="dead")
     report = reap(store, settings, lambda s, n: woken.append((s, n)))
-    assert report.requeued == 1 and woken[0] == (study.id, 1)
+    assert report.requeued == 1 and woken[0] == ("cpu", 1)
     again = claim(store, study.id, worker="second")
     assert isinstance(again, Claim) and again.trial.id == first.trial.id
     assert again.values == first.values and again.trial.retries == 1
@@ -92,11 +96,11 @@ def test_reaper_wakes_a_study_whose_messages_were_lost(store, settings) -> None:
     assert woken == [], "just enqueued: not idle yet"
     time.sleep(0.05)
     reap(store, settings.with_overrides(wake_after_s=0.01), lambda s, n: woken.append((s, n)))
-    assert woken == [(study.id, 3)]
+    assert woken == [("cpu", 3)]
     claim(store, study.id)  # a trial is running now: nothing to wake
     time.sleep(0.05)
     reap(store, settings.with_overrides(wake_after_s=0.01), lambda s, n: woken.append((s, n)))
-    assert woken == [(study.id, 3)]
+    assert woken == [("cpu", 3)]
 
 
 def test_cancel_stops_new_claims_and_running_trials(store, settings) -> None:
@@ -132,7 +136,7 @@ def test_a_diverged_trial_with_nan_score_is_stored_as_failed(store, settings) ->
 
 def test_hyperband_waits_for_its_round_instead_of_spinning(store, settings) -> None:
     doc = {"algorithm": {"name": "hyperband", "max_epochs": 3, "factor": 3}, "early_stopping": {"patience": 1}}
-    study, _ = submit(store, settings, **doc)
+    study, _ = submit(store, settings, parallelism=10, **doc)
     claims = [claim(store, study.id) for _ in range(3)]  # bracket 1, round 0: three random trials
     assert all(isinstance(c, Claim) for c in claims)
     # Round 1 needs round 0's results; bracket 0 starts meanwhile with its 2 trials; then the oracle waits.

@@ -13,7 +13,7 @@ from flask import Flask, current_app
 from tuner_service.config import Settings, load_settings
 from tuner_service.store import Store
 
-Enqueue = Callable[[int, int], object]
+Enqueue = Callable[[str, int], object]  # (pool, count)
 
 
 @dataclass(frozen=True)
@@ -32,10 +32,10 @@ def services() -> Services:
 def broker_enqueue(settings: Settings) -> Enqueue:
     """Enqueue through Celery on the configured broker (imported here, not at module load)."""
 
-    def enqueue(study_id: int, count: int) -> object:
+    def enqueue(pool: str, count: int) -> object:
         from workers.app import celery_for, enqueue_trials
 
-        return enqueue_trials(celery_for(settings), study_id, count)
+        return enqueue_trials(celery_for(settings), pool, count)
 
     return enqueue
 
@@ -44,7 +44,7 @@ def create_app(
     settings: Settings | None = None, *, store: Store | None = None, enqueue: Enqueue | None = None
 ) -> Flask:
     """Build the API for ``settings`` (default: from the environment); the schema must be migrated."""
-    from tuner_service.api import datasets, health, leaderboard, openapi, problems, studies
+    from tuner_service.api import auth, datasets, health, leaderboard, metrics, openapi, problems, queue, studies
 
     settings = settings or load_settings()
     store = store or Store(settings.database_url)
@@ -53,6 +53,7 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["tuner"] = Services(settings, store, enqueue or broker_enqueue(settings))
     problems.install(app)
-    for blueprint in (health.bp, datasets.bp, studies.bp, leaderboard.bp, openapi.bp):
+    auth.install(app)
+    for blueprint in (health.bp, metrics.bp, datasets.bp, studies.bp, leaderboard.bp, queue.bp, openapi.bp):
         app.register_blueprint(blueprint)
     return app

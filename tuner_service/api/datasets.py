@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request, url_for
 
 from tuner_service.api import services
+from tuner_service.api.auth import require_write, scope
 from tuner_service.api.openapi import describe
 from tuner_service.api.params import BadRequest, page_args
 from tuner_service.catalog import upload_dataset
@@ -25,11 +26,14 @@ bp = Blueprint("datasets", __name__, url_prefix="/api/v1/datasets")
 )
 def upload() -> tuple[Response, int, dict[str, str]]:
     """Upload a data set file; it is stored by content hash and validated before anything is kept."""
+    caller = require_write()
     file = request.files.get("file")
     if file is None or not file.filename:
         raise BadRequest.one("file", "attach the data set as a multipart form field named 'file'")
     target = request.form.get("target_column") or None
-    record = upload_dataset(services().store, services().settings, file.read(), file.filename, target_column=target)
+    record = upload_dataset(
+        services().store, services().settings, file.read(), file.filename, target_column=target, team_id=caller.team_id
+    )
     location = url_for("datasets.show", dataset_id=record.id)
     return jsonify(record.to_json()), 201, {"Location": location}
 
@@ -39,7 +43,7 @@ def upload() -> tuple[Response, int, dict[str, str]]:
 def index() -> Response:
     """List stored data sets, with the names of the built-in ones a study may use."""
     limit, offset = page_args()
-    page = services().store.list_datasets(limit=limit, offset=offset).to_json()
+    page = services().store.list_datasets(limit=limit, offset=offset, team_id=scope()).to_json()
     page["builtin"] = [f"builtin:{name}" for name in BUILTIN_NAMES]
     return jsonify(page)
 
@@ -48,4 +52,4 @@ def index() -> Response:
 @describe(tag="datasets", responses={200: "The data set", 404: "No such data set"})
 def show(dataset_id: int) -> Response:
     """One data set with its shape and target kind."""
-    return jsonify(services().store.get_dataset(dataset_id).to_json())
+    return jsonify(services().store.get_dataset(dataset_id, team_id=scope()).to_json())

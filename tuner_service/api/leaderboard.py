@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from tuner_service.api import services
+from tuner_service.api.auth import scope
 from tuner_service.api.openapi import describe
 from tuner_service.api.params import choice_arg, int_arg, page_args
 from tuner_service.catalog import find_dataset
@@ -40,9 +41,9 @@ def index() -> Response:
     if request.args.get("dataset"):
         ref = request.args["dataset"]
         ref = ref if ref.isdigit() or ":" in ref else f"builtin:{ref}"
-        info = find_dataset(store, ref)
+        info, _owner = find_dataset(store, ref, team_id=scope())
         try:
-            dataset_id = store.get_dataset(info.key).id
+            dataset_id = store.get_dataset(info.key, team_id=scope()).id
         except NotFound:  # a built-in set no study has used yet: nothing to rank
             return jsonify(Page([], 0, limit, offset).to_json())
     page = store.leaderboard(

@@ -7,11 +7,12 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request, send_file, url_for
 
 from tuner_service.api import services
+from tuner_service.api.auth import require_write, scope
 from tuner_service.api.openapi import describe
 from tuner_service.api.params import choice_arg, int_arg, json_body, page_args
-from tuner_service.errors import NotFound
+from tuner_service.errors import FieldError, InvalidInput, NotFound
 from tuner_service.store import STUDY_STATUSES, TRIAL_SORTS, TRIAL_STATUSES, StudyRecord
-from tuner_service.study import submit_study
+from tuner_service.study import PRIORITIES, submit_study
 
 bp = Blueprint("studies", __name__, url_prefix="/api/v1/studies")
 
@@ -62,7 +63,10 @@ def _links(study_id: int) -> dict[str, str]:
 def create() -> tuple[Response, int, dict[str, str]]:
     """Submit a study: the search space, task and budget are validated in full before anything is stored."""
     svc = services()
-    study = submit_study(svc.store, svc.settings, json_body(), svc.enqueue)
+    caller = require_write()
+    study = submit_study(
+        svc.store, svc.settings, json_body(), svc.enqueue, team_id=caller.team_id, owner_id=caller.user_id
+    )
     return jsonify(study_json(study)), 201, {"Location": url_for("studies.show", study_id=study.id)}
 
 
@@ -82,7 +86,7 @@ def index() -> Response:
     limit, offset = page_args()
     status = choice_arg("status", STUDY_STATUSES)
     dataset = int_arg("dataset", -1, 1, 2**31) if "dataset" in request.args else None
-    page = services().store.list_studies(status=status, dataset_id=dataset, limit=limit, offset=offset)
+    page = services().store.list_studies(status=status, dataset_id=dataset, team_id=scope(), limit=limit, offset=offset)
     out = page.to_json()
     out["items"] = [study_json(s) for s in page.items]
     return jsonify(out)
@@ -92,14 +96,62 @@ def index() -> Response:
 @describe(tag="studies", responses={200: "The study with its progress", 404: "No such study"})
 def show(study_id: int) -> Response:
     """One study with its status, progress (trials done / budget, ETA) and best score."""
-    return jsonify(study_json(services().store.get_study(study_id)))
+    return jsonify(study_json(services().store.get_study(study_id, team_id=scope())))
+
+
+def _writable(study_id: int) -> StudyRecord:
+    """The caller's study, if it exists for the caller (404 otherwise) and the caller may write (403)."""
+    study = services().store.get_study(study_id, team_id=scope())
+    require_write()
+    return study
 
 
 @bp.post("/<int:study_id>/cancel")
 @describe(tag="studies", responses={200: "Cancelled", 404: "No such study", 409: "Already finished"})
 def cancel(study_id: int) -> Response:
     """Cancel a study: no new trials start, running ones stop at their next epoch end."""
+    _writable(study_id)
     return jsonify(study_json(services().store.cancel_study(study_id)))
+
+
+@bp.post("/<int:study_id>/pause")
+@describe(tag="studies", responses={200: "Paused", 404: "No such study", 409: "Finished or already paused"})
+def pause(study_id: int) -> Response:
+    """Pause a study: running trials finish, no new trial starts until it is resumed."""
+    _writable(study_id)
+    return jsonify(study_json(services().store.control_study(study_id, action="pause")))
+
+
+@bp.post("/<int:study_id>/resume")
+@describe(tag="studies", responses={200: "Resumed", 404: "No such study", 409: "Not paused"})
+def resume(study_id: int) -> Response:
+    """Resume a paused study; workers are woken for it."""
+    _writable(study_id)
+    svc = services()
+    study = svc.store.control_study(study_id, action="resume")
+    svc.enqueue(study.pool, study.parallelism)
+    svc.store.mark_enqueued(study.id)
+    return jsonify(study_json(study))
+
+
+@bp.patch("/<int:study_id>")
+@describe(
+    tag="studies",
+    body="StudyPatch",
+    responses={200: "Changed", 404: "No such study", 409: "Already finished", 422: "Bad priority"},
+)
+def patch(study_id: int) -> Response:
+    """Change a study's priority (low, normal, high); it takes effect at the next claim."""
+    _writable(study_id)
+    body = json_body()
+    if not isinstance(body, dict):
+        raise InvalidInput.one("body", "must be a JSON object")
+    unknown = sorted(set(body) - {"priority"})
+    if unknown:
+        raise InvalidInput([FieldError(key, "cannot be changed; only priority can") for key in unknown])
+    if body.get("priority") not in PRIORITIES:
+        raise InvalidInput.one("priority", f"must be one of {', '.join(PRIORITIES)}")
+    return jsonify(study_json(services().store.control_study(study_id, priority=body["priority"])))
 
 
 @bp.get("/<int:study_id>/trials")
@@ -117,7 +169,7 @@ def cancel(study_id: int) -> Response:
 def trials(study_id: int) -> Response:
     """A study's trials, sorted (best score first by default) and filtered by status."""
     store = services().store
-    store.get_study(study_id)
+    store.get_study(study_id, team_id=scope())
     limit, offset = page_args()
     status = choice_arg("status", TRIAL_STATUSES)
     sort = choice_arg("sort", tuple(TRIAL_SORTS), "score") or "score"
@@ -131,6 +183,7 @@ def trials(study_id: int) -> Response:
 def trial(study_id: int, trial_id: int) -> Response:
     """One trial with its hyperparameters, final metrics and its epoch curve."""
     store = services().store
+    store.get_study(study_id, team_id=scope())
     record = store.get_trial(study_id, trial_id)
     return jsonify({**record.to_json(), "epochs": [e.to_json() for e in store.epochs(trial_id)]})
 
@@ -140,7 +193,7 @@ def trial(study_id: int, trial_id: int) -> Response:
 def leaderboard(study_id: int) -> Response:
     """The study's completed trials ranked by its objective."""
     store = services().store
-    store.get_study(study_id)
+    store.get_study(study_id, team_id=scope())
     limit, offset = page_args(20)
     return jsonify(store.leaderboard(study_id=study_id, limit=limit, offset=offset).to_json())
 
@@ -149,7 +202,7 @@ def leaderboard(study_id: int) -> Response:
 @describe(tag="models", responses={200: "The best trial's model (.keras)", 404: "No finished trial yet"})
 def best_model(study_id: int) -> Response:
     """Download the best trial's trained model as a ``.keras`` file."""
-    study = services().store.get_study(study_id)
+    study = services().store.get_study(study_id, team_id=scope())
     if study.best_trial_id is None:
         raise NotFound("best model of study", study_id)
     return _model_file(study_id, study.best_trial_id)
@@ -164,6 +217,7 @@ def trial_model(study_id: int, trial_id: int) -> Response:
 
 def _model_file(study_id: int, trial_id: int) -> Response:
     svc = services()
+    svc.store.get_study(study_id, team_id=scope())
     record = svc.store.get_trial(study_id, trial_id)
     path = (svc.settings.artifacts / record.model_path) if record.model_path else None
     if path is None or not path.is_file():

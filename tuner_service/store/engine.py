@@ -11,8 +11,12 @@ from sqlalchemy.engine import make_url
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """Create an engine for ``url``; SQLite files are created with their parent folder."""
+def make_engine(url: str, *, foreign_keys: bool = True, **kwargs: Any) -> Engine:
+    """Create an engine for ``url``; SQLite files are created with their parent folder.
+
+    ``foreign_keys=False`` is for migrations only: SQLite's batch mode rebuilds a table by copying it,
+    and with foreign keys enforced, dropping the old copy would fail or cascade into the child rows.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         if parsed.drivername == "postgresql":
@@ -21,11 +25,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs)
-    _configure_sqlite(engine)
+    _configure_sqlite(engine, foreign_keys)
     return engine
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, foreign_keys: bool) -> None:
     # pysqlite's own transaction handling defers BEGIN and cannot take the write lock up front;
     # take over so that a write session starts with BEGIN IMMEDIATE (our row lock on SQLite).
     @event.listens_for(engine, "connect")
@@ -34,7 +38,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 

@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -30,17 +31,77 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
+class TeamRow(Base):
+    """A team: its members share studies and data sets, a share weight of worker time and quotas."""
+
+    __tablename__ = "teams"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    share_weight: Mapped[float] = mapped_column(Float, default=1.0)
+    max_concurrent_trials: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    gpu_hours_per_day: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class UserRow(Base):
+    """A person (or a robot) in one team, with one role: admin, member or viewer."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="RESTRICT"))
+    role: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TokenRow(Base):
+    """An API token; only its SHA-256 is kept, so a leaked database holds no usable token."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    label: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    __table_args__ = (Index("ix_tokens_user", "user_id"),)
+
+
 class DatasetRow(Base):
     """A data set the service can train on: a built-in one or an uploaded file (by content hash)."""
 
     __tablename__ = "datasets"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    key: Mapped[str] = mapped_column(String(100), unique=True)
+    key: Mapped[str] = mapped_column(String(100))
     name: Mapped[str] = mapped_column(String(255))
     source: Mapped[str] = mapped_column(String(16))
     info: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # The team that uploaded it; NULL for the built-in sets every team may use.
+    team_id: Mapped[int | None] = mapped_column(
+        ForeignKey("teams.id", ondelete="RESTRICT", name="fk_datasets_team"), nullable=True
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    # Two teams uploading the same bytes get a row each (each sees only its own); a built-in set has one
+    # shared row, kept unique by the partial index.
+    __table_args__ = (
+        Index("uq_datasets_team_key", "team_id", "key", unique=True),
+        Index(
+            "uq_datasets_shared_key",
+            "key",
+            unique=True,
+            sqlite_where=text("team_id IS NULL"),
+            postgresql_where=text("team_id IS NULL"),
+        ),
+    )
 
 
 class StudyRow(Base):
@@ -59,6 +120,13 @@ class StudyRow(Base):
     max_trials: Mapped[int] = mapped_column(Integer)
     parallelism: Mapped[int] = mapped_column(Integer, default=1)
     priority: Mapped[str] = mapped_column(String(8), default="normal")
+    team_id: Mapped[int | None] = mapped_column(
+        ForeignKey("teams.id", ondelete="RESTRICT", name="fk_studies_team"), nullable=True
+    )
+    owner_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL", name="fk_studies_owner"), nullable=True
+    )
+    pool: Mapped[str] = mapped_column(String(16), default="cpu", server_default="cpu")
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     oracle_state: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     best_trial_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -74,6 +142,8 @@ class StudyRow(Base):
     __table_args__ = (
         Index("ix_studies_status_created", "status", "created_at"),
         Index("ix_studies_dataset", "dataset_id"),
+        Index("ix_studies_pool_status", "pool", "status"),
+        Index("ix_studies_team", "team_id"),
     )
 
 
@@ -97,6 +167,9 @@ class TrialRow(Base):
     oracle_trial_state: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     dataset_id: Mapped[int] = mapped_column(Integer)
     objective_name: Mapped[str] = mapped_column(String(64))
+    team_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    pool: Mapped[str] = mapped_column(String(16), default="cpu", server_default="cpu")
+    gpu: Mapped[str | None] = mapped_column(String(32), nullable=True)
     score: Mapped[float | None] = mapped_column(Float, nullable=True)
     sort_key: Mapped[float | None] = mapped_column(Float, nullable=True)
     best_epoch: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -118,11 +191,12 @@ class TrialRow(Base):
 
     __table_args__ = (
         UniqueConstraint("study_id", "number", name="uq_trials_study_number"),
-        UniqueConstraint("study_id", "ticket", name="uq_trials_study_ticket"),
+        UniqueConstraint("ticket", name="uq_trials_ticket"),
         Index("ix_trials_study_board", "study_id", "status", "sort_key"),
         Index("ix_trials_dataset_board", "dataset_id", "objective_name", "status", "sort_key"),
         Index("ix_trials_objective_board", "objective_name", "status", "sort_key"),
         Index("ix_trials_status_heartbeat", "status", "heartbeat_at"),
+        Index("ix_trials_team_started", "team_id", "started_at"),
     )
 
 

@@ -50,6 +50,9 @@ class StudyRecord:
     max_trials: int
     parallelism: int
     priority: str
+    team_id: int | None
+    owner_id: int | None
+    pool: str
     spec: dict[str, Any]
     oracle_state: dict[str, Any] | None
     best_trial_id: int | None
@@ -64,13 +67,17 @@ class StudyRecord:
         return cls(
             row.id, row.name, row.status, row.dataset_id, row.task_type, row.algorithm,
             row.objective_name, row.direction, row.max_trials, row.parallelism, row.priority,
-            dict(row.spec), dict(row.oracle_state) if row.oracle_state else None,
+            row.team_id, row.owner_id, row.pool, dict(row.spec), dict(row.oracle_state) if row.oracle_state else None,
             row.best_trial_id, row.best_score, row.error, row.created_at, row.started_at, row.finished_at,
         )  # fmt: skip
 
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STUDY
+
+    @property
+    def is_paused(self) -> bool:
+        return self.status == "paused"
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -97,6 +104,8 @@ class TrialRecord:
     epochs_run: int
     metrics: dict[str, Any] | None
     worker: str | None
+    pool: str
+    gpu: str | None
     heartbeat_at: datetime | None
     created_at: datetime
     started_at: datetime | None
@@ -112,7 +121,7 @@ class TrialRecord:
             row.id, row.study_id, row.number, row.oracle_trial_id, row.ticket, row.status,
             dict(row.hyperparameters), dict(row.oracle_trial_state) if row.oracle_trial_state else None,
             row.score, row.best_epoch, row.epochs_run, dict(row.metrics) if row.metrics else None,
-            row.worker, row.heartbeat_at, row.created_at, row.started_at, row.finished_at,
+            row.worker, row.pool, row.gpu, row.heartbeat_at, row.created_at, row.started_at, row.finished_at,
             row.duration_s, row.retries, row.error, row.model_path,
         )  # fmt: skip
 

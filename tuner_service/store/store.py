@@ -15,8 +15,10 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tuner_service.errors import Conflict, NotFound
+from tuner_service.store.accounts import AccountQueries
 from tuner_service.store.engine import is_sqlite, make_engine
 from tuner_service.store.models import DatasetRow, EpochRow, StudyRow, TrialRow, utcnow
+from tuner_service.store.queue import QueueQueries
 from tuner_service.store.records import (
     FINISHED_TRIAL,
     TERMINAL_STUDY,
@@ -35,7 +37,7 @@ TRIAL_SORTS = {
     "created": TrialRow.created_at,
 }
 TRIAL_STATUSES = frozenset({"running", "pending", "completed", "failed", "cancelled", "pruned"})
-STUDY_STATUSES = frozenset({"queued", "running", "completed", "cancelled", "failed"})
+STUDY_STATUSES = frozenset({"queued", "running", "paused", "completed", "cancelled", "failed"})
 
 
 def clean_json(value: Any) -> Any:
@@ -124,6 +126,7 @@ class StudyTransaction:
         hyperparameters: dict[str, Any],
         oracle_trial_state: dict[str, Any],
         worker: str,
+        gpu: str | None = None,
     ) -> TrialRecord:
         now = utcnow()
         row = TrialRow(
@@ -136,6 +139,9 @@ class StudyTransaction:
             oracle_trial_state=clean_json(oracle_trial_state),
             dataset_id=self._study.dataset_id,
             objective_name=self._study.objective_name,
+            team_id=self._study.team_id,
+            pool=self._study.pool,
+            gpu=gpu,
             worker=worker,
             heartbeat_at=now,
             started_at=now,
@@ -145,12 +151,12 @@ class StudyTransaction:
         self._session.flush()
         return TrialRecord.of(row)
 
-    def restart_trial(self, trial_id: int, *, ticket: str, worker: str) -> TrialRecord:
+    def restart_trial(self, trial_id: int, *, ticket: str, worker: str, gpu: str | None = None) -> TrialRecord:
         """Hand a requeued (or abandoned) trial to a new worker; its old epochs are dropped."""
         row = self._row(trial_id)
         now = utcnow()
         self._session.execute(delete(EpochRow).where(EpochRow.trial_id == trial_id))
-        row.status, row.ticket, row.worker = "running", ticket, worker
+        row.status, row.ticket, row.worker, row.gpu = "running", ticket, worker, gpu
         row.heartbeat_at = row.started_at = now
         row.epochs_run, row.stop_requested, row.error = 0, False, None
         self._session.flush()
@@ -201,8 +207,11 @@ class StudyTransaction:
         return row
 
 
-class Store:
-    """SQL storage of data sets, studies, trials and epochs (SQLite or PostgreSQL)."""
+class Store(AccountQueries, QueueQueries):
+    """SQL storage of accounts, data sets, studies, trials and epochs (SQLite or PostgreSQL).
+
+    Reads that take ``team_id`` return only that team's rows; ``None`` means every team (an admin).
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -248,37 +257,52 @@ class Store:
         raise AssertionError("unreachable")
 
     # -- data sets ----------------------------------------------------------------------------
-    def ensure_dataset(self, key: str, name: str, source: str, info: dict[str, Any]) -> DatasetRecord:
-        """Get the data set stored under ``key``, storing it first if it is new."""
+    def ensure_dataset(
+        self, key: str, name: str, source: str, info: dict[str, Any], *, team_id: int | None = None
+    ) -> DatasetRecord:
+        """Get the data set stored under ``key`` for ``team_id`` (None: shared), storing it first if new."""
+
+        def find(session: Session) -> DatasetRow | None:
+            owner = DatasetRow.team_id.is_(None) if team_id is None else DatasetRow.team_id == team_id
+            return session.scalar(select(DatasetRow).where(DatasetRow.key == key, owner))
 
         def attempt() -> DatasetRecord:
             with self._write() as session:
-                row = session.scalar(select(DatasetRow).where(DatasetRow.key == key))
+                row = find(session)
                 if row is None:
-                    row = DatasetRow(key=key, name=name, source=source, info=info)
+                    row = DatasetRow(key=key, name=name, source=source, info=info, team_id=team_id)
                     session.add(row)
                     session.flush()
                 return DatasetRecord.of(row)
 
         try:
             return self._retrying(attempt)
-        except IntegrityError:
-            return self.get_dataset(key)  # a concurrent upload of the same bytes won the insert
+        except IntegrityError:  # a concurrent upload of the same bytes won the insert
+            with self._read() as session:
+                return DatasetRecord.of(find(session))
 
-    def get_dataset(self, ref: str | int) -> DatasetRecord:
+    def get_dataset(self, ref: str | int, *, team_id: int | None = None) -> DatasetRecord:
+        """A data set by id or key, as ``team_id`` sees it (its own uploads and the shared sets)."""
+        query = select(DatasetRow)
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+            query = query.where(DatasetRow.id == int(ref))
+        else:
+            query = query.where(DatasetRow.key == ref)
+        if team_id is not None:
+            query = query.where((DatasetRow.team_id == team_id) | DatasetRow.team_id.is_(None))
         with self._read() as session:
-            if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-                row = session.get(DatasetRow, int(ref))
-            else:
-                row = session.scalar(select(DatasetRow).where(DatasetRow.key == ref))
+            row = session.scalars(query.order_by(DatasetRow.team_id.is_(None), DatasetRow.id)).first()
             if row is None:
                 raise NotFound("dataset", ref, field="dataset")
             return DatasetRecord.of(row)
 
-    def list_datasets(self, limit: int = 100, offset: int = 0) -> Page:
+    def list_datasets(self, limit: int = 100, offset: int = 0, *, team_id: int | None = None) -> Page:
+        query = select(DatasetRow)
+        if team_id is not None:
+            query = query.where((DatasetRow.team_id == team_id) | DatasetRow.team_id.is_(None))
         with self._read() as session:
-            total = session.scalar(select(func.count()).select_from(DatasetRow)) or 0
-            rows = session.scalars(select(DatasetRow).order_by(DatasetRow.id).limit(limit).offset(offset))
+            total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+            rows = session.scalars(query.order_by(DatasetRow.id).limit(limit).offset(offset))
             return Page([DatasetRecord.of(r) for r in rows], total, limit, offset)
 
     # -- studies ------------------------------------------------------------------------------
@@ -292,17 +316,26 @@ class Store:
 
         return self._retrying(attempt)
 
-    def get_study(self, study_id: int) -> StudyRecord:
+    def get_study(self, study_id: int, *, team_id: int | None = None) -> StudyRecord:
+        """A study; another team's study does not exist for the caller (404, not 403)."""
         with self._read() as session:
             row = session.get(StudyRow, study_id)
-            if row is None:
+            if row is None or (team_id is not None and row.team_id != team_id):
                 raise NotFound("study", study_id)
             return StudyRecord.of(row)
 
     def list_studies(
-        self, *, status: str | None = None, dataset_id: int | None = None, limit: int = 50, offset: int = 0
+        self,
+        *,
+        status: str | None = None,
+        dataset_id: int | None = None,
+        team_id: int | None = None,
+        limit: int = 50,
+        offset: int = 0,
     ) -> Page:
         query = select(StudyRow)
+        if team_id is not None:
+            query = query.where(StudyRow.team_id == team_id)
         if status:
             query = query.where(StudyRow.status == status)
         if dataset_id is not None:
@@ -340,6 +373,27 @@ class Store:
                 return tx.study
 
         return self._retrying(attempt)
+
+    def control_study(self, study_id: int, *, action: str | None = None, priority: str | None = None) -> StudyRecord:
+        """Pause, resume or re-prioritise a study; takes effect at the next claim."""
+
+        def change(tx: StudyTransaction) -> StudyRecord:
+            study = tx.study
+            if study.is_terminal:
+                raise Conflict(f"study {study_id} is already {study.status}")
+            if action == "pause":
+                if study.is_paused:
+                    raise Conflict(f"study {study_id} is already paused")
+                tx.set_status("paused")
+            elif action == "resume":
+                if not study.is_paused:
+                    raise Conflict(f"study {study_id} is not paused")
+                tx.set_status("running" if study.started_at else "queued")
+            if priority is not None:
+                tx._study.priority = priority
+            return tx.study
+
+        return self.with_study_lock(study_id, change)
 
     @contextmanager
     def locked_study(self, study_id: int) -> Iterator[StudyTransaction]:
@@ -467,8 +521,8 @@ class Store:
 
         self._retrying(attempt)
 
-    def idle_studies(self, idle_s: float) -> list[tuple[int, int]]:
-        """Active studies with nothing running and nothing enqueued for ``idle_s``: (study id, slots to wake).
+    def idle_studies(self, idle_s: float) -> list[tuple[int, str, int]]:
+        """Active studies with nothing running and nothing enqueued for ``idle_s``: (id, pool, slots to wake).
 
         Slots are the trials still owed (pending ones plus unspent budget), capped by the parallelism.
         """
@@ -480,16 +534,17 @@ class Store:
             select(func.count()).where(TrialRow.study_id == StudyRow.id, TrialRow.status == "pending").scalar_subquery()
         )
         total = select(func.count()).where(TrialRow.study_id == StudyRow.id).scalar_subquery()
-        query = select(StudyRow.id, StudyRow.parallelism, StudyRow.max_trials, pending, total).where(
+        query = select(StudyRow.id, StudyRow.pool, StudyRow.parallelism, StudyRow.max_trials, pending, total).where(
             StudyRow.status.in_(("queued", "running")),
             running == 0,
             (StudyRow.enqueued_at.is_(None)) | (StudyRow.enqueued_at < cutoff),
         )
         with self._read() as session:
             out = []
-            for study_id, parallelism, max_trials, n_pending, n_total in session.execute(query):
+            for study_id, pool, parallelism, max_trials, n_pending, n_total in session.execute(query):
                 owed = n_pending + max(0, max_trials - n_total)
-                out.append((study_id, max(1, min(parallelism, owed))))
+                if owed > 0:
+                    out.append((study_id, pool, min(parallelism, owed)))
             return out
 
     # -- leaderboards -------------------------------------------------------------------------
@@ -500,6 +555,7 @@ class Store:
         dataset_id: int | None = None,
         task_type: str | None = None,
         objective_name: str | None = None,
+        team_id: int | None = None,
         limit: int = 20,
         offset: int = 0,
     ) -> Page:
@@ -517,6 +573,8 @@ class Store:
             query = query.where(TrialRow.objective_name == objective_name)
         if task_type is not None:
             query = query.where(StudyRow.task_type == task_type)
+        if team_id is not None:
+            query = query.where(TrialRow.team_id == team_id)
         with self._read() as session:
             total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
             rows = session.execute(

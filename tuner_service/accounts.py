@@ -1,0 +1,58 @@
+"""Who is calling: teams, users, roles and API tokens (random, shown once, stored as a SHA-256)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+ROLES = ("admin", "member", "viewer")
+TOKEN_PREFIX = "tks_"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller of one request."""
+
+    user_id: int
+    user_name: str
+    team_id: int
+    team_name: str
+    role: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    @property
+    def can_write(self) -> bool:
+        return self.role in ("admin", "member")
+
+    @property
+    def scope(self) -> int | None:
+        """The team whose data this caller sees; ``None`` for an admin, who sees every team's."""
+        return None if self.is_admin else self.team_id
+
+
+@dataclass(frozen=True)
+class NewToken:
+    """A freshly made token: ``secret`` is shown once and never stored."""
+
+    secret: str
+    digest: str
+    prefix: str
+
+
+def make_token() -> NewToken:
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    return NewToken(secret=secret, digest=token_digest(secret), prefix=secret[:12])
+
+
+def token_digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def admin_token_path(home: Path) -> Path:
+    """Where ``tuner-service up`` keeps the local admin token (mode 0600), which the CLI reads."""
+    return home / "admin-token"

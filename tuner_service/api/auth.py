@@ -1,0 +1,66 @@
+"""Bearer-token authentication for ``/api/v1`` and the two rules of authorization: a team sees only its
+own objects (another team's answer 404, so ids reveal nothing), and viewers cannot write (403)."""
+
+from __future__ import annotations
+
+from flask import Flask, Response, g, request
+
+from tuner_service.accounts import Principal
+from tuner_service.api.problems import problem
+from tuner_service.errors import TunerError
+
+PROTECTED_PREFIX = "/api/v1"
+
+
+class Forbidden(TunerError):
+    """The caller is known but its role does not allow this."""
+
+    status = 403
+    title = "Forbidden"
+
+
+def principal() -> Principal:
+    return g.principal
+
+
+def scope() -> int | None:
+    """The team whose objects the caller may see; ``None`` for an admin (every team)."""
+    return principal().scope
+
+
+def require_write() -> Principal:
+    caller = principal()
+    if not caller.can_write:
+        raise Forbidden(f"user {caller.user_name} is a viewer and cannot change anything")
+    return caller
+
+
+def require_admin() -> Principal:
+    caller = principal()
+    if not caller.is_admin:
+        raise Forbidden(f"user {caller.user_name} is not an admin")
+    return caller
+
+
+def _unauthorized(detail: str) -> Response:
+    response = problem(401, "Unauthorized", detail)
+    response.headers["WWW-Authenticate"] = 'Bearer realm="tuner-service"'
+    return response
+
+
+def install(app: Flask) -> None:
+    from tuner_service.api import services
+
+    @app.before_request
+    def _authenticate() -> Response | None:
+        if not request.path.startswith(PROTECTED_PREFIX):
+            return None
+        header = request.headers.get("Authorization", "")
+        scheme, _, secret = header.partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            return _unauthorized("send an API token: Authorization: Bearer <token>")
+        caller = services().store.authenticate(secret.strip())
+        if caller is None:
+            return _unauthorized("the token is unknown, revoked or expired")
+        g.principal = caller
+        return None
