@@ -27,7 +27,8 @@ def find_dataset(
 
 def register_dataset(store: Store, info: DatasetInfo, *, team_id: int | None = None) -> DatasetRecord:
     """The stored row for ``info`` (shared when ``team_id`` is None), created on first use."""
-    return store.ensure_dataset(info.key, info.name, info.source, info.to_json(), team_id=team_id)
+    name = info.name if len(info.name) <= 255 else info.name[:252] + "..."  # the column's width
+    return store.ensure_dataset(info.key, name, info.source, info.to_json(), team_id=team_id)
 
 
 def upload_dataset(

@@ -15,6 +15,13 @@ from dataclasses import dataclass, replace
 
 from tuner_service.errors import FieldError, InvalidSearchSpace
 
+MAX_LAYERS = 64
+
+# Larger integers lose precision as JSON numbers in most clients and overflow float arithmetic here.
+MAX_SAFE_INT = 2**53
+SAFE_INT_REASON = f"must be an integer between -{MAX_SAFE_INT} and {MAX_SAFE_INT}"
+
+
 KNOWN_OPTIMIZERS: frozenset[str] = frozenset(
     {"sgd", "adam", "rmsprop", "adamw", "nadam", "adagrad", "adamax"},
 )
@@ -143,7 +150,9 @@ class SearchSpace:
     def from_json(cls, doc: object, *, field: str = "search_space", max_parameters: int = 64) -> SearchSpace:
         """Parse our JSON form or Keras Tuner's ``get_config()`` form; raise every problem at once."""
         errors: list[FieldError] = []
-        if _is_keras_tuner_config(doc):
+        if doc is None:
+            errors.append(FieldError(field, "is required: an object of parameters by name"))
+        elif _is_keras_tuner_config(doc):
             doc = _from_keras_tuner_config(doc, field, errors)
         parameters = [] if doc is None else _parse_space(doc, field, max_parameters, errors)
         if errors:
@@ -314,8 +323,8 @@ def _register(name: str, param: Parameter | None, path: str, scope: _Scope, erro
 
 
 def _parse_int(name: str, spec: Mapping, path: str, errors: list[FieldError]) -> Parameter | None:
-    low = _required(spec, "min", path, errors, _is_int, "must be an integer")
-    high = _required(spec, "max", path, errors, _is_int, "must be an integer")
+    low = _required(spec, "min", path, errors, _is_safe_int, SAFE_INT_REASON)
+    high = _required(spec, "max", path, errors, _is_safe_int, SAFE_INT_REASON)
     sampling = _parse_sampling(spec, path, errors)
     if low is None or high is None or not _check_bounds(low, high, sampling, path, errors):
         return None
@@ -465,8 +474,8 @@ def _parse_step(
 
 
 def _step_problem(step: object, low: float, high: float, sampling: str | None, integer: bool) -> str | None:
-    if integer and not _is_int(step):
-        return "must be an integer"
+    if integer and not _is_safe_int(step):
+        return SAFE_INT_REASON
     if not _is_finite_number(step):
         return "must be a finite number"
     if step <= 0:
@@ -682,6 +691,8 @@ def _layer_counts(hidden: Parameter) -> list[int] | None:
     possible = hidden.possible_values()
     if possible is None or hidden.type == "boolean" or not all(_is_int(v) for v in possible):
         return None
+    if max(possible, default=0) > MAX_LAYERS:  # reported by the domain check; expanding would take forever
+        return None
     return sorted(set(possible))
 
 
@@ -737,7 +748,7 @@ class _Domain:
 _DOMAINS = {
     "optimizer": _Domain(names=KNOWN_OPTIMIZERS, what="optimizers"),
     "activation": _Domain(names=KNOWN_ACTIVATIONS, what="activations"),
-    "hidden_layers": _Domain(integer=True, low=0, high=64),
+    "hidden_layers": _Domain(integer=True, low=0, high=MAX_LAYERS),
     "neurons": _Domain(integer=True, low=1, high=8192),
     "learning_rate": _Domain(low=0, low_open=True, high=10),
     "batch_size": _Domain(integer=True, low=1, high=65536),
@@ -885,6 +896,10 @@ def _from_keras_tuner_conditions(raw: object, path: str, errors: list[FieldError
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_safe_int(value: object) -> bool:
+    return _is_int(value) and abs(value) <= MAX_SAFE_INT
 
 
 def _is_number(value: object) -> bool:

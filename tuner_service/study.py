@@ -133,10 +133,11 @@ class StudySpec:
         if priority not in PRIORITIES:
             errors.append(FieldError("priority", f"must be one of {', '.join(PRIORITIES)}"))
         pool = _pool(doc.get("resources", {"cpu": 1}), errors)
-        if algorithm and algorithm.name == "hyperband" and early:
-            algorithm.options.setdefault("max_epochs", min(early.max_epochs, 27))
         if errors:
             raise InvalidInput(errors)
+        if algorithm.name == "hyperband":
+            # Hyperband's own epoch budget defaults to early stopping's, within its valid range 2..27.
+            algorithm.options.setdefault("max_epochs", max(2, min(early.max_epochs, 27)))
         return cls(
             name=name, dataset=dataset, task=task, objective=objective, search_space=space,
             algorithm=algorithm, max_trials=max_trials, executions_per_trial=executions,

@@ -93,11 +93,14 @@ def _operation(rule: Any, view: Any, note: dict[str, Any]) -> dict[str, Any]:
 
 
 @bp.get("/openapi.json")
+@describe(tag="docs", responses={200: "This OpenAPI 3 document"})
 def openapi_json() -> Response:
+    """The OpenAPI 3 document of this API, generated from its routes."""
     return jsonify(build_document(current_app))
 
 
 @bp.get("/docs")
+@describe(tag="docs", responses={200: "An HTML page"})
 def docs() -> Response:
     """A self-contained page listing every operation (no CDN: works offline)."""
     document = build_document(current_app)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from flask import request
@@ -22,10 +23,15 @@ def json_body() -> Any:
         exc = BadRequest.one("body", "send a JSON document with Content-Type: application/json")
         exc.status = 415
         raise exc
-    data = request.get_json(silent=True)
-    if data is None:
-        raise BadRequest.one("body", "is not valid JSON")
-    return data
+    raw = request.get_data(cache=True)
+    try:
+        return json.loads(raw) if raw.strip() else _raise_empty()
+    except ValueError as exc:  # JSONDecodeError and undecodable bytes alike
+        raise BadRequest.one("body", f"is not valid JSON ({exc})") from None
+
+
+def _raise_empty() -> None:
+    raise BadRequest.one("body", "is empty; send a JSON document")
 
 
 def int_arg(name: str, default: int, low: int, high: int) -> int:

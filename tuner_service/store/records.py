@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from tuner_service.store.models import DatasetRow, EpochRow, StudyRow, TrialRow
@@ -13,7 +13,10 @@ FINISHED_TRIAL = frozenset({"completed", "failed", "cancelled", "pruned"})
 
 
 def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
+    """ISO 8601 with the UTC offset; SQLite hands datetimes back without their zone, all of them UTC."""
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
 
 
 @dataclass(frozen=True)
@@ -25,11 +28,12 @@ class DatasetRecord:
     name: str
     source: str
     info: dict[str, Any]
+    team_id: int | None
     created_at: datetime
 
     @classmethod
     def of(cls, row: DatasetRow) -> DatasetRecord:
-        return cls(row.id, row.key, row.name, row.source, dict(row.info), row.created_at)
+        return cls(row.id, row.key, row.name, row.source, dict(row.info), row.team_id, row.created_at)
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "created_at": _iso(self.created_at)}
