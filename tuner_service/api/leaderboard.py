@@ -47,6 +47,7 @@ def index() -> Response:
         except NotFound:  # a built-in set no study has used yet: nothing to rank
             return jsonify(Page([], 0, limit, offset).to_json())
     page = store.leaderboard(
+        team_id=scope(),
         study_id=study,
         dataset_id=dataset_id,
         task_type=task,
