@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -53,7 +53,7 @@ def world(store, settings) -> World:
     revoked, _ = store.create_token("old")
     store.revoke_token(revoked.prefix)
     tokens["revoked"] = revoked.secret
-    expired, _ = store.create_token("late", expires_at=datetime.now(timezone.utc) - timedelta(seconds=1))
+    expired, _ = store.create_token("late", expires_at=datetime.now(UTC) - timedelta(seconds=1))
     tokens["expired"] = expired.secret
     alpha = store.get_team("alpha").id
     ana = store.authenticate(tokens["member"])

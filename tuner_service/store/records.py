@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from tuner_service.store.models import DatasetRow, EpochRow, StudyRow, TrialRow
@@ -16,7 +16,7 @@ def _iso(value: datetime | None) -> str | None:
     """ISO 8601 with the UTC offset; SQLite hands datetimes back without their zone, all of them UTC."""
     if value is None:
         return None
-    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
 
 
 @dataclass(frozen=True)
