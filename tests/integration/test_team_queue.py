@@ -1,0 +1,235 @@
+"""The shared queue with real worker processes on Redis and PostgreSQL: fairness between teams, priority,
+quotas, a SIGKILLed worker and a flushed broker. Trials are tiny (one epoch) so the order is what counts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from datetime import UTC, datetime
+
+import pytest
+import redis
+
+from tests.conftest import bearer, make_token, wait_for_study
+from tuner_service.api import broker_enqueue, create_app
+from tuner_service.config import load_settings
+from tuner_service.reaper import reap
+from tuner_service.store import Store
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def quick_study(name: str, trials: int, **overrides: object) -> dict:
+    """Fixed, small model; a dummy parameter gives each trial distinct values (the builder ignores it)."""
+    doc: dict = {
+        "name": name,
+        "dataset": "digits",
+        "task": {"type": "multiclass"},
+        "objective": "val_accuracy",
+        "search_space": {
+            "hidden_layers": {"type": "fixed", "value": 1},
+            "neurons": {"type": "fixed", "value": 16},
+            "learning_rate": {"type": "fixed", "value": 0.01},
+            "batch_size": {"type": "fixed", "value": 256},
+            "trial_seed": {"type": "int", "min": 0, "max": 1_000_000},
+        },
+        "max_trials": trials,
+        "early_stopping": {"patience": 1, "max_epochs": 1},
+    }
+    doc.update(overrides)
+    return doc
+
+
+class Team:
+    """A team's member, talking to the API."""
+
+    def __init__(self, app, store: Store, name: str, **options: object) -> None:
+        self.client = app.test_client()
+        token = make_token(store, f"{name}-member", team=name, **options)
+        self.client.environ_base.update({"HTTP_" + k.upper(): v for k, v in bearer(token).items()})
+
+    def submit(self, doc: dict) -> int:
+        response = self.client.post("/api/v1/studies", json=doc)
+        assert response.status_code == 201, response.get_json()
+        return response.get_json()["id"]
+
+    def cancel(self, study_id: int) -> None:
+        self.client.post(f"/api/v1/studies/{study_id}/cancel")
+
+
+@pytest.fixture
+def deployment(tmp_path, postgres_url, redis_url):
+    def make(**env: str):
+        settings = load_settings(
+            {
+                "TUNER_HOME": str(tmp_path / "home"),
+                "TUNER_DATABASE_URL": postgres_url,
+                "TUNER_BROKER_URL": redis_url,
+                "TUNER_HEARTBEAT_TIMEOUT": "60",
+                **env,
+            }
+        )
+        store = Store(settings.database_url)
+        store.upgrade()
+        app = create_app(settings, store=store, enqueue=broker_enqueue(settings))
+        return settings, store, app
+
+    return make
+
+
+def trials_of(store: Store, study_id: int):
+    return store.list_trials(study_id, sort="created", limit=500).items
+
+
+def wait_until(predicate, timeout_s: float = 180.0, what: str = "condition", logs=None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}\n{logs() if logs else ''}")
+
+
+def completed(store: Store, study_id: int) -> int:
+    return store.trial_counts(study_id).get("completed", 0)
+
+
+def test_a_newcomer_team_starts_after_at_most_one_more_trial(deployment, workers) -> None:
+    settings, store, app = deployment()
+    pool = workers(settings)
+    pool.start(1)
+    a, b = Team(app, store, "team-a"), Team(app, store, "team-b")
+    big = a.submit(quick_study("a-40", 40))
+    wait_until(lambda: completed(store, big) >= 2, what="team A's first trials", logs=pool.logs)
+    submitted = datetime.now(UTC)
+    small = b.submit(quick_study("b-5", 5))
+    assert wait_for_study(store, small, logs=pool.logs).status == "completed"
+    a.cancel(big)
+    first_b = min(t.started_at for t in trials_of(store, small))
+    a_between = [t for t in trials_of(store, big) if submitted < _aware(t.started_at) < _aware(first_b)]
+    assert len(a_between) <= 1, f"{len(a_between)} more A trials started before B's first"
+
+
+def test_worker_time_follows_the_share_weights(deployment, workers) -> None:
+    settings, store, app = deployment()
+    pool = workers(settings)
+    a, b = Team(app, store, "heavy", share_weight=2.0), Team(app, store, "light", share_weight=1.0)
+    study_a, study_b = a.submit(quick_study("a", 200)), b.submit(quick_study("b", 200))
+    pool.start(1)
+    wait_until(lambda: completed(store, study_a) + completed(store, study_b) >= 24, what="24 trials", logs=pool.logs)
+    a.cancel(study_a)
+    b.cancel(study_b)
+    seconds = {
+        team: sum(t.duration_s for t in trials_of(store, sid) if t.status == "completed")
+        for team, sid in (("a", study_a), ("b", study_b))
+    }
+    share_a = seconds["a"] / (seconds["a"] + seconds["b"])
+    assert 2 / 3 * 0.85 <= share_a <= 2 / 3 * 1.15, f"team a had {share_a:.1%} of the worker time, wanted 66.7% ± 15%"
+
+
+def test_a_high_priority_study_submitted_last_starts_next(deployment, workers) -> None:
+    settings, store, app = deployment()
+    pool = workers(settings)
+    pool.start(1)
+    team = Team(app, store, "solo")
+    low = team.submit(quick_study("low", 30, priority="low"))
+    wait_until(lambda: completed(store, low) >= 1, what="the low study's first trial", logs=pool.logs)
+    normal = team.submit(quick_study("normal", 3))
+    high = team.submit(quick_study("high", 3, priority="high"))
+    submitted = datetime.now(UTC)
+    assert wait_for_study(store, high, logs=pool.logs).status == "completed"
+    assert wait_for_study(store, normal, logs=pool.logs).status == "completed"
+    team.cancel(low)
+    started = sorted(
+        (_aware(t.started_at), sid) for sid in (low, normal, high) for t in trials_of(store, sid)
+        if _aware(t.started_at) > submitted
+    )  # fmt: skip
+    order = [sid for _, sid in started]
+    # The trial running at submission may finish first; after it, the high study's three trials, then normal.
+    assert order[:3] == [high, high, high], order
+    assert order[3:6] == [normal, normal, normal], order
+
+
+def test_a_team_at_its_concurrency_quota_gets_no_more_running_trials(deployment, workers) -> None:
+    settings, store, app = deployment()
+    pool = workers(settings)
+    pool.start(2)
+    team = Team(app, store, "capped", max_concurrent_trials=1)
+    study = team.submit(quick_study("capped", 6, parallelism=2, early_stopping={"patience": 1, "max_epochs": 4}))
+    reasons: set[str] = set()
+
+    def watch() -> bool:
+        for row in team.client.get("/api/v1/queue").get_json()["waiting"]:
+            if row["study_id"] == study and row["blocked_reason"]:
+                reasons.add(row["blocked_reason"])
+        return store.get_study(study).is_terminal
+
+    wait_until(watch, what="the capped study to finish", logs=pool.logs)
+    assert store.get_study(study).status == "completed"
+    spans = sorted((_aware(t.started_at), _aware(t.finished_at)) for t in trials_of(store, study))
+    overlaps = [(a, b) for a, b in zip(spans, spans[1:], strict=False) if b[0] < a[1]]
+    assert not overlaps, "two trials of a team with a quota of 1 ran at once"
+    assert any("quota of 1 concurrent trials" in r for r in reasons), reasons
+
+
+def test_a_sigkilled_worker_s_trial_is_rerun_and_nothing_is_lost_or_doubled(deployment, workers) -> None:
+    settings, store, app = deployment(TUNER_HEARTBEAT_TIMEOUT="4", TUNER_MAX_TRIAL_RETRIES="2")
+    pool = workers(settings)
+    victim = pool.start(1)[0]
+    team = Team(app, store, "crash")
+    study = team.submit(quick_study("crash", 3, early_stopping={"patience": 100, "max_epochs": 40}))
+    wait_until(
+        lambda: any(t.status == "running" and t.epochs_run >= 2 for t in trials_of(store, study)),
+        what="a trial in the middle of training",
+        logs=pool.logs,
+    )
+    killed = next(t for t in trials_of(store, study) if t.status == "running")
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    pool.start(1)
+    from workers.app import celery_for, enqueue_trials
+
+    celery = celery_for(settings)
+
+    def reaped() -> bool:
+        reap(store, settings, lambda p, n: enqueue_trials(celery, p, n))
+        return store.get_study(study).is_terminal
+
+    wait_until(reaped, timeout_s=240, what="the study to finish after the kill", logs=pool.logs)
+    final = trials_of(store, study)
+    assert store.get_study(study).status == "completed"
+    assert len(final) == 3 and all(t.status == "completed" for t in final)
+    rerun = next(t for t in final if t.id == killed.id)
+    assert rerun.retries == 1 and rerun.hyperparameters == killed.hyperparameters
+    assert rerun.worker != killed.worker
+    epochs = [e.epoch for e in store.epochs(rerun.id)]
+    assert epochs == list(range(len(epochs))), "the rerun's epochs restart from 0 without leftovers"
+
+
+def test_a_flushed_broker_is_recovered_by_the_reaper(deployment, workers, redis_url) -> None:
+    settings, store, app = deployment(TUNER_WAKE_AFTER="1")
+    pool = workers(settings)
+    worker = pool.start(1)[0]
+    team = Team(app, store, "flush")
+    study = team.submit(quick_study("flush", 4))
+    wait_until(lambda: completed(store, study) >= 1, what="a first trial", logs=pool.logs)
+    worker.send_signal(signal.SIGTERM)  # warm shutdown: the trial in hand finishes
+    worker.wait(timeout=60)
+    redis.Redis.from_url(redis_url).flushdb()  # every message is gone
+    done_before = store.trial_counts(study)
+    pool.start(1)
+    time.sleep(4)
+    assert store.trial_counts(study) == done_before, "without messages nothing should run"
+    assert not store.get_study(study).is_terminal
+    from workers.app import celery_for, enqueue_trials
+
+    celery = celery_for(settings)
+    report = reap(store, settings, lambda p, n: enqueue_trials(celery, p, n))
+    assert report.woken >= 1
+    assert wait_for_study(store, study, logs=pool.logs).status == "completed"
+    assert len(trials_of(store, study)) == 4
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
