@@ -233,3 +233,18 @@ def test_a_flushed_broker_is_recovered_by_the_reaper(deployment, workers, redis_
 
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def test_a_study_never_runs_on_a_pool_it_did_not_ask_for(deployment, workers) -> None:
+    settings, store, app = deployment()
+    pool = workers(settings)
+    pool.start(1)  # a CPU worker only
+    team = Team(app, store, "pools")
+    gpu_study = team.submit(quick_study("wants-a-gpu", 2, resources={"gpu": 1}))
+    cpu_study = team.submit(quick_study("cpu-is-fine", 2))
+    assert wait_for_study(store, cpu_study, logs=pool.logs).status == "completed"
+    time.sleep(2)
+    assert trials_of(store, gpu_study) == [], "a GPU study ran on a CPU worker"
+    waiting = team.client.get("/api/v1/queue?pool=gpu").get_json()["waiting"]
+    assert [row["study_id"] for row in waiting] == [gpu_study]
+    assert all(t.pool == "cpu" for t in trials_of(store, cpu_study))
