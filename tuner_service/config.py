@@ -27,6 +27,8 @@ class Settings:
     fair_share_window_s: float = 3600.0
     broker_polling_interval_s: float = 0.2
     worker_id: str = ""
+    # Signs the dashboard's session cookies; made once and kept in $TUNER_HOME/secret-key when not given.
+    secret_key: str = ""
 
     @property
     def is_embedded_broker(self) -> bool:
@@ -59,4 +61,24 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             changes[field] = kind(env[key])
     if env.get("TUNER_WORKER_ID"):
         changes["worker_id"] = env["TUNER_WORKER_ID"]
+    if env.get("TUNER_SECRET_KEY"):
+        changes["secret_key"] = env["TUNER_SECRET_KEY"]
     return settings.with_overrides(**changes) if changes else settings
+
+
+def session_secret(settings: Settings) -> str:
+    """The key that signs session cookies: ``TUNER_SECRET_KEY``, or one made once under ``TUNER_HOME``.
+
+    Several API replicas must share it, so a team deployment sets ``TUNER_SECRET_KEY``.
+    """
+    if settings.secret_key:
+        return settings.secret_key
+    import secrets
+
+    path = settings.home / "secret-key"
+    if not path.exists():
+        settings.home.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+    return path.read_text().strip()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from flask import Flask, current_app
 
-from tuner_service.config import Settings, load_settings
+from tuner_service.config import Settings, load_settings, session_secret
 from tuner_service.store import Store
 
 Enqueue = Callable[[str, int], object]  # (pool, count)
@@ -49,6 +49,7 @@ def create_app(
     settings = settings or load_settings()
     store = store or Store(settings.database_url)
     app = Flask(__name__)
+    app.secret_key = session_secret(settings)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + 1024 * 1024
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["tuner"] = Services(settings, store, enqueue or broker_enqueue(settings))
