@@ -60,7 +60,7 @@ class Done:
 class TrialOutcome:
     """What training produced: the best epoch's metrics (averaged over executions) or an error."""
 
-    status: str  # completed | failed | cancelled
+    status: str  # completed | pruned | failed | cancelled
     metrics: dict[str, float] | None = None
     best_epoch: int | None = None
     error: str | None = None
@@ -106,6 +106,14 @@ def make_oracle(study: StudyRecord) -> Any:
     name = spec["algorithm"]["name"]
     if name == "hyperband":
         base: type = kt.oracles.HyperbandOracle
+    elif name == "asha":
+        from tuner_service.asha import asha_oracle_class
+
+        common["max_trials"] = study.max_trials
+        sampler = options.pop("sampler", "random")
+        base = asha_oracle_class(
+            kt.oracles.BayesianOptimizationOracle if sampler == "bayesian" else kt.oracles.RandomSearchOracle
+        )
     else:
         common["max_trials"] = study.max_trials
         base = {
@@ -121,21 +129,111 @@ def make_oracle(study: StudyRecord) -> Any:
         def _save_trial(self, trial: Any) -> None:  # each trial's state goes to its row
             pass
 
+        if name == "grid":
+            # Keras Tuner's grid oracle keeps its walk through the grid outside get_state(), so a restored
+            # one would stop after the first trial; carry it in the state.
+            def get_state(self) -> dict[str, Any]:
+                state = super().get_state()
+                walk = self._ordered_ids
+                state["grid"] = {
+                    "populate_next": list(self._populate_next),
+                    "memory": list(walk._memory),
+                    "next_index": [[k, v] for k, v in walk._next_index.items()],
+                    "last_index": walk._last_index,
+                }
+                return state
+
+            def set_state(self, state: dict[str, Any]) -> None:
+                super().set_state(state)
+                grid = state.get("grid")
+                if grid is None:
+                    return
+                self._populate_next = list(grid["populate_next"])
+                walk = self._ordered_ids
+                walk._memory = list(grid["memory"])
+                walk._data_to_index = {data: index for index, data in enumerate(walk._memory)}
+                walk._next_index.clear()
+                walk._next_index.update({k: v for k, v in grid["next_index"]})
+                walk._last_index = grid["last_index"]
+
     oracle = DatabaseOracle(**common, **options)
     oracle.verbose = 0
     return oracle
 
 
+WARM_START_KEY = "warm_start_trials"
+
+
 def restore_oracle(tx: StudyTransaction) -> Any:
+    """The study's oracle as it was when its state was last saved (a new one, seeded, on first use)."""
     from keras_tuner.engine.trial import Trial
 
     oracle = make_oracle(tx.study)
+    state = tx.study.oracle_state
+    seeds = state.get(WARM_START_KEY, []) if state else _warm_start_seeds(tx, oracle)
+    for seed in seeds:
+        oracle.trials[seed["trial_id"]] = Trial.from_state(seed)
+    if seeds and oracle.max_trials:
+        oracle.max_trials += len(seeds)  # seeds are the oracle's trials, but not this study's budget
     for record in tx.trials():
         if record.oracle_trial_state:
             oracle.trials[record.oracle_trial_id] = Trial.from_state(record.oracle_trial_state)
-    if tx.study.oracle_state:
-        oracle.set_state(tx.study.oracle_state)
+    if state:
+        oracle.set_state(state)
+    else:
+        for seed in seeds:
+            oracle._record_values(oracle.trials[seed["trial_id"]])  # random search will not repeat them
+    oracle.warm_start_states = seeds
     return oracle
+
+
+def save_oracle(tx: StudyTransaction, oracle: Any) -> None:
+    tx.set_oracle_state({**oracle.get_state(), WARM_START_KEY: oracle.warm_start_states})
+
+
+def _warm_start_seeds(tx: StudyTransaction, oracle: Any) -> list[dict[str, Any]]:
+    """Finished trials of the studies named in ``warm_start`` that fit this space, as oracle trial states."""
+    from keras_tuner.engine.trial import Trial
+
+    study_ids = tx.study.spec.get("warm_start", {}).get("studies", [])
+    if not study_ids:
+        return []
+    states = []
+    for record in tx.finished_trials(study_ids):
+        values = _fit_values(oracle.hyperparameters, record.hyperparameters)
+        if values is None or record.score is None:
+            continue
+        hyperparameters = oracle.hyperparameters.copy()
+        hyperparameters.values = values
+        trial = Trial(hyperparameters, trial_id=f"seed-{record.study_id}-{record.number}", status="COMPLETED")
+        trial.metrics.register(tx.study.objective_name, direction=tx.study.direction)
+        trial.metrics.update(tx.study.objective_name, record.score, step=record.best_epoch or 0)
+        trial.score, trial.best_step = record.score, record.best_epoch or 0
+        states.append(trial.get_state())
+    return states
+
+
+def _fit_values(space: Any, values: dict[str, Any]) -> dict[str, Any] | None:
+    """``values`` restricted to this space, defaults for what they lack; None if one lies outside it."""
+    fitted: dict[str, Any] = {}
+    for hp in space.space:
+        if hp.name not in values:
+            fitted[hp.name] = hp.default
+            continue
+        value = values[hp.name]
+        kind = type(hp).__name__
+        if kind == "Choice" and value not in hp.values:
+            return None
+        if kind in ("Int", "Float") and not (hp.min_value <= value <= hp.max_value):
+            return None
+        if kind == "Fixed" and value != hp.value:
+            return None
+        if kind == "Boolean" and not isinstance(value, bool):
+            return None
+        fitted[hp.name] = value
+    active = space.copy()
+    active.values = fitted
+    return {name: v for name, v in fitted.items() if active.is_active(name)}
 
 
 def claim_next(
@@ -209,7 +307,7 @@ def _claim_in_study(tx: StudyTransaction, *, ticket: str, worker: str, gpu: str 
     if trial.status == "IDLE":
         return Wait(WAIT_FOR_ROUND_S)
     if trial.status != "RUNNING":
-        tx.set_oracle_state(oracle.get_state())
+        save_oracle(tx, oracle)
         return _maybe_complete(tx, "search space exhausted")
     record = tx.add_trial(
         number=tx.count(),
@@ -220,7 +318,7 @@ def _claim_in_study(tx: StudyTransaction, *, ticket: str, worker: str, gpu: str 
         worker=worker,
         gpu=gpu,
     )
-    tx.set_oracle_state(oracle.get_state())
+    save_oracle(tx, oracle)
     if study.status == "queued":
         tx.set_status("running")
     return Claim(record, tx.study)
@@ -253,9 +351,9 @@ def _finish(tx: StudyTransaction, trial_id: int, outcome: TrialOutcome) -> Finis
     oracle = restore_oracle(tx)
     kt_trial = oracle.trials[record.oracle_trial_id]
     status = outcome.status
-    if status == "completed" and outcome.metrics:
+    if status in ("completed", "pruned") and outcome.metrics:
         oracle.update_trial(record.oracle_trial_id, outcome.metrics, step=outcome.best_epoch or 0)
-    elif status == "completed":
+    elif status in ("completed", "pruned"):
         status = "failed"
     kt_trial.status = ORACLE_STATUS_OF[status]
     kt_trial.message = outcome.error
@@ -264,7 +362,7 @@ def _finish(tx: StudyTransaction, trial_id: int, outcome: TrialOutcome) -> Finis
         oracle.end_trial(kt_trial)
     except RuntimeError as exc:  # Keras Tuner gives up after consecutive failures
         study_error = str(exc)
-    score = kt_trial.score if status == "completed" else None
+    score = kt_trial.score if status in ("completed", "pruned") else None
     if score is not None and not math.isfinite(score):
         status, score = "failed", None
     finished = tx.finish_trial(
@@ -277,7 +375,7 @@ def _finish(tx: StudyTransaction, trial_id: int, outcome: TrialOutcome) -> Finis
         error=outcome.error,
         model_path=outcome.model_path,
     )
-    tx.set_oracle_state(oracle.get_state())
+    save_oracle(tx, oracle)
     if study_error is not None and not study.is_terminal:
         tx.set_status("failed", error=study_error)
     if tx.study.is_terminal:

@@ -6,7 +6,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tuner_service.errors import FieldError, InvalidInput
+from tuner_service.errors import FieldError, InvalidInput, NotFound
+from tuner_service.pruning import PrunerSpec
 from tuner_service.space import SearchSpace
 from tuner_service.task import Objective, TaskSpec
 
@@ -14,12 +15,14 @@ if TYPE_CHECKING:
     from tuner_service.config import Settings
     from tuner_service.store import Store, StudyRecord
 
-ALGORITHMS = ("random", "grid", "bayesian", "hyperband")
+ALGORITHMS = ("random", "grid", "bayesian", "hyperband", "asha")
+SAMPLERS = ("random", "bayesian")
 PRIORITIES = ("low", "normal", "high")
 STUDY_KEYS = frozenset(
     {
         "name", "dataset", "task", "objective", "search_space", "algorithm", "max_trials",
         "executions_per_trial", "parallelism", "seed", "early_stopping", "validation", "priority", "resources",
+        "pruner", "warm_start",
     }
 )  # fmt: skip
 ALGORITHM_OPTIONS: dict[str, dict[str, tuple[type, float, float]]] = {
@@ -31,6 +34,7 @@ ALGORITHM_OPTIONS: dict[str, dict[str, tuple[type, float, float]]] = {
         "beta": (float, 0.0, 100.0),
     },
     "hyperband": {"max_epochs": (int, 2, 1000), "factor": (int, 2, 10), "hyperband_iterations": (int, 1, 10)},
+    "asha": {"min_epochs": (int, 1, 1000), "max_epochs": (int, 2, 10_000), "reduction_factor": (int, 2, 10)},
 }
 
 
@@ -43,6 +47,35 @@ class AlgorithmSpec:
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, **self.options}
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """Earlier studies whose finished trials seed this one's search (same data set and task)."""
+
+    studies: tuple[int, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"studies": list(self.studies)}
+
+    @classmethod
+    def from_json(cls, doc: object, errors: list[FieldError], *, field: str = "warm_start") -> WarmStart:
+        if doc is None:
+            return cls()
+        if not isinstance(doc, dict) or set(doc) - {"studies"}:
+            errors.append(FieldError(field, 'must be {"studies": [study ids]}'))
+            return cls()
+        studies = doc.get("studies", [])
+        if not isinstance(studies, list) or len(studies) > 100:
+            errors.append(FieldError(f"{field}.studies", "must be a list of at most 100 study ids"))
+            return cls()
+        ids = []
+        for index, study_id in enumerate(studies):
+            if isinstance(study_id, bool) or not isinstance(study_id, int) or study_id < 1:
+                errors.append(FieldError(f"{field}.studies[{index}]", "must be a study id (a positive integer)"))
+            else:
+                ids.append(study_id)
+        return cls(tuple(ids))
 
 
 @dataclass(frozen=True)
@@ -87,6 +120,8 @@ class StudySpec:
     validation: Validation = field(default_factory=Validation)
     priority: str = "normal"
     pool: str = "cpu"
+    pruner: PrunerSpec = field(default_factory=PrunerSpec)
+    warm_start: WarmStart = field(default_factory=lambda: WarmStart())
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -104,6 +139,8 @@ class StudySpec:
             "validation": self.validation.to_json(),
             "priority": self.priority,
             "resources": {"gpu": 1} if self.pool == "gpu" else {"cpu": 1},
+            "pruner": self.pruner.to_json(),
+            "warm_start": self.warm_start.to_json(),
         }
 
     @classmethod
@@ -133,16 +170,23 @@ class StudySpec:
         if priority not in PRIORITIES:
             errors.append(FieldError("priority", f"must be one of {', '.join(PRIORITIES)}"))
         pool = _pool(doc.get("resources", {"cpu": 1}), errors)
+        pruner = PrunerSpec.from_json(doc.get("pruner"), errors)
+        warm_start = WarmStart.from_json(doc.get("warm_start"), errors)
         if errors:
             raise InvalidInput(errors)
         if algorithm.name == "hyperband":
             # Hyperband's own epoch budget defaults to early stopping's, within its valid range 2..27.
             algorithm.options.setdefault("max_epochs", max(2, min(early.max_epochs, 27)))
+        if algorithm.name == "asha":
+            algorithm.options.setdefault("max_epochs", max(2, early.max_epochs))
+            min_epochs = algorithm.options.get("min_epochs", 1)
+            if min_epochs >= algorithm.options["max_epochs"]:
+                raise InvalidInput.one("algorithm.min_epochs", "must be less than max_epochs")
         return cls(
             name=name, dataset=dataset, task=task, objective=objective, search_space=space,
             algorithm=algorithm, max_trials=max_trials, executions_per_trial=executions,
             parallelism=parallelism, seed=seed, early_stopping=early, validation=validation, priority=priority,
-            pool=pool,
+            pool=pool, pruner=pruner, warm_start=warm_start,
         )  # type: ignore[arg-type]  # fmt: skip
 
 
@@ -226,6 +270,12 @@ def _algorithm(value: object, errors: list[FieldError]) -> AlgorithmSpec | None:
     for key, option in value.items():
         if key == "name":
             continue
+        if name == "asha" and key == "sampler":
+            if option not in SAMPLERS:
+                errors.append(FieldError("algorithm.sampler", f"must be one of {', '.join(SAMPLERS)}"))
+            else:
+                options[key] = option
+            continue
         if key not in allowed:
             known = ", ".join(allowed) or "none"
             errors.append(FieldError(f"algorithm.{key}", f"not an option of {name}; options: {known}"))
@@ -308,7 +358,7 @@ def submit_study(
 
     spec = StudySpec.from_json(doc, max_parameters=settings.max_parameters, max_trials_limit=settings.max_trials_limit)
     info, dataset_team = find_dataset(store, spec.dataset, team_id=team_id)
-    problems = check_task(info, spec.task.type)
+    problems = check_task(info, spec.task.type) + _warm_start_problems(store, spec, info.key, team_id)
     if problems:
         raise InvalidInput(problems)
     dataset = register_dataset(store, info, team_id=dataset_team)
@@ -330,3 +380,19 @@ def submit_study(
     enqueue(spec.pool, spec.parallelism)
     store.mark_enqueued(study.id)
     return store.get_study(study.id)
+
+
+def _warm_start_problems(store: Store, spec: StudySpec, dataset_key: str, team_id: int | None) -> list[FieldError]:
+    """Seed studies must exist for the caller and share the data set, the task type and the objective."""
+    problems = []
+    for index, study_id in enumerate(spec.warm_start.studies):
+        path = f"warm_start.studies[{index}]"
+        try:
+            seed = store.get_study(study_id, team_id=team_id)
+        except NotFound:
+            problems.append(FieldError(path, f"no study {study_id}"))
+            continue
+        seed_key = store.get_dataset(seed.dataset_id).key
+        if seed_key != dataset_key or seed.task_type != spec.task.type or seed.objective_name != spec.objective.name:
+            problems.append(FieldError(path, f"study {study_id} has another data set, task type or objective"))
+    return problems

@@ -16,27 +16,43 @@ import numpy as np
 from tuner_service.config import Settings
 from tuner_service.datasets import DatasetInfo, Split, load_split, output_units
 from tuner_service.hypermodel import batch_size, build_model, normalization_stats
+from tuner_service.pruning import PrunerSpec, should_prune
 from tuner_service.search import Claim, TrialOutcome
 from tuner_service.store import Store
 from tuner_service.task import TaskSpec
 
 
 class EpochReporter(keras.callbacks.Callback):
-    """Writes each epoch's metrics to the store and stops training when the study says so."""
+    """Writes each epoch's metrics to the store, stops training when the study says so, and asks the
+    study's pruner whether this trial is still worth training."""
 
-    def __init__(self, store: Store, trial_id: int, execution: int) -> None:
+    def __init__(self, store: Store, claim: Claim, execution: int, pruner: PrunerSpec) -> None:
         super().__init__()
         self.store = store
-        self.trial_id = trial_id
+        self.claim = claim
         self.execution = execution
+        self.pruner = pruner
+        initial = int(claim.values.get("tuner/initial_epoch", 0))
+        self.curve: list[float | None] = [None] * initial  # the objective by absolute epoch
         self.stop_reason: str | None = None
+        self.prune_reason: str | None = None
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         metrics = {k: float(v) for k, v in (logs or {}).items() if np.isscalar(v) or np.ndim(v) == 0}
         metrics.pop("learning_rate", None)
-        control = self.store.record_epoch(self.trial_id, self.execution, epoch, metrics)
+        control = self.store.record_epoch(self.claim.trial.id, self.execution, epoch, metrics)
         if control.stop:
             self.stop_reason = control.reason
+            self.model.stop_training = True
+            return
+        study = self.claim.study
+        self.curve.append(metrics.get(study.objective_name))
+        if self.pruner.name == "none" or self.execution > 0:
+            return
+        others = self.store.objective_curves(study.id, study.objective_name, exclude_trial_id=self.claim.trial.id)
+        reason = should_prune(self.pruner, study.direction, self.curve, others)
+        if reason is not None:
+            self.prune_reason = f"pruned at epoch {epoch + 1}: {reason}"
             self.model.stop_training = True
 
 
@@ -104,6 +120,7 @@ def _train(store: Store, settings: Settings, claim: Claim) -> TrialOutcome:
     epochs = int(values.get("tuner/epochs", early.get("max_epochs", 50)))
     initial_epoch = int(values.get("tuner/initial_epoch", 0))
     executions = int(spec.get("executions_per_trial", 1))
+    pruner = PrunerSpec(**spec.get("pruner", {}))
     best: list[tuple[int, dict[str, float]]] = []
     model = None
     for execution in range(executions):
@@ -114,7 +131,7 @@ def _train(store: Store, settings: Settings, claim: Claim) -> TrialOutcome:
         )
         if claim.resumes is not None:
             model.load_weights(checkpoint_path(settings, study.id, claim.resumes))
-        reporter = EpochReporter(store, trial.id, execution)
+        reporter = EpochReporter(store, claim, execution, pruner)
         stopper = keras.callbacks.EarlyStopping(
             monitor=study.objective_name,
             mode=study.direction,
@@ -135,6 +152,11 @@ def _train(store: Store, settings: Settings, claim: Claim) -> TrialOutcome:
         if reporter.stop_reason is not None:
             return TrialOutcome("cancelled", error=reporter.stop_reason)
         best.append(_best_epoch(history, study.objective_name, study.direction, initial_epoch))
+        if reporter.prune_reason is not None:
+            model_path = _save(settings, claim, model, split)
+            return TrialOutcome(
+                "pruned", metrics=best[0][1], best_epoch=best[0][0], error=reporter.prune_reason, model_path=model_path
+            )
     metrics = _average([m for _, m in best])
     model_path = _save(settings, claim, model, split)
     return TrialOutcome("completed", metrics=metrics, best_epoch=best[0][0], model_path=model_path)

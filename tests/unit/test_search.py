@@ -161,3 +161,17 @@ def test_bayesian_oracle_state_survives_the_database_round_trip(store, settings)
         finish_trial(store, study.id, claimed.trial.id, done(score))
     assert len(set(seen)) == 6
     assert store.get_study(study.id).status == "completed"
+
+
+def test_grid_search_walks_the_whole_grid_across_restores(store, settings) -> None:
+    space = {
+        "optimizer": {"type": "choice", "values": ["sgd", "adam"]},
+        "batch_size": {"type": "choice", "values": [16, 32, 64]},
+    }
+    study, _ = submit(store, settings, search_space=space, algorithm="grid", max_trials=10)
+    seen = []
+    while isinstance(claimed := claim(store, study.id), Claim):
+        seen.append((claimed.values["optimizer"], claimed.values["batch_size"]))
+        finish_trial(store, study.id, claimed.trial.id, done(0.5))
+    assert sorted(seen) == sorted((o, b) for o in ("sgd", "adam") for b in (16, 32, 64))
+    assert store.get_study(study.id).status == "completed"

@@ -36,6 +36,8 @@ TRIAL_SORTS = {
     "duration": TrialRow.duration_s,
     "created": TrialRow.created_at,
 }
+# A pruned trial has a real (if partial) score: it ranks, marked as pruned.
+RANKED_TRIAL = ("completed", "pruned")
 TRIAL_STATUSES = frozenset({"running", "pending", "completed", "failed", "cancelled", "pruned"})
 STUDY_STATUSES = frozenset({"queued", "running", "paused", "completed", "cancelled", "failed"})
 
@@ -97,6 +99,15 @@ class StudyTransaction:
             .limit(1)
         )
         return TrialRecord.of(row) if row else None
+
+    def finished_trials(self, study_ids: list[int]) -> list[TrialRecord]:
+        """Completed trials of other studies (warm-start seeds), oldest first."""
+        rows = self._session.scalars(
+            select(TrialRow)
+            .where(TrialRow.study_id.in_(study_ids), TrialRow.status == "completed", TrialRow.score.is_not(None))
+            .order_by(TrialRow.study_id, TrialRow.number)
+        )
+        return [TrialRecord.of(r) for r in rows]
 
     def count(self, *statuses: str) -> int:
         query = select(func.count()).where(TrialRow.study_id == self._study.id)
@@ -188,7 +199,7 @@ class StudyTransaction:
             row.oracle_trial_state = clean_json(oracle_trial_state)
         if row.started_at is not None:
             row.duration_s = (now - _aware(row.started_at)).total_seconds()
-        if score is not None and status == "completed":
+        if score is not None and status in RANKED_TRIAL:
             best = self._study.best_score
             better = best is None or (score > best if self._study.direction == "max" else score < best)
             if better:
@@ -479,6 +490,19 @@ class Store(AccountQueries, QueueQueries):
 
         return self._retrying(attempt)
 
+    def objective_curves(self, study_id: int, objective: str, *, exclude_trial_id: int) -> list[list[float | None]]:
+        """Each other trial's objective per epoch (first execution), indexed by absolute epoch."""
+        query = (
+            select(EpochRow.trial_id, EpochRow.epoch, EpochRow.metrics)
+            .join(TrialRow, TrialRow.id == EpochRow.trial_id)
+            .where(TrialRow.study_id == study_id, EpochRow.trial_id != exclude_trial_id, EpochRow.execution == 0)
+        )
+        curves: dict[int, dict[int, float | None]] = {}
+        with self._read() as session:
+            for trial_id, epoch, metrics in session.execute(query):
+                curves.setdefault(trial_id, {})[epoch] = metrics.get(objective)
+        return [[points.get(e) for e in range(max(points) + 1)] for points in curves.values() if points]
+
     def heartbeat(self, trial_id: int) -> None:
         def attempt() -> None:
             with self._write() as session:
@@ -563,7 +587,7 @@ class Store(AccountQueries, QueueQueries):
         query: Select[Any] = (
             select(TrialRow, StudyRow.name, StudyRow.direction, StudyRow.task_type)
             .join(StudyRow, StudyRow.id == TrialRow.study_id)
-            .where(TrialRow.status == "completed", TrialRow.sort_key.is_not(None))
+            .where(TrialRow.status.in_(RANKED_TRIAL), TrialRow.sort_key.is_not(None))
         )
         if study_id is not None:
             query = query.where(TrialRow.study_id == study_id)
@@ -590,6 +614,7 @@ class Store(AccountQueries, QueueQueries):
                         "task_type": task_type_,
                         "trial_id": trial.id,
                         "number": trial.number,
+                        "status": trial.status,
                         "objective": trial.objective_name,
                         "direction": direction,
                         "score": trial.score,

@@ -1,0 +1,100 @@
+"""ASHA and pruning with real worker processes on Redis + PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import bearer, digits_study, make_token, wait_for_study
+from tuner_service.api import broker_enqueue, create_app
+from tuner_service.config import load_settings
+from tuner_service.store import Store
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture
+def team(tmp_path, postgres_url, redis_url):
+    settings = load_settings(
+        {
+            "TUNER_HOME": str(tmp_path / "home"),
+            "TUNER_DATABASE_URL": postgres_url,
+            "TUNER_BROKER_URL": redis_url,
+        }
+    )
+    store = Store(settings.database_url)
+    store.upgrade()
+    client = create_app(settings, store=store, enqueue=broker_enqueue(settings)).test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = bearer(make_token(store, "ana"))["Authorization"]
+    yield settings, store, client
+    store.dispose()
+
+
+def test_asha_with_two_workers_promotes_trials_that_resume_from_their_checkpoints(team, workers) -> None:
+    settings, store, client = team
+    pool = workers(settings)
+    pool.start(2)
+    doc = digits_study(
+        name="asha",
+        algorithm={"name": "asha", "min_epochs": 1, "max_epochs": 9, "reduction_factor": 3},
+        max_trials=14,
+        parallelism=2,
+        early_stopping={"patience": 20},
+    )
+    response = client.post("/api/v1/studies", json=doc)
+    assert response.status_code == 201, response.get_json()
+    study = wait_for_study(store, response.get_json()["id"], logs=pool.logs)
+    assert study.status == "completed", study.error
+    trials = store.list_trials(study.id, sort="number", limit=100).items
+    assert len(trials) == 14 and all(t.status == "completed" for t in trials), [(t.status, t.error) for t in trials]
+    assert {t.worker for t in trials} == {"w0", "w1"}
+    by_oracle_id = {t.oracle_trial_id: t for t in trials}
+    promoted = [t for t in trials if t.hyperparameters["tuner/rung"] > 0]
+    assert promoted, "no trial was promoted"
+    for trial in promoted:
+        parent = by_oracle_id[trial.hyperparameters["tuner/trial_id"]]
+        assert parent.hyperparameters["tuner/rung"] == trial.hyperparameters["tuner/rung"] - 1
+        start = trial.hyperparameters["tuner/initial_epoch"]
+        assert start == parent.hyperparameters["tuner/epochs"]
+        epochs = [e.epoch for e in store.epochs(trial.id)]
+        assert epochs[0] == start, "a promoted trial continues at its parent's last epoch instead of restarting"
+        # Resuming from the parent's weights, the first new epoch is already near the parent's level.
+        first = store.epochs(trial.id)[0].metrics["val_accuracy"]
+        assert first >= parent.score - 0.15
+
+
+def test_a_median_pruner_stops_bad_learning_rates_early(team, workers) -> None:
+    settings, store, client = team
+    pool = workers(settings)
+    pool.start(1)
+    space = {
+        "hidden_layers": {"type": "fixed", "value": 1},
+        "neurons": {"type": "fixed", "value": 32},
+        "optimizer": {"type": "fixed", "value": "adam"},
+        "learning_rate": {"type": "choice", "values": [0.01, 0.000001]},
+        "trial_seed": {"type": "choice", "values": [0, 1, 2, 3]},
+    }
+    doc = digits_study(
+        name="median",
+        search_space=space,
+        algorithm="grid",
+        max_trials=8,
+        pruner={"name": "median", "warmup_epochs": 1, "min_trials": 2},
+        early_stopping={"patience": 50, "max_epochs": 8},
+    )
+    response = client.post("/api/v1/studies", json=doc)
+    assert response.status_code == 201, response.get_json()
+    study = wait_for_study(store, response.get_json()["id"], logs=pool.logs)
+    assert study.status == "completed", study.error
+    trials = store.list_trials(study.id, sort="number", limit=100).items
+    bad = [t for t in trials if t.hyperparameters["learning_rate"] == 0.000001]
+    good = [t for t in trials if t.hyperparameters["learning_rate"] == 0.01]
+    # The grid runs the good rate first, so every bad trial meets enough peers to be judged at epoch 2.
+    assert all(t.status == "pruned" and t.epochs_run == 2 and "median" in t.error for t in bad), [
+        (t.status, t.epochs_run) for t in bad
+    ]
+    # Median pruning may also stop a good trial that trails the median, but never before its peers' level.
+    assert all(t.epochs_run >= 2 and t.score > 0.9 for t in good)
+    assert sum(t.epochs_run for t in trials) < 8 * 8 * 0.7, "pruning should save at least 30% of the epochs"
+    board = store.leaderboard(study_id=study.id, limit=50).items
+    assert {row["status"] for row in board} == {"completed", "pruned"}
+    assert board[0]["status"] == "completed" and board[0]["hyperparameters"]["learning_rate"] == 0.01
