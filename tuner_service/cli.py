@@ -76,12 +76,17 @@ def reaper(every: float, once: bool) -> None:
     """Requeue trials of dead workers and wake studies whose messages were lost."""
     from tuner_service.reaper import reap
     from tuner_service.store import Store
-    from workers.app import celery_for, enqueue_trials
+    from workers.app import celery_for, enqueue_job, enqueue_trials
 
     settings = load_settings()
     store, celery = Store(settings.database_url), celery_for(settings)
     while True:
-        report = reap(store, settings, lambda pool, n: enqueue_trials(celery, pool, n))
+        report = reap(
+            store,
+            settings,
+            lambda pool, n: enqueue_trials(celery, pool, n),
+            lambda pool, job_id: enqueue_job(celery, pool, job_id),
+        )
         console.print(f"reaper: {report.to_json()}")
         if once:
             return
@@ -368,6 +373,81 @@ def upload(path: Path, target_column: str | None, url: str, token: str | None) -
     """Upload a data set (.npz with x and y, or .csv with a target column)."""
     record = _api(lambda: client_for(url, token).upload_dataset(path, target_column))
     console.print_json(data=record)
+
+
+@main.command("lr-find")
+@click.argument("spec_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=Path("lr-range-test.png"))
+@url_option
+@token_option
+def lr_find(spec_file: Path, plot_path: Path, url: str, token: str | None) -> None:
+    """Run a learning-rate range test (SPEC_FILE: dataset, task, architecture, min_lr, max_lr, steps); print
+    the suggested rate and save the loss-against-rate plot (log axis) as a PNG."""
+    client = client_for(url, token)
+    job = _api(lambda: client.start_range_test(json.loads(spec_file.read_text())))
+    console.print(f"range test {job['id']} queued")
+    with console.status("training while raising the learning rate..."):
+        job = client.wait_job(lambda: client.range_test(job["id"]))
+    if job["status"] != "completed":
+        raise click.ClickException(f"range test {job['id']} failed: {job['error']}")
+    suggestion = job["result"]["suggestion"]
+    console.print(f"suggested learning rate: [bold]{suggestion['suggested_lr']:.3g}[/]")
+    console.print(f"loss lowest at {suggestion['min_loss_lr']:.3g}; diverged at {suggestion['diverged_lr'] or 'none'}")
+    if suggestion["half_diverged_lr"]:
+        console.print(f"half the divergence rate: {suggestion['half_diverged_lr']:.3g}")
+    save_range_plot(job["result"], plot_path)
+    console.print(f"plot saved to {plot_path}")
+
+
+def save_range_plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    rates = [p["lr"] for p in result["curve"]]
+    figure, axes = pyplot.subplots(figsize=(7, 4.5))
+    axes.plot(rates, [p["loss"] for p in result["curve"]], alpha=0.3, label="loss per batch")
+    axes.plot(rates, [p["smoothed"] for p in result["curve"]], label="smoothed")
+    suggestion = result["suggestion"]
+    axes.axvline(
+        suggestion["suggested_lr"], color="green", linestyle="--", label=f"suggested {suggestion['suggested_lr']:.2g}"
+    )
+    if suggestion["diverged_lr"]:
+        axes.axvline(suggestion["diverged_lr"], color="red", linestyle=":", label="diverged")
+    axes.set_xscale("log")
+    axes.set_xlabel("learning rate")
+    axes.set_ylabel("training loss")
+    smoothed = [p["smoothed"] for p in result["curve"] if p["smoothed"] == p["smoothed"]]
+    if smoothed:
+        axes.set_ylim(min(smoothed) * 0.9, min(max(smoothed), 4 * min(smoothed)) * 1.1)
+    axes.legend()
+    axes.set_title("Learning-rate range test")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    pyplot.close(figure)
+
+
+@main.command()
+@click.argument("study_id", type=int)
+@click.argument("trial_id", type=int)
+@click.option("--repeats", default=3, show_default=True, help="Retrainings with other seeds.")
+@url_option
+@token_option
+def rerun(study_id: int, trial_id: int, repeats: int, url: str, token: str | None) -> None:
+    """Retrain a trial with its own seed and with other seeds; print whether it reproduces and the spread."""
+    client = client_for(url, token)
+    job = _api(lambda: client.start_rerun(study_id, trial_id, repeats))
+    with console.status(f"retraining trial {trial_id} {repeats + 1} times..."):
+        job = client.wait_job(lambda: client.rerun(study_id, trial_id, job["id"]))
+    if job["status"] != "completed":
+        raise click.ClickException(f"rerun failed: {job['error']}")
+    result = job["result"]
+    spread = result["spread"]
+    console.print(f"original {result['objective']}: {_fmt(result['original']['score'])}")
+    console.print(f"same seed: {_fmt(result['same_seed']['score'])} (reproduced: {result['reproduced']})")
+    low, high = _fmt(spread["min"]), _fmt(spread["max"])
+    console.print(f"other seeds: mean {_fmt(spread['mean'])} ± {_fmt(spread['std'])} (min {low}, max {high})")
 
 
 # -- helpers of the commands above ---------------------------------------------------------------

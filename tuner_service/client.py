@@ -78,6 +78,31 @@ class Client:
     def queue(self, pool: str | None = None) -> dict[str, Any]:
         return self._call("GET", "/api/v1/queue", params={"pool": pool} if pool else None)
 
+    def start_range_test(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/api/v1/lr-range-tests", json=spec)
+
+    def range_test(self, job_id: int) -> dict[str, Any]:
+        return self._call("GET", f"/api/v1/lr-range-tests/{job_id}")
+
+    def start_rerun(self, study_id: int, trial_id: int, repeats: int = 3) -> dict[str, Any]:
+        return self._call("POST", f"/api/v1/studies/{study_id}/trials/{trial_id}/rerun", json={"repeats": repeats})
+
+    def rerun(self, study_id: int, trial_id: int, job_id: int) -> dict[str, Any]:
+        return self._call("GET", f"/api/v1/studies/{study_id}/trials/{trial_id}/reruns/{job_id}")
+
+    def wait_job(
+        self, fetch: Callable[[], dict[str, Any]], *, poll_s: float = 1.0, timeout_s: float = 3600
+    ) -> dict[str, Any]:
+        """Poll a job (range test, rerun) until it is completed or failed."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            job = fetch()
+            if job["status"] in ("completed", "failed"):
+                return job
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job['id']} still {job['status']} after {timeout_s} s")
+            time.sleep(poll_s)
+
     def leaderboard(self, study_id: int | None = None, **filters: Any) -> dict[str, Any]:
         if study_id is not None:
             return self._call("GET", f"/api/v1/studies/{study_id}/leaderboard", params=filters)

@@ -155,12 +155,17 @@ class LocalService:
         self._threads.append(thread)
 
     def _reap_loop(self) -> None:
-        from workers.app import celery_for, enqueue_trials
+        from workers.app import celery_for, enqueue_job, enqueue_trials
 
         celery = celery_for(self.settings)
         while not self._stop.wait(self.reap_every_s):
             try:
-                reap(self._store, self.settings, lambda pool, n: enqueue_trials(celery, pool, n))
+                reap(
+                    self._store,
+                    self.settings,
+                    lambda pool, n: enqueue_trials(celery, pool, n),
+                    lambda pool, job_id: enqueue_job(celery, pool, job_id),
+                )
             except Exception as exc:  # keep reaping; say what went wrong
                 print(f"reaper: {exc}", file=sys.stderr)
 

@@ -24,8 +24,13 @@ class ReapReport:
         return asdict(self)
 
 
-def reap(store: Store, settings: Settings, enqueue: Callable[[str, int], Any]) -> ReapReport:
-    """One pass; ``enqueue(pool, count)`` wakes workers of a pool."""
+def reap(
+    store: Store,
+    settings: Settings,
+    enqueue: Callable[[str, int], Any],
+    enqueue_job: Callable[[str, int], Any],
+) -> ReapReport:
+    """One pass; ``enqueue(pool, count)`` wakes workers of a pool, ``enqueue_job(pool, job_id)`` sends a job."""
     requeued = failed = woken = 0
     timeout = settings.heartbeat_timeout_s
     for trial in store.stale_trials(timeout):
@@ -37,6 +42,9 @@ def reap(store: Store, settings: Settings, enqueue: Callable[[str, int], Any]) -
             store.mark_enqueued(trial.study_id)
         elif status == "failed":
             failed += 1
+    for job in store.requeue_stale_jobs(timeout):
+        enqueue_job(job.pool, job.id)
+        requeued += 1
     for study_id, pool, slots in store.idle_studies(idle_s=settings.wake_after_s):
         enqueue(pool, slots)
         store.mark_enqueued(study_id)

@@ -65,6 +65,7 @@ class TrialOutcome:
     best_epoch: int | None = None
     error: str | None = None
     model_path: str | None = None
+    environment: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -374,6 +375,7 @@ def _finish(tx: StudyTransaction, trial_id: int, outcome: TrialOutcome) -> Finis
         oracle_trial_state=kt_trial.get_state(),
         error=outcome.error,
         model_path=outcome.model_path,
+        environment=outcome.environment,
     )
     save_oracle(tx, oracle)
     if study_error is not None and not study.is_terminal:

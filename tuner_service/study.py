@@ -22,7 +22,7 @@ STUDY_KEYS = frozenset(
     {
         "name", "dataset", "task", "objective", "search_space", "algorithm", "max_trials",
         "executions_per_trial", "parallelism", "seed", "early_stopping", "validation", "priority", "resources",
-        "pruner", "warm_start",
+        "pruner", "warm_start", "learning_rate_from",
     }
 )  # fmt: skip
 ALGORITHM_OPTIONS: dict[str, dict[str, tuple[type, float, float]]] = {
@@ -171,6 +171,7 @@ class StudySpec:
             errors.append(FieldError("priority", f"must be one of {', '.join(PRIORITIES)}"))
         pool = _pool(doc.get("resources", {"cpu": 1}), errors)
         pruner = PrunerSpec.from_json(doc.get("pruner"), errors)
+        # learning_rate_from is resolved into search_space.learning_rate by submit_study (it needs the store).
         warm_start = WarmStart.from_json(doc.get("warm_start"), errors)
         if errors:
             raise InvalidInput(errors)
@@ -356,6 +357,7 @@ def submit_study(
     from tuner_service.catalog import find_dataset, register_dataset
     from tuner_service.datasets import check_task
 
+    doc = centre_learning_rate(store, doc, team_id)
     spec = StudySpec.from_json(doc, max_parameters=settings.max_parameters, max_trials_limit=settings.max_trials_limit)
     info, dataset_team = find_dataset(store, spec.dataset, team_id=team_id)
     problems = check_task(info, spec.task.type) + _warm_start_problems(store, spec, info.key, team_id)
@@ -396,3 +398,36 @@ def _warm_start_problems(store: Store, spec: StudySpec, dataset_key: str, team_i
         if seed_key != dataset_key or seed.task_type != spec.task.type or seed.objective_name != spec.objective.name:
             problems.append(FieldError(path, f"study {study_id} has another data set, task type or objective"))
     return problems
+
+
+def centre_learning_rate(store: Store, doc: object, team_id: int | None) -> object:
+    """Apply ``learning_rate_from: {lr_range_test, factor}``: the space's learning_rate becomes a log range
+    from suggestion / factor to suggestion · factor (at most 10), read from the caller's finished test."""
+    if not isinstance(doc, dict) or "learning_rate_from" not in doc:
+        return doc
+    source = doc["learning_rate_from"]
+    if not isinstance(source, dict) or set(source) - {"lr_range_test", "factor"}:
+        raise InvalidInput.one("learning_rate_from", 'must be {"lr_range_test": id, "factor": number}')
+    test_id, factor = source.get("lr_range_test"), source.get("factor", 10)
+    errors = []
+    if isinstance(test_id, bool) or not isinstance(test_id, int):
+        errors.append(FieldError("learning_rate_from.lr_range_test", "must be the id of a range test"))
+    if isinstance(factor, bool) or not isinstance(factor, int | float) or not 1 < factor <= 1000:
+        errors.append(FieldError("learning_rate_from.factor", "must be a number greater than 1 and at most 1000"))
+    if errors:
+        raise InvalidInput(errors)
+    try:
+        test = store.get_job(test_id, kind="lr_range_test", team_id=team_id)
+    except NotFound:
+        raise InvalidInput.one("learning_rate_from.lr_range_test", f"no range test {test_id}") from None
+    if test.status != "completed" or not test.result:
+        raise InvalidInput.one("learning_rate_from.lr_range_test", f"range test {test_id} is {test.status}")
+    suggested = test.result["suggestion"]["suggested_lr"]
+    space = dict(doc.get("search_space") or {})
+    space["learning_rate"] = {
+        "type": "float",
+        "min": suggested / factor,
+        "max": min(10.0, suggested * factor),
+        "sampling": "log",
+    }
+    return {**doc, "search_space": space}

@@ -5,8 +5,10 @@ Imports Keras; only workers import this module.
 
 from __future__ import annotations
 
+import os
 import threading
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from tuner_service.datasets import DatasetInfo, Split, load_split, output_units
 from tuner_service.hypermodel import batch_size, build_model, normalization_stats
 from tuner_service.pruning import PrunerSpec, should_prune
 from tuner_service.search import Claim, TrialOutcome
-from tuner_service.store import Store
+from tuner_service.store import Store, StudyRecord
 from tuner_service.task import TaskSpec
 
 
@@ -106,8 +108,18 @@ def train_trial(store: Store, settings: Settings, claim: Claim) -> TrialOutcome:
         return TrialOutcome("failed", error=f"{detail}\n{traceback.format_exc(limit=-3)}")
 
 
-def _train(store: Store, settings: Settings, claim: Claim) -> TrialOutcome:
-    study, trial = claim.study, claim.trial
+@dataclass(frozen=True)
+class Prepared:
+    """Everything a fit needs that does not change between the trials of a study."""
+
+    task: TaskSpec
+    info: DatasetInfo
+    split: Split
+    norm: tuple[Any, Any] | None
+
+
+def prepare(store: Store, settings: Settings, study: StudyRecord) -> Prepared:
+    """The study's task, data set and split (cached per worker process) and normalization statistics."""
     spec = study.spec
     task = TaskSpec.from_json(spec["task"])
     info = DatasetInfo.from_json(store.get_dataset(study.dataset_id).info)
@@ -115,51 +127,106 @@ def _train(store: Store, settings: Settings, claim: Claim) -> TrialOutcome:
     fraction, split_seed = validation.get("fraction", 0.2), validation.get("seed", 0)
     split = load_split(info, settings.artifacts, validation_fraction=fraction, seed=split_seed, task_type=task.type)
     norm = _norm_stats(info, fraction, split_seed, split) if task.normalize else None
-    early = spec.get("early_stopping", {})
-    values = claim.values
-    epochs = int(values.get("tuner/epochs", early.get("max_epochs", 50)))
-    initial_epoch = int(values.get("tuner/initial_epoch", 0))
-    executions = int(spec.get("executions_per_trial", 1))
-    pruner = PrunerSpec(**spec.get("pruner", {}))
+    return Prepared(task, info, split, norm)
+
+
+def trial_seed(study: StudyRecord, number: int, execution: int) -> int:
+    """The seed of one execution of one trial: fixed by the study's seed, so reruns can reproduce it."""
+    return ((study.spec.get("seed") or 0) * 1_000_003 + number * 101 + execution) % 2**31
+
+
+def fit_once(
+    prepared: Prepared,
+    study: StudyRecord,
+    values: dict[str, Any],
+    *,
+    seed: int,
+    callbacks: list[Any],
+    resume_from: Path | None = None,
+) -> tuple[Any, Any]:
+    """Build the model for ``values`` and fit it with the study's early stopping; returns (model, history)."""
+    early = study.spec.get("early_stopping", {})
+    keras.utils.set_random_seed(seed)
+    model = build_model(
+        prepared.task,
+        values,
+        n_features=prepared.info.n_features,
+        n_outputs=output_units(prepared.info, prepared.task.type),
+        norm_stats=prepared.norm,
+    )
+    if resume_from is not None:
+        model.load_weights(resume_from)
+    stopper = keras.callbacks.EarlyStopping(
+        monitor=study.objective_name,
+        mode=study.direction,
+        patience=int(early.get("patience", 3)),
+        min_delta=float(early.get("min_delta", 0.0)),
+        restore_best_weights=bool(early.get("restore_best_weights", True)),
+    )
+    history = model.fit(
+        prepared.split.x_train,
+        prepared.split.y_train,
+        validation_data=(prepared.split.x_val, prepared.split.y_val),
+        epochs=int(values.get("tuner/epochs", early.get("max_epochs", 50))),
+        initial_epoch=int(values.get("tuner/initial_epoch", 0)),
+        batch_size=batch_size(values),
+        callbacks=[stopper, *callbacks],
+        verbose=0,
+    )
+    return model, history
+
+
+def environment(seed: int) -> dict[str, Any]:
+    """What a result depends on besides the hyperparameters: seed, libraries, backend, device."""
+    import platform
+
+    import keras_tuner
+    import tensorflow
+
+    return {
+        "seed": seed,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "tensorflow": tensorflow.__version__,
+        "keras": keras.__version__,
+        "keras_tuner": keras_tuner.__version__,
+        "backend": keras.backend.backend(),
+        "device": os.environ.get("CUDA_VISIBLE_DEVICES") or "cpu",
+    }
+
+
+def _train(store: Store, settings: Settings, claim: Claim) -> TrialOutcome:
+    study, trial = claim.study, claim.trial
+    prepared = prepare(store, settings, study)
+    initial_epoch = int(claim.values.get("tuner/initial_epoch", 0))
+    executions = int(study.spec.get("executions_per_trial", 1))
+    pruner = PrunerSpec(**study.spec.get("pruner", {}))
+    resume = checkpoint_path(settings, study.id, claim.resumes) if claim.resumes is not None else None
     best: list[tuple[int, dict[str, float]]] = []
     model = None
     for execution in range(executions):
-        seed = (spec.get("seed") or 0) * 1_000_003 + trial.number * 101 + execution
-        keras.utils.set_random_seed(seed % 2**31)
-        model = build_model(
-            task, values, n_features=info.n_features, n_outputs=output_units(info, task.type), norm_stats=norm
-        )
-        if claim.resumes is not None:
-            model.load_weights(checkpoint_path(settings, study.id, claim.resumes))
         reporter = EpochReporter(store, claim, execution, pruner)
-        stopper = keras.callbacks.EarlyStopping(
-            monitor=study.objective_name,
-            mode=study.direction,
-            patience=int(early.get("patience", 3)),
-            min_delta=float(early.get("min_delta", 0.0)),
-            restore_best_weights=bool(early.get("restore_best_weights", True)),
-        )
-        history = model.fit(
-            split.x_train,
-            split.y_train,
-            validation_data=(split.x_val, split.y_val),
-            epochs=epochs,
-            initial_epoch=initial_epoch,
-            batch_size=batch_size(values),
-            callbacks=[stopper, reporter],
-            verbose=0,
-        )
+        seed = trial_seed(study, trial.number, execution)
+        model, history = fit_once(prepared, study, claim.values, seed=seed, callbacks=[reporter], resume_from=resume)
         if reporter.stop_reason is not None:
             return TrialOutcome("cancelled", error=reporter.stop_reason)
         best.append(_best_epoch(history, study.objective_name, study.direction, initial_epoch))
         if reporter.prune_reason is not None:
-            model_path = _save(settings, claim, model, split)
             return TrialOutcome(
-                "pruned", metrics=best[0][1], best_epoch=best[0][0], error=reporter.prune_reason, model_path=model_path
+                "pruned",
+                metrics=best[0][1],
+                best_epoch=best[0][0],
+                error=reporter.prune_reason,
+                model_path=_save(settings, claim, model, prepared.split),
+                environment=environment(trial_seed(study, trial.number, 0)),
             )
-    metrics = _average([m for _, m in best])
-    model_path = _save(settings, claim, model, split)
-    return TrialOutcome("completed", metrics=metrics, best_epoch=best[0][0], model_path=model_path)
+    return TrialOutcome(
+        "completed",
+        metrics=_average([m for _, m in best]),
+        best_epoch=best[0][0],
+        model_path=_save(settings, claim, model, prepared.split),
+        environment=environment(trial_seed(study, trial.number, 0)),
+    )
 
 
 def _best_epoch(history: Any, objective: str, direction: str, initial_epoch: int) -> tuple[int, dict[str, float]]:

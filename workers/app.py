@@ -13,6 +13,7 @@ from celery import Celery
 from tuner_service.config import Settings, load_settings
 
 RUN_TRIAL = "tuner.run_trial"
+RUN_JOB = "tuner.run_job"
 REAP = "tuner.reap"
 
 
@@ -79,3 +80,8 @@ def enqueue_trials(app: Celery, pool: str, count: int = 1, *, countdown: float |
 
 
 app = celery_for(load_settings())
+
+
+def enqueue_job(app: Celery, pool: str, job_id: int) -> None:
+    """Send a job (range test, rerun) to a worker of its pool; the job row makes a redelivery harmless."""
+    app.send_task(RUN_JOB, args=[job_id], queue=pool_queue(pool))

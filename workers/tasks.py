@@ -11,7 +11,7 @@ from tuner_service.config import Settings, load_settings
 from tuner_service.reaper import reap
 from tuner_service.search import Claim, Done, Wait, claim_next, finish_trial
 from tuner_service.store import Store
-from workers.app import REAP, RUN_TRIAL, app, enqueue_trials
+from workers.app import REAP, RUN_JOB, RUN_TRIAL, app, enqueue_job, enqueue_trials
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,27 @@ def run_trial(self, pool: str, ticket: str) -> str:  # noqa: ANN001 - Celery's b
     return f"study {study_id} trial {finished.trial.number} {finished.trial.status} score={finished.trial.score}"
 
 
+@app.task(name=RUN_JOB, acks_late=True, reject_on_worker_lost=True)
+def run_job(job_id: int) -> str:
+    """Run a learning-rate range test or a rerun; a second delivery of the message finds it taken."""
+    from tuner_service.jobs import run_job as run  # imports Keras: only here, in the worker
+
+    settings, store = runtime()
+    job = store.start_job(job_id, worker_name(settings))
+    if job is None:
+        return f"job {job_id} already taken or gone"
+    run(store, settings, job)
+    return f"job {job_id} done"
+
+
 @app.task(name=REAP)
 def reap_task() -> dict[str, int]:
-    """Requeue trials of dead workers and wake studies that have work but no message."""
+    """Requeue trials and jobs of dead workers and wake studies that have work but no message."""
     settings, store = runtime()
-    return reap(store, settings, lambda pool, n: enqueue_trials(app, pool, n)).to_json()
+    report = reap(
+        store,
+        settings,
+        lambda pool, n: enqueue_trials(app, pool, n),
+        lambda pool, job_id: enqueue_job(app, pool, job_id),
+    )
+    return report.to_json()

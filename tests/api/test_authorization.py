@@ -27,6 +27,8 @@ class World:
     study_id: int
     paused_study_id: int
     trial_id: int
+    range_test_id: int
+    rerun_id: int
 
 
 def npz_bytes(seed: int = 0) -> bytes:
@@ -69,7 +71,9 @@ def world(store, settings) -> World:
         "completed", {"val_accuracy": 0.9, "loss": 0.1}, 0, model_path=str(model.relative_to(settings.artifacts))
     )
     finish_trial(store, study.id, claimed.trial.id, outcome)
-    return World(tokens, dataset.id, study.id, paused.id, claimed.trial.id)
+    range_test = store.create_job("lr_range_test", {}, team_id=alpha, dataset_id=dataset.id)
+    rerun = store.create_job("rerun", {"repeats": 1}, team_id=alpha, study_id=study.id, trial_id=claimed.trial.id)
+    return World(tokens, dataset.id, study.id, paused.id, claimed.trial.id, range_test.id, rerun.id)
 
 
 # endpoint -> (method, path template, kind, request kwargs). Kinds: "list" (a team sees its own rows),
@@ -93,6 +97,16 @@ ENDPOINTS = {
     "studies.best_model": ("GET", "/api/v1/studies/{study_id}/best-model", "object", {}),
     "leaderboard.index": ("GET", "/api/v1/leaderboard", "list", {}),
     "queue.index": ("GET", "/api/v1/queue", "list", {}),
+    "jobs.create_range_test": (
+        "POST",
+        "/api/v1/lr-range-tests",
+        "create-job",
+        {"json": {"dataset": "digits", "task": "multiclass"}},
+    ),
+    "jobs.list_range_tests": ("GET", "/api/v1/lr-range-tests", "list", {}),
+    "jobs.show_range_test": ("GET", "/api/v1/lr-range-tests/{range_test_id}", "object", {}),
+    "jobs.create_rerun": ("POST", "/api/v1/studies/{study_id}/trials/{trial_id}/rerun", "write-job", {"json": {}}),
+    "jobs.show_rerun": ("GET", "/api/v1/studies/{study_id}/trials/{trial_id}/reruns/{rerun_id}", "object", {}),
     "openapi.openapi_json": ("GET", "/api/v1/openapi.json", "docs", {}),
     "openapi.docs": ("GET", "/api/v1/docs", "docs", {}),
 }
@@ -101,11 +115,11 @@ ENDPOINTS = {
 def expected_status(kind: str, caller: str, method: str) -> int:
     if caller in ("anonymous", "revoked", "expired"):
         return 401
-    if kind in ("object", "write") and caller == "other_team":
+    if kind in ("object", "write", "write-job") and caller == "other_team":
         return 404
-    if kind in ("create", "write") and caller == "viewer":
+    if kind in ("create", "write", "create-job", "write-job") and caller == "viewer":
         return 403
-    return 201 if kind == "create" else 200
+    return {"create": 201, "create-job": 202, "write-job": 202}.get(kind, 200)
 
 
 def test_every_api_route_is_in_the_matrix(settings, store) -> None:
@@ -118,7 +132,7 @@ def test_every_api_route_is_in_the_matrix(settings, store) -> None:
 @pytest.mark.parametrize("endpoint", sorted(ENDPOINTS))
 def test_authorization_matrix(endpoint: str, caller: str, world: World, settings, store) -> None:
     method, template, kind, options = ENDPOINTS[endpoint]
-    app = create_app(settings, store=store, enqueue=lambda pool, n: None)
+    app = create_app(settings, store=store, enqueue=lambda pool, n: None, enqueue_job=lambda pool, job: None)
     client = app.test_client()
     headers = {} if caller == "anonymous" else {"Authorization": f"Bearer {world.tokens[caller]}"}
     path = template.format(**vars(world))

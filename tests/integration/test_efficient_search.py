@@ -98,3 +98,79 @@ def test_a_median_pruner_stops_bad_learning_rates_early(team, workers) -> None:
     board = store.leaderboard(study_id=study.id, limit=50).items
     assert {row["status"] for row in board} == {"completed", "pruned"}
     assert board[0]["status"] == "completed" and board[0]["hyperparameters"]["learning_rate"] == 0.01
+
+
+def wait_job(client, url: str, pool, timeout_s: float = 180.0) -> dict:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = client.get(url).get_json()
+        if job["status"] in ("completed", "failed"):
+            return job
+        time.sleep(0.5)
+    raise AssertionError(f"job at {url} did not finish\n{pool.logs()}")
+
+
+def test_range_test_finds_a_known_good_rate_and_a_study_centres_on_it(team, workers) -> None:
+    """Linear regression on standardized, independent features with MSE and plain SGD: the loss's curvature
+    is 2 in every direction, so the best rate is about 1/2 and SGD diverges from about 1."""
+    settings, store, client = team
+    pool = workers(settings)
+    pool.start(1)
+    spec = {
+        "dataset": "synthetic_regression",
+        "task": {"type": "regression", "loss": "mse"},
+        "architecture": {"hidden_layers": 0, "optimizer": "sgd", "batch_size": 32},
+        "min_lr": 1e-5,
+        "max_lr": 10,
+        "steps": 500,
+    }
+    response = client.post("/api/v1/lr-range-tests", json=spec)
+    assert response.status_code == 202, response.get_json()
+    job = wait_job(client, response.headers["Location"], pool)
+    assert job["status"] == "completed", job["error"]
+    suggestion = job["result"]["suggestion"]
+    known_good = 0.5
+    assert known_good / 10 <= suggestion["suggested_lr"] <= known_good * 10, suggestion
+    assert 0.3 <= suggestion["diverged_lr"] <= 3.0, suggestion
+    curve = job["result"]["curve"]
+    assert curve[0]["lr"] == pytest.approx(1e-5) and all(
+        a["lr"] < b["lr"] for a, b in zip(curve, curve[1:], strict=False)
+    )
+
+    doc = digits_study(
+        name="centred",
+        dataset="synthetic_regression",
+        task={"type": "regression"},
+        objective="val_loss",
+        max_trials=2,
+        learning_rate_from={"lr_range_test": job["id"], "factor": 10},
+    )
+    study = client.post("/api/v1/studies", json=doc)
+    assert study.status_code == 201, study.get_json()
+    space = study.get_json()["spec"]["search_space"]["learning_rate"]
+    assert space["min"] == pytest.approx(suggestion["suggested_lr"] / 10)
+    finished = wait_for_study(store, study.get_json()["id"], logs=pool.logs)
+    trials = store.list_trials(finished.id, limit=10).items
+    assert all(space["min"] <= t.hyperparameters["learning_rate"] <= space["max"] for t in trials)
+
+
+def test_a_rerun_reproduces_a_trial_and_reports_the_spread(team, workers) -> None:
+    settings, store, client = team
+    pool = workers(settings)
+    pool.start(1)
+    response = client.post("/api/v1/studies", json=digits_study(name="rerun", max_trials=1, seed=5))
+    study = wait_for_study(store, response.get_json()["id"], logs=pool.logs)
+    trial = store.list_trials(study.id).items[0]
+    env = trial.environment
+    assert env["seed"] >= 0 and env["backend"] == "tensorflow" and env["keras"] and env["keras_tuner"]
+    rerun = client.post(f"/api/v1/studies/{study.id}/trials/{trial.id}/rerun", json={"repeats": 2})
+    assert rerun.status_code == 202
+    job = wait_job(client, rerun.headers["Location"], pool)
+    assert job["status"] == "completed", job["error"]
+    result = job["result"]
+    assert result["same_seed"]["seed"] == env["seed"]
+    assert result["same_seed"]["score"] == pytest.approx(trial.score, abs=0.02)
+    assert len(result["other_seeds"]) == 2 and result["spread"]["min"] <= result["spread"]["max"]
+    assert 0.0 <= result["spread"]["std"] < 0.2

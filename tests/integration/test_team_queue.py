@@ -188,12 +188,12 @@ def test_a_sigkilled_worker_s_trial_is_rerun_and_nothing_is_lost_or_doubled(depl
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
     pool.start(1)
-    from workers.app import celery_for, enqueue_trials
+    from workers.app import celery_for, enqueue_job, enqueue_trials
 
     celery = celery_for(settings)
 
     def reaped() -> bool:
-        reap(store, settings, lambda p, n: enqueue_trials(celery, p, n))
+        reap(store, settings, lambda p, n: enqueue_trials(celery, p, n), lambda p, j: enqueue_job(celery, p, j))
         return store.get_study(study).is_terminal
 
     wait_until(reaped, timeout_s=240, what="the study to finish after the kill", logs=pool.logs)
@@ -222,10 +222,10 @@ def test_a_flushed_broker_is_recovered_by_the_reaper(deployment, workers, redis_
     time.sleep(4)
     assert store.trial_counts(study) == done_before, "without messages nothing should run"
     assert not store.get_study(study).is_terminal
-    from workers.app import celery_for, enqueue_trials
+    from workers.app import celery_for, enqueue_job, enqueue_trials
 
     celery = celery_for(settings)
-    report = reap(store, settings, lambda p, n: enqueue_trials(celery, p, n))
+    report = reap(store, settings, lambda p, n: enqueue_trials(celery, p, n), lambda p, j: enqueue_job(celery, p, j))
     assert report.woken >= 1
     assert wait_for_study(store, study, logs=pool.logs).status == "completed"
     assert len(trials_of(store, study)) == 4

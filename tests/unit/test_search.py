@@ -77,13 +77,14 @@ def test_reaper_requeues_a_silent_trial_then_fails_it_after_the_retry_limit(stor
     settings = settings.with_overrides(heartbeat_timeout_s=0.0, max_trial_retries=1)
     study, _ = submit(store, settings, max_trials=2)
     woken: list[tuple[int, int]] = []
+    jobs: list[int] = []
     first = claim(store, study.id, worker="dead")
-    report = reap(store, settings, lambda s, n: woken.append((s, n)))
+    report = reap(store, settings, lambda s, n: woken.append((s, n)), lambda p, j: jobs.append(j))
     assert report.requeued == 1 and woken[0] == ("cpu", 1)
     again = claim(store, study.id, worker="second")
     assert isinstance(again, Claim) and again.trial.id == first.trial.id
     assert again.values == first.values and again.trial.retries == 1
-    report = reap(store, settings, lambda s, n: woken.append((s, n)))
+    report = reap(store, settings, lambda s, n: woken.append((s, n)), lambda p, j: jobs.append(j))
     assert report.failed == 1
     trial = store.get_trial(study.id, first.trial.id)
     assert trial.status == "failed" and "gave up after 1 retries" in trial.error
@@ -92,14 +93,25 @@ def test_reaper_requeues_a_silent_trial_then_fails_it_after_the_retry_limit(stor
 def test_reaper_wakes_a_study_whose_messages_were_lost(store, settings) -> None:
     study, _ = submit(store, settings, max_trials=5, parallelism=3)
     woken: list[tuple[int, int]] = []
-    reap(store, settings, lambda s, n: woken.append((s, n)))
+    jobs: list[int] = []
+    reap(store, settings, lambda s, n: woken.append((s, n)), lambda p, j: jobs.append(j))
     assert woken == [], "just enqueued: not idle yet"
     time.sleep(0.05)
-    reap(store, settings.with_overrides(wake_after_s=0.01), lambda s, n: woken.append((s, n)))
+    reap(
+        store,
+        settings.with_overrides(wake_after_s=0.01),
+        lambda s, n: woken.append((s, n)),
+        lambda p, j: jobs.append(j),
+    )
     assert woken == [("cpu", 3)]
     claim(store, study.id)  # a trial is running now: nothing to wake
     time.sleep(0.05)
-    reap(store, settings.with_overrides(wake_after_s=0.01), lambda s, n: woken.append((s, n)))
+    reap(
+        store,
+        settings.with_overrides(wake_after_s=0.01),
+        lambda s, n: woken.append((s, n)),
+        lambda p, j: jobs.append(j),
+    )
     assert woken == [("cpu", 3)]
 
 

@@ -14,6 +14,7 @@ from tuner_service.config import Settings, load_settings, session_secret
 from tuner_service.store import Store
 
 Enqueue = Callable[[str, int], object]  # (pool, count)
+EnqueueJob = Callable[[str, int], object]  # (pool, job id)
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class Services:
     settings: Settings
     store: Store
     enqueue: Enqueue
+    enqueue_job: EnqueueJob
 
 
 def services() -> Services:
@@ -40,11 +42,25 @@ def broker_enqueue(settings: Settings) -> Enqueue:
     return enqueue
 
 
+def broker_enqueue_job(settings: Settings) -> EnqueueJob:
+    def enqueue_job(pool: str, job_id: int) -> object:
+        from workers.app import celery_for
+        from workers.app import enqueue_job as send
+
+        return send(celery_for(settings), pool, job_id)
+
+    return enqueue_job
+
+
 def create_app(
-    settings: Settings | None = None, *, store: Store | None = None, enqueue: Enqueue | None = None
+    settings: Settings | None = None,
+    *,
+    store: Store | None = None,
+    enqueue: Enqueue | None = None,
+    enqueue_job: EnqueueJob | None = None,
 ) -> Flask:
     """Build the API for ``settings`` (default: from the environment); the schema must be migrated."""
-    from tuner_service.api import auth, datasets, health, leaderboard, metrics, openapi, problems, queue, studies
+    from tuner_service.api import auth, datasets, health, jobs, leaderboard, metrics, openapi, problems, queue, studies
 
     settings = settings or load_settings()
     store = store or Store(settings.database_url)
@@ -52,9 +68,12 @@ def create_app(
     app.secret_key = session_secret(settings)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + 1024 * 1024
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["tuner"] = Services(settings, store, enqueue or broker_enqueue(settings))
+    app.extensions["tuner"] = Services(
+        settings, store, enqueue or broker_enqueue(settings), enqueue_job or broker_enqueue_job(settings)
+    )
     problems.install(app)
     auth.install(app)
-    for blueprint in (health.bp, metrics.bp, datasets.bp, studies.bp, leaderboard.bp, queue.bp, openapi.bp):
+    blueprints = (health.bp, metrics.bp, datasets.bp, studies.bp, leaderboard.bp, queue.bp, jobs.bp, openapi.bp)
+    for blueprint in blueprints:
         app.register_blueprint(blueprint)
     return app

@@ -78,10 +78,10 @@ def _operation(rule: Any, view: Any, note: dict[str, Any]) -> dict[str, Any]:
     if description.strip():
         op["description"] = " ".join(description.split())
     body = note["body"]
-    if body == "Study":
+    if body in COMPONENTS["schemas"] and body != "DatasetUpload":
         op["requestBody"] = {
             "required": True,
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Study"}}},
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}},
         }
     elif body:
         op["requestBody"] = {

@@ -91,8 +91,42 @@ COMPONENTS: dict[str, Any] = {
                     "properties": {"fraction": {"type": "number"}, "seed": {"type": "integer"}},
                 },
                 "priority": {"type": "string", "enum": ["low", "normal", "high"]},
+                "resources": {"type": "object", "description": '{"gpu": 1} or {"cpu": 1}'},
+                "pruner": {"description": "none, median or asha, or an object with its options"},
+                "warm_start": {
+                    "type": "object",
+                    "properties": {"studies": {"type": "array", "items": {"type": "integer"}}},
+                },
+                "learning_rate_from": {
+                    "type": "object",
+                    "description": "Centre learning_rate (log scale) on a finished range test's suggestion",
+                    "properties": {"lr_range_test": {"type": "integer"}, "factor": {"type": "number"}},
+                },
             },
         },
+        "StudyPatch": {
+            "type": "object",
+            "properties": {"priority": {"type": "string", "enum": ["low", "normal", "high"]}},
+        },
+        "RangeTest": {
+            "type": "object",
+            "required": ["dataset", "task"],
+            "properties": {
+                "dataset": {"type": "string"},
+                "task": {"type": "object"},
+                "architecture": {
+                    "type": "object",
+                    "description": "Fixed hidden_layers, neurons, activation, optimizer, momentum, batch_size, "
+                    "dropout, l2",
+                },
+                "min_lr": {"type": "number", "default": 1e-5},
+                "max_lr": {"type": "number", "default": 10},
+                "steps": {"type": "integer", "default": 500},
+                "smoothing": {"type": "number", "default": 0.98},
+                "seed": {"type": "integer"},
+            },
+        },
+        "Rerun": {"type": "object", "properties": {"repeats": {"type": "integer", "minimum": 1, "maximum": 10}}},
         "DatasetUpload": {
             "type": "object",
             "required": ["file"],

@@ -3,6 +3,7 @@
 from tuner_service.store.records import (
     DatasetRecord,
     EpochRecord,
+    JobRecord,
     Page,
     StudyRecord,
     TrialControl,
@@ -13,6 +14,7 @@ from tuner_service.store.store import STUDY_STATUSES, TRIAL_SORTS, TRIAL_STATUSE
 __all__ = [
     "DatasetRecord",
     "EpochRecord",
+    "JobRecord",
     "Page",
     "STUDY_STATUSES",
     "Store",

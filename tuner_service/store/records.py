@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from tuner_service.store.models import DatasetRow, EpochRow, StudyRow, TrialRow
+from tuner_service.store.models import DatasetRow, EpochRow, JobRow, StudyRow, TrialRow
 
 TERMINAL_STUDY = frozenset({"completed", "cancelled", "failed"})
 FINISHED_TRIAL = frozenset({"completed", "failed", "cancelled", "pruned"})
@@ -118,6 +118,7 @@ class TrialRecord:
     retries: int
     error: str | None
     model_path: str | None
+    environment: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, row: TrialRow) -> TrialRecord:
@@ -127,6 +128,7 @@ class TrialRecord:
             row.score, row.best_epoch, row.epochs_run, dict(row.metrics) if row.metrics else None,
             row.worker, row.pool, row.gpu, row.heartbeat_at, row.created_at, row.started_at, row.finished_at,
             row.duration_s, row.retries, row.error, row.model_path,
+            dict(row.environment) if row.environment else None,
         )  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
@@ -175,3 +177,41 @@ class Page:
     def to_json(self) -> dict[str, Any]:
         items = [i.to_json() if hasattr(i, "to_json") else i for i in self.items]
         return {"items": items, "total": self.total, "limit": self.limit, "offset": self.offset}
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A stored job (learning-rate range test or rerun) with its result once finished."""
+
+    id: int
+    kind: str
+    status: str
+    team_id: int | None
+    owner_id: int | None
+    study_id: int | None
+    trial_id: int | None
+    dataset_id: int | None
+    pool: str
+    spec: dict[str, Any]
+    result: dict[str, Any] | None
+    progress: float
+    error: str | None
+    worker: str | None
+    heartbeat_at: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, row: JobRow) -> JobRecord:
+        return cls(
+            row.id, row.kind, row.status, row.team_id, row.owner_id, row.study_id, row.trial_id, row.dataset_id,
+            row.pool, dict(row.spec), dict(row.result) if row.result else None, row.progress, row.error, row.worker,
+            row.heartbeat_at, row.created_at, row.started_at, row.finished_at,
+        )  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key in ("heartbeat_at", "created_at", "started_at", "finished_at"):
+            out[key] = _iso(out[key])
+        return out

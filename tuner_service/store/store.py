@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tuner_service.errors import Conflict, NotFound
 from tuner_service.store.accounts import AccountQueries
 from tuner_service.store.engine import is_sqlite, make_engine
+from tuner_service.store.jobs import JobQueries
 from tuner_service.store.models import DatasetRow, EpochRow, StudyRow, TrialRow, utcnow
 from tuner_service.store.queue import QueueQueries
 from tuner_service.store.records import (
@@ -184,6 +185,7 @@ class StudyTransaction:
         oracle_trial_state: dict[str, Any] | None = None,
         error: str | None = None,
         model_path: str | None = None,
+        environment: dict[str, Any] | None = None,
     ) -> TrialRecord:
         row = self._row(trial_id)
         now = utcnow()
@@ -194,6 +196,7 @@ class StudyTransaction:
         row.metrics = clean_json(metrics)
         row.error = error
         row.model_path = model_path
+        row.environment = clean_json(environment)
         row.finished_at = now
         if oracle_trial_state is not None:
             row.oracle_trial_state = clean_json(oracle_trial_state)
@@ -218,7 +221,7 @@ class StudyTransaction:
         return row
 
 
-class Store(AccountQueries, QueueQueries):
+class Store(AccountQueries, QueueQueries, JobQueries):
     """SQL storage of accounts, data sets, studies, trials and epochs (SQLite or PostgreSQL).
 
     Reads that take ``team_id`` return only that team's rows; ``None`` means every team (an admin).

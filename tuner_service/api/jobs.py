@@ -1,0 +1,109 @@
+"""Learning-rate range tests and reruns of a trial: work a worker runs outside a study's budget."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, url_for
+
+from tuner_service.api import services
+from tuner_service.api.auth import require_write, scope
+from tuner_service.api.openapi import describe
+from tuner_service.api.params import json_body
+from tuner_service.catalog import find_dataset, register_dataset
+from tuner_service.datasets import check_task
+from tuner_service.errors import Conflict, FieldError, InvalidInput, NotFound
+from tuner_service.lr_range import RangeTestSpec
+
+bp = Blueprint("jobs", __name__, url_prefix="/api/v1")
+MAX_REPEATS = 10
+
+
+@bp.post("/lr-range-tests")
+@describe(
+    tag="lr-range-tests",
+    body="RangeTest",
+    responses={202: "Queued; poll its Location", 403: "Viewer", 422: "Invalid range or data set"},
+)
+def create_range_test() -> tuple[Response, int, dict[str, str]]:
+    """Start a learning-rate range test: train a fixed architecture while raising the rate exponentially
+    (default 1e-5 to 10 over 500 steps); the result is the loss curve and a suggested rate."""
+    svc = services()
+    caller = require_write()
+    spec = RangeTestSpec.from_json(json_body())
+    info, owner = find_dataset(svc.store, spec.dataset, team_id=scope())
+    problems = check_task(info, spec.task.type)
+    if problems:
+        raise InvalidInput(problems)
+    dataset = register_dataset(svc.store, info, team_id=owner)
+    job = svc.store.create_job(
+        "lr_range_test", spec.to_json(), team_id=caller.team_id, owner_id=caller.user_id, dataset_id=dataset.id
+    )
+    svc.enqueue_job(job.pool, job.id)
+    return jsonify(job.to_json()), 202, {"Location": url_for("jobs.show_range_test", job_id=job.id)}
+
+
+@bp.get("/lr-range-tests")
+@describe(tag="lr-range-tests", responses={200: "The team's range tests, newest first"})
+def list_range_tests() -> Response:
+    """The caller's team's learning-rate range tests."""
+    tests = services().store.list_jobs(kind="lr_range_test", team_id=scope())
+    return jsonify({"items": [t.to_json() for t in tests], "total": len(tests)})
+
+
+@bp.get("/lr-range-tests/<int:job_id>")
+@describe(
+    tag="lr-range-tests", responses={200: "Status, progress and, when done, curve and suggestion", 404: "No such test"}
+)
+def show_range_test(job_id: int) -> Response:
+    """One range test: its status and progress, and once completed the loss-against-rate curve and the
+    suggested rate (a bit below where the loss starts to climb; also half the rate at which it diverges)."""
+    return jsonify(services().store.get_job(job_id, kind="lr_range_test", team_id=scope()).to_json())
+
+
+@bp.post("/studies/<int:study_id>/trials/<int:trial_id>/rerun")
+@describe(
+    tag="trials",
+    body="Rerun",
+    responses={202: "Queued; poll its Location", 404: "No such trial", 409: "Trial not finished", 422: "Bad repeats"},
+)
+def create_rerun(study_id: int, trial_id: int) -> tuple[Response, int, dict[str, str]]:
+    """Retrain a finished trial's hyperparameters: once with its own seed (is it reproducible?) and with
+    ``repeats`` other seeds (how much does the score spread?)."""
+    svc = services()
+    study = svc.store.get_study(study_id, team_id=scope())
+    trial = svc.store.get_trial(study_id, trial_id)
+    caller = require_write()
+    body = json_body()
+    if not isinstance(body, dict):
+        raise InvalidInput.one("body", "must be a JSON object")
+    repeats = body.get("repeats", 3)
+    errors = [FieldError(k, "unknown field; known: repeats") for k in body if k != "repeats"]
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or not 1 <= repeats <= MAX_REPEATS:
+        errors.append(FieldError("repeats", f"must be an integer between 1 and {MAX_REPEATS}"))
+    if errors:
+        raise InvalidInput(errors)
+    if trial.status not in ("completed", "pruned"):
+        raise Conflict(f"trial {trial_id} is {trial.status}; only a finished trial can be rerun")
+    job = svc.store.create_job(
+        "rerun",
+        {"repeats": repeats},
+        team_id=study.team_id,
+        owner_id=caller.user_id,
+        study_id=study_id,
+        trial_id=trial_id,
+        dataset_id=study.dataset_id,
+        pool=study.pool,
+    )
+    svc.enqueue_job(job.pool, job.id)
+    location = url_for("jobs.show_rerun", study_id=study_id, trial_id=trial_id, job_id=job.id)
+    return jsonify(job.to_json()), 202, {"Location": location}
+
+
+@bp.get("/studies/<int:study_id>/trials/<int:trial_id>/reruns/<int:job_id>")
+@describe(tag="trials", responses={200: "Status and, when done, the scores and their spread", 404: "No such rerun"})
+def show_rerun(study_id: int, trial_id: int, job_id: int) -> Response:
+    """One rerun of a trial with the same-seed score, the other seeds' scores and their spread."""
+    services().store.get_study(study_id, team_id=scope())
+    job = services().store.get_job(job_id, kind="rerun", team_id=None)
+    if job.trial_id != trial_id or job.study_id != study_id:
+        raise NotFound("rerun", job_id)
+    return jsonify(job.to_json())
