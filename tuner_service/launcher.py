@@ -166,6 +166,10 @@ class LocalService:
                     lambda pool, n: enqueue_trials(celery, pool, n),
                     lambda pool, job_id: enqueue_job(celery, pool, job_id),
                 )
+                if self.settings.broker_url.startswith("sqla+"):
+                    from workers.embedded import purge_delivered
+
+                    purge_delivered(self.settings.broker_url)
             except Exception as exc:  # keep reaping; say what went wrong
                 print(f"reaper: {exc}", file=sys.stderr)
 

@@ -21,3 +21,19 @@ def install(polling_interval_s: float) -> None:
     Transport.polling_interval = polling_interval_s
     TRANSPORT_ALIASES["sqla"] = f"{__name__}:Transport"
     TRANSPORT_ALIASES["sqlalchemy"] = f"{__name__}:Transport"
+
+
+def purge_delivered(broker_url: str) -> int:
+    """Delete the messages the transport already handed out: it only marks them invisible, so without
+    this the broker file grows by one row per trial forever. A message a worker still holds is restored
+    as a new row on a graceful stop, so deleting the old one loses nothing."""
+    from sqlalchemy import create_engine, inspect, text
+
+    engine = create_engine(broker_url.split("+", 1)[1])
+    try:
+        if "kombu_message" not in inspect(engine).get_table_names():
+            return 0
+        with engine.begin() as conn:
+            return conn.execute(text("DELETE FROM kombu_message WHERE visible = 0")).rowcount or 0
+    finally:
+        engine.dispose()

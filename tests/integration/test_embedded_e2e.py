@@ -117,3 +117,21 @@ def test_run_command_prints_the_leaderboard(settings, tmp_path: Path) -> None:
     assert "completed" in result.stdout
     assert "2 completed trials, best first" in result.stdout
     assert "val_accuracy" in result.stdout
+
+
+def test_the_embedded_broker_forgets_delivered_messages(settings) -> None:
+    """kombu's SQLAlchemy transport only hides a delivered message; the local reaper deletes them."""
+    from sqlalchemy import create_engine, text
+
+    from workers.app import celery_for, enqueue_trials
+    from workers.embedded import purge_delivered
+
+    celery = celery_for(settings)
+    enqueue_trials(celery, "cpu", 3)
+    engine = create_engine(settings.broker_url.split("+", 1)[1])
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE kombu_message SET visible = 0 WHERE id IN (SELECT id FROM kombu_message LIMIT 2)"))
+    assert purge_delivered(settings.broker_url) == 2
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM kombu_message WHERE visible = 1")).scalar_one() == 1
+    engine.dispose()
