@@ -78,7 +78,11 @@ def batch_size(values: Mapping[str, Any]) -> int:
 def normalization_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature mean and variance of the training features, for ``keras.layers.Normalization``."""
     x64 = np.asarray(x, dtype=np.float64)
-    return x64.mean(axis=0).astype(np.float32), x64.var(axis=0).astype(np.float32)
+    variance = x64.var(axis=0)
+    # A feature constant in the training split would be divided by ~1e-7 wherever it differs later (digits
+    # has four such pixels), blowing the validation loss up to ~1e4: leave such features unscaled.
+    variance[variance < 1e-12] = 1.0
+    return x64.mean(axis=0).astype(np.float32), variance.astype(np.float32)
 
 
 def make_optimizer(name: str, learning_rate: float, momentum: float = 0.0) -> keras.optimizers.Optimizer:

@@ -7,7 +7,6 @@ no call to ``enqueue``.
 from __future__ import annotations
 
 import io
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -353,15 +352,14 @@ def test_upload_over_the_size_limit_is_413(small_upload_client, footprint, size:
     assert footprint() == before
 
 
-def test_an_absurd_layer_count_is_refused_quickly(client, footprint) -> None:
+@pytest.mark.timeout(60)
+def test_an_absurd_layer_count_is_refused_without_expanding_it(client, footprint) -> None:
+    """Expanding per-layer widths for a billion layers would run for hours; the timeout is the guard."""
     doc = digits_study()
-    doc["search_space"]["hidden_layers"] = {"type": "choice", "values": [0, 200_000]}
+    doc["search_space"]["hidden_layers"] = {"type": "choice", "values": [0, 1_000_000_000]}
     doc["search_space"]["neurons"] = {"type": "int", "min": 16, "max": 64, "per_layer": True}
     before = footprint()
-    started = time.perf_counter()
     response = client.post(STUDIES, json=doc)
-    elapsed = time.perf_counter() - started
     assert response.status_code == 422
     assert "search_space.hidden_layers.values[1]" in {e["field"] for e in response.get_json()["errors"]}
     assert footprint() == before
-    assert elapsed < 0.25, f"validation took {elapsed:.2f} s"

@@ -218,3 +218,14 @@ def test_sgd_momentum_reaches_the_compiled_model() -> None:
 def test_bad_values_raise(values: dict) -> None:
     with pytest.raises(ValueError):
         small_model(TaskSpec("regression"), {**SMALL, **values})
+
+
+def test_a_feature_constant_in_training_is_not_blown_up_later() -> None:
+    import numpy as np
+
+    from tuner_service.hypermodel import normalization_stats
+
+    x = np.array([[0.0, 1.0], [0.0, 3.0], [0.0, 5.0]], dtype=np.float32)
+    mean, variance = normalization_stats(x)
+    assert variance[0] == 1.0 and variance[1] > 0
+    assert abs((1.0 - mean[0]) / np.sqrt(variance[0])) == 1.0  # a later 1 stays 1, not 1e7
