@@ -76,4 +76,7 @@ def create_app(
     blueprints = (health.bp, metrics.bp, datasets.bp, studies.bp, leaderboard.bp, queue.bp, jobs.bp, openapi.bp)
     for blueprint in blueprints:
         app.register_blueprint(blueprint)
+    from tuner_service.dashboard import bp as dashboard  # the web pages under /, on the same accounts
+
+    app.register_blueprint(dashboard)
     return app

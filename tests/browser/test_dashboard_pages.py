@@ -1,0 +1,383 @@
+"""The dashboard through Flask's test client (no browser): sign-in and its session, CSRF, team isolation,
+roles, every page rendering, the new-study form's errors, the controls, uploads, and no external URL."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+from datetime import timedelta
+from html.parser import HTMLParser
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from tests.browser.conftest import add_trials, csrf_of, sign_in
+from tests.conftest import make_token
+from tuner_service.dashboard.queries import principal_by_digest
+from tuner_service.store import Store
+from tuner_service.store.models import utcnow
+
+RESULTS = [
+    ({"hidden_layers": 0, "neurons": 16, "learning_rate": 0.001, "optimizer": "adam", "batch_size": 32}, 0.80),
+    ({"hidden_layers": 1, "neurons": 32, "learning_rate": 0.003, "optimizer": "sgd", "batch_size": 64}, 0.90),
+    ({"hidden_layers": 2, "neurons": 64, "learning_rate": 0.01, "optimizer": "adam", "batch_size": 32}, 0.95),
+    ({"hidden_layers": 1, "neurons": 48, "learning_rate": 0.002, "optimizer": "sgd", "batch_size": 64}, 0.85),
+    ({"hidden_layers": 2, "neurons": 20, "learning_rate": 0.005, "optimizer": "adam", "batch_size": 64}, None),
+]
+PAGES = ["/", "/queue", "/datasets", "/studies/new"]
+
+
+def post(client: FlaskClient, path: str, page: str = "/", **data: str):
+    """POST a form as the browser would: with the CSRF token from a page of the same session."""
+    token = csrf_of(client.get(page).text)
+    return client.post(path, data={"csrf_token": token, **data})
+
+
+# -- signing in -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("path", [*PAGES, "/studies/1", "/studies/1/trials/1", "/studies/1/best-model"])
+def test_every_page_without_a_session_redirects_to_sign_in(app: Flask, path: str) -> None:
+    response = app.test_client().get(path)
+    assert response.status_code == 302
+    location = urlsplit(response.headers["Location"])
+    assert location.path == "/signin" and parse_qs(location.query)["next"] == [path]
+
+
+def test_live_json_without_a_session_answers_401_with_the_sign_in_address(app: Flask) -> None:
+    response = app.test_client().get("/studies/1/live.json")
+    assert response.status_code == 401
+    assert response.get_json()["signin"].startswith("/signin?next=")
+
+
+def test_signing_in_keeps_only_the_token_digest_in_an_httponly_samesite_cookie(app: Flask, member_token: str) -> None:
+    client = app.test_client()
+    page = client.get("/signin?next=/queue")
+    response = client.post("/signin", data={"token": member_token, "csrf_token": csrf_of(page.text), "next": "/queue"})
+    assert response.status_code == 302 and response.headers["Location"] == "/queue"
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    value = client.get_cookie("session").value
+    data = app.session_interface.get_signing_serializer(app).loads(value)
+    assert data["token_digest"] == hashlib.sha256(member_token.encode()).hexdigest()
+    assert member_token not in str(data) and member_token not in value
+    assert client.get("/queue").status_code == 200
+
+
+def test_a_wrong_token_is_refused_and_the_redirect_stays_on_this_site(app: Flask, member_token: str) -> None:
+    client = app.test_client()
+    page = client.get("/signin")
+    refused = client.post("/signin", data={"token": "tks_nope", "csrf_token": csrf_of(page.text)})
+    assert refused.status_code == 401
+    assert "unknown, revoked or expired" in refused.text
+    page = client.get("/signin")
+    for target in ("//evil.example/x", "https://evil.example/", "/\\evil.example"):
+        response = client.post(
+            "/signin", data={"token": member_token, "csrf_token": csrf_of(page.text), "next": target}
+        )
+        assert response.headers["Location"] == "/"
+        page = client.get("/signin")
+
+
+def test_revoking_the_token_signs_the_session_out(app: Flask, store: Store, member: FlaskClient) -> None:
+    assert member.get("/").status_code == 200
+    assert store.revoke_token(_token_prefix(store, "ann")) == 1
+    response = member.get("/")
+    assert response.status_code == 302 and response.headers["Location"].startswith("/signin")
+    assert member.get("/studies/1/live.json").status_code == 401
+
+
+def _token_prefix(store: Store, user: str) -> str:
+    """The displayed prefix of the user's only token, as an admin would revoke it."""
+    from sqlalchemy import select
+
+    from tuner_service.store.models import TokenRow, UserRow
+
+    with store._read() as session:
+        return session.scalar(select(TokenRow.prefix).join(UserRow, UserRow.id == TokenRow.user_id).where(
+            UserRow.name == user
+        ))  # fmt: skip
+
+
+def test_an_expired_token_stands_for_nobody(store: Store) -> None:
+    make_token(store, "old", team="alpha")
+    token, _ = store.create_token("old", expires_at=utcnow() - timedelta(seconds=1))
+    assert principal_by_digest(store, token.digest) is None
+    fresh, _ = store.create_token("old", expires_at=utcnow() + timedelta(hours=1))
+    assert principal_by_digest(store, fresh.digest).user_name == "old"
+
+
+def test_sign_out_ends_the_session(member: FlaskClient) -> None:
+    assert post(member, "/signout").status_code == 302
+    assert member.get("/").status_code == 302
+
+
+# -- CSRF -----------------------------------------------------------------------------------------------
+def test_a_post_without_the_csrf_token_is_rejected_and_changes_nothing(member: FlaskClient, submit, store) -> None:
+    study = submit()
+    assert member.post(f"/studies/{study.id}/cancel").status_code == 400
+    assert member.post(f"/studies/{study.id}/cancel", data={"csrf_token": "forged"}).status_code == 400
+    assert store.get_study(study.id).status == "queued"
+    assert member.post("/signin", data={"token": "x"}).status_code == 400
+    assert post(member, f"/studies/{study.id}/cancel").status_code == 302
+    assert store.get_study(study.id).status == "cancelled"
+
+
+# -- team isolation and roles ---------------------------------------------------------------------------
+def test_another_teams_study_is_404_on_every_page_and_absent_from_the_list(
+    app: Flask, store: Store, member: FlaskClient, submit
+) -> None:
+    make_token(store, "bob", team="beta")
+    theirs = submit(team="beta", name="beta-secret-study")
+    [trial_id] = add_trials(store, theirs.id, RESULTS[:1])
+    for path in (
+        f"/studies/{theirs.id}",
+        f"/studies/{theirs.id}/live.json",
+        f"/studies/{theirs.id}/trials/{trial_id}",
+        f"/studies/{theirs.id}/trials/{trial_id}/live.json",
+        f"/studies/{theirs.id}/best-model",
+        f"/studies/{theirs.id}/trials/{trial_id}/model",
+    ):
+        assert member.get(path).status_code == 404, path
+    for action in ("cancel", "pause", "resume", "priority"):
+        assert post(member, f"/studies/{theirs.id}/{action}", priority="high").status_code == 404
+    assert "beta-secret-study" not in member.get("/").text
+    assert "beta-secret-study" not in member.get("/queue").text
+    assert member.get(f"/studies/live.json?ids={theirs.id}").get_json()["html"] == {}
+    admin = sign_in(app.test_client(), make_token(store, "root", team="alpha", role="admin"))
+    assert "beta-secret-study" in admin.get("/").text
+    assert admin.get(f"/studies/{theirs.id}").status_code == 200
+
+
+def test_a_viewer_reads_but_gets_403_on_every_write(app: Flask, store: Store, submit) -> None:
+    viewer = sign_in(app.test_client(), make_token(store, "vic", team="alpha", role="viewer"))
+    study = submit()
+    assert viewer.get(f"/studies/{study.id}").status_code == 200
+    assert "Cancel study" not in viewer.get(f"/studies/{study.id}").text
+    assert viewer.get("/studies/new").status_code == 403
+    for action in ("cancel", "pause", "resume", "priority"):
+        assert post(viewer, f"/studies/{study.id}/{action}", priority="high").status_code == 403
+    assert post(viewer, "/studies/new", page="/", name="x").status_code == 403
+    upload = {"file": (io.BytesIO(b"a,b\n1,2\n"), "x.csv"), "target_column": "b"}
+    token = csrf_of(viewer.get("/").text)
+    assert viewer.post("/datasets", data={**upload, "csrf_token": token}).status_code == 403
+    assert store.get_study(study.id).status == "queued"
+
+
+# -- pages ----------------------------------------------------------------------------------------------
+def test_the_study_page_shows_leaderboard_curves_importance_and_the_best_values(
+    member: FlaskClient, store: Store, submit
+) -> None:
+    study = submit(name="page-study", max_trials=5)
+    ids = add_trials(store, study.id, RESULTS)
+    html = member.get(f"/studies/{study.id}").text
+    assert '<table class="data sortable" id="trials-table">' in html and "<caption>" in html
+    assert html.count('scope="col"') >= 8 and 'scope="row"' in html
+    for chart in ("chart-curves", "chart-best", "chart-parcoords", "chart-importance"):
+        assert re.search(rf'id="{chart}" role="img" aria-label="[^"]{{20,}}"', html), chart
+    assert "RandomForestRegressor" in html and "impurity" in html
+    assert "hp.Fixed(&#39;neurons&#39;, 64)" in html  # the best trial's (#2) values, pinned
+    assert "&#34;learning_rate&#34;: 0.01" in html  # the best values as JSON
+    assert 'value="5" max="5"' in html  # <progress>: 5 finished of 5
+    live = member.get(f"/studies/{study.id}/live.json").get_json()
+    assert set(live["html"]) == {"study-summary", "trials-table-wrap", "importance", "best"}
+    curves = live["figures"]["chart-curves"]["figure"]["data"]
+    assert any(t["name"].startswith("best epoch") for t in curves)
+    parcoords = live["figures"]["chart-parcoords"]["figure"]["data"][0]
+    assert [d["label"] for d in parcoords["dimensions"]][-1] == "val_accuracy"
+    labels = [d["label"] for d in parcoords["dimensions"]]
+    assert "log10(neurons)" in labels and "log10(learning_rate)" in labels  # log-sampled ranges on a log axis
+    optimizer = parcoords["dimensions"][labels.index("optimizer")]
+    assert optimizer["ticktext"] == ["sgd", "adam"]  # choices in the order the space lists them
+    importance = live["figures"]["chart-importance"]["figure"]["data"][0]
+    assert sorted(importance["y"]) == sorted(["hidden_layers", "neurons", "learning_rate", "optimizer", "batch_size"])
+    trial = member.get(f"/studies/{study.id}/trials/{ids[-1]}").text
+    assert "the loss diverged" in trial and "cpu0" in trial and 'id="chart-trial" role="img"' in trial
+    assert "<caption>3 epoch(s)" in trial
+
+
+def test_importance_waits_for_four_finished_trials(member: FlaskClient, store: Store, submit) -> None:
+    study = submit()
+    add_trials(store, study.id, RESULTS[:3])
+    html = member.get(f"/studies/{study.id}").text
+    assert "needs at least 4 finished trials to estimate; 3 so far" in html
+
+
+def test_the_studies_list_filters_by_status_and_shows_progress(member: FlaskClient, store: Store, submit) -> None:
+    first = submit(name="first-study")
+    submit(name="second-study")
+    store.cancel_study(first.id)
+    everything = member.get("/").text
+    assert "first-study" in everything and "second-study" in everything and "<progress" in everything
+    cancelled = member.get("/?status=cancelled").text
+    assert "first-study" in cancelled and "second-study" not in cancelled
+    live = member.get(f"/studies/live.json?ids={first.id}").get_json()
+    assert f"study-row-{first.id}" in live["html"] and live["done"] is True
+
+
+def test_the_queue_page_lists_waiting_studies_with_position_and_reason(member: FlaskClient, submit, store) -> None:
+    study = submit(name="waiting-study")
+    store.control_study(study.id, action="pause")
+    html = member.get("/queue").text
+    assert "waiting-study" in html and ">paused<" in html
+    assert member.get("/queue/live.json").status_code == 200
+
+
+# -- the new-study form ---------------------------------------------------------------------------------
+def form_values(**changes: str) -> dict[str, str]:
+    from tuner_service.dashboard.study_form import DEFAULTS
+
+    return {**DEFAULTS, "name": "from-the-form", **changes}
+
+
+def test_the_form_shows_each_error_next_to_its_field_and_stores_nothing(
+    member: FlaskClient, store: Store, recorder
+) -> None:
+    space = '{"neurons": {"type": "int", "min": 300, "max": 64}}'
+    response = post(member, "/studies/new", page="/studies/new", **form_values(search_space=space, max_trials="0"))
+    assert response.status_code == 422
+    html = response.text
+    assert re.search(r'<textarea id="search_space"[^>]*aria-describedby="search_space-hint search_space-error"', html)
+    assert re.search(r'<textarea id="search_space"[^>]*aria-invalid="true"', html)
+    assert re.search(r'id="search_space-error" class="field-error">\s*<p>search_space.neurons.min: must be less', html)
+    assert re.search(r'id="max_trials"[^>]*aria-invalid="true"', html)
+    assert re.search(r'id="max_trials-error" class="field-error">\s*<p>must be between 1 and', html)
+    assert "from-the-form" in html and "&#34;min&#34;: 300" in html  # what was typed comes back
+    assert store.list_studies().total == 0 and recorder.calls == []
+
+
+def test_unparsable_json_and_blank_numbers_are_reported_with_the_other_errors(member: FlaskClient, store) -> None:
+    response = post(
+        member, "/studies/new", page="/studies/new", **form_values(search_space="{oops", patience="", name="")
+    )
+    assert response.status_code == 422
+    assert "search_space: is not valid JSON" in response.text
+    assert re.search(r'id="patience-error" class="field-error">\s*<p>is required', response.text)
+    assert re.search(r'id="name-error" class="field-error">\s*<p>is required', response.text)
+    assert store.list_studies().total == 0
+
+
+def test_the_form_submits_a_study_owned_by_the_caller(member: FlaskClient, store: Store, recorder) -> None:
+    response = post(member, "/studies/new", page="/studies/new", **form_values(max_trials="3", priority="high"))
+    assert response.status_code == 302
+    study_id = int(response.headers["Location"].rsplit("/", 1)[1])
+    study = store.get_study(study_id)
+    assert study.name == "from-the-form" and study.max_trials == 3 and study.priority == "high"
+    assert study.team_id == store.get_team("alpha").id and study.owner_id is not None
+    assert recorder.calls == [("cpu", 1)]
+
+
+# -- controls -------------------------------------------------------------------------------------------
+def test_pause_resume_priority_and_cancel_buttons(member: FlaskClient, store: Store, submit, recorder) -> None:
+    study = submit()
+    page = f"/studies/{study.id}"
+    assert post(member, f"{page}/pause", page).status_code == 302
+    assert store.get_study(study.id).status == "paused"
+    assert "Resume" in member.get(page).text
+    calls = len(recorder.calls)
+    post(member, f"{page}/resume", page)
+    assert store.get_study(study.id).status == "queued"
+    assert len(recorder.calls) == calls + 1  # resuming wakes workers, as the API does
+    post(member, f"{page}/priority", page, priority="low")
+    assert store.get_study(study.id).priority == "low"
+    post(member, f"{page}/cancel", page)
+    assert store.get_study(study.id).status == "cancelled"
+    again = post(member, f"{page}/cancel", page)
+    assert again.status_code == 302 and "Not cancelled" in member.get(page).text
+
+
+# -- data sets ------------------------------------------------------------------------------------------
+def test_uploading_a_csv_lists_it_and_a_bad_file_is_explained_in_the_page(member: FlaskClient) -> None:
+    rows = "\n".join(f"{i},{i * 2},{i % 3}" for i in range(60))
+    token = csrf_of(member.get("/datasets").text)
+    good = {"file": (io.BytesIO(f"a,b,label\n{rows}\n".encode()), "points.csv"), "target_column": "label"}
+    response = member.post("/datasets", data={**good, "csrf_token": token})
+    assert response.status_code == 302
+    assert "points.csv" in member.get("/datasets").text
+    bad = {"file": (io.BytesIO(b"a,b\n1,2\n"), "points.csv"), "target_column": "nope"}
+    response = member.post("/datasets", data={**bad, "csrf_token": token})
+    assert response.status_code == 422
+    assert 'class="field-error"' in response.text and "not stored" in response.text
+
+
+# -- offline and accessible -----------------------------------------------------------------------------
+class Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+
+def tags_of(html: str) -> list[tuple[str, dict[str, str | None]]]:
+    parser = Tags()
+    parser.feed(html)
+    return parser.tags
+
+
+def every_page(member: FlaskClient, store: Store, submit) -> dict[str, str]:
+    study = submit(max_trials=5)
+    ids = add_trials(store, study.id, RESULTS)
+    paths = [*PAGES, f"/studies/{study.id}", f"/studies/{study.id}/trials/{ids[0]}", "/signout"]
+    pages = {path: member.get(path).text for path in paths}
+    pages["/signin"] = member.application.test_client().get("/signin").text
+    return pages
+
+
+def test_no_page_loads_anything_from_another_host(member: FlaskClient, store: Store, submit) -> None:
+    for path, html in every_page(member, store, submit).items():
+        for tag, attrs in tags_of(html):
+            for key in ("src", "href", "action", "data"):
+                value = attrs.get(key) or ""
+                assert not value.startswith(("http://", "https://", "//")), (path, tag, value)
+        assert not re.search(r"<(script|link|img|iframe)[^>]+(src|href)=\"(https?:)?//", html), path
+
+
+def test_plotly_and_the_dashboards_assets_are_served_with_caching_headers(member: FlaskClient) -> None:
+    html = member.get("/").text
+    for url in re.findall(r'(?:src|href)="(/assets/[^"]+)"', html):
+        response = member.get(url)
+        assert response.status_code == 200 and "max-age=31536000" in response.headers["Cache-Control"]
+    study_page = member.get("/studies/new").text
+    assert "plotly" not in study_page  # only pages with charts load it
+    from tuner_service.dashboard.assets import plotly_js
+
+    version = plotly_js()[1]
+    response = member.get(f"/assets/vendor/plotly-{version}.min.js")
+    assert response.status_code == 200 and response.mimetype == "text/javascript"
+    assert "max-age=31536000" in response.headers["Cache-Control"] and len(response.data) > 1_000_000
+    assert member.get("/assets/x/../../session.py").status_code == 404
+
+
+def test_every_form_control_has_a_label_and_tables_have_captions(member: FlaskClient, store: Store, submit) -> None:
+    for path, html in every_page(member, store, submit).items():
+        tags = tags_of(html)
+        labelled = {attrs.get("for") for tag, attrs in tags if tag == "label"}
+        for tag, attrs in tags:
+            if tag in ("input", "select", "textarea") and attrs.get("type") != "hidden":
+                has_name = attrs.get("id") in labelled or attrs.get("aria-label")
+                assert has_name, f"{path}: <{tag} {attrs}> has no label"
+        assert html.count("<table") == html.count("<caption"), path
+        assert "<th>" not in html, f"{path}: a header cell without scope"
+        for _tag, attrs in tags:
+            if "chart" in (attrs.get("class") or "").split():
+                assert attrs.get("role") == "img" and len(attrs.get("aria-label") or "") > 20, (path, attrs)
+
+
+@pytest.mark.slow
+def test_the_keras_tuner_snippet_builds_a_compiled_model() -> None:
+    """The page's snippet is real code: it runs, with keras_tuner, and builds the service's MLP."""
+    keras_tuner = pytest.importorskip("keras_tuner")
+    from tuner_service.dashboard.snippet import keras_tuner_snippet
+
+    values = {"hidden_layers": 2, "neurons": 24, "learning_rate": 0.003, "optimizer": "sgd", "momentum": 0.5}
+    task = {"type": "multiclass", "architecture": "wide_deep", "metrics": ["accuracy"]}
+    source = keras_tuner_snippet({**values, "tuner/epochs": 3}, task, n_features=64, n_outputs=10, title="t\nx = 1")
+    namespace: dict = {}
+    exec(compile(source, "snippet.py", "exec"), namespace)  # noqa: S102 - our own generated code
+    hp = keras_tuner.HyperParameters()
+    model = namespace["build_model"](hp)
+    assert hp.values == values
+    assert model.output_shape == (None, 10) and model.optimizer.__class__.__name__ == "SGD"

@@ -1,0 +1,38 @@
+"""The shared queue as the caller's team sees it, through the REST API's own queue logic."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, jsonify, render_template
+
+from tuner_service.api import services
+from tuner_service.api.auth import scope
+from tuner_service.api.queue import _team_json, _waiting
+from tuner_service.dashboard.blueprint import bp
+from tuner_service.queue import POOLS
+
+
+def _queue_view() -> dict[str, Any]:
+    svc = services()
+    team = scope()
+    waiting = [row for pool in POOLS for row in _waiting(pool, team)]
+    loads = svc.store.queue_snapshot(None, svc.settings.fair_share_window_s)[1]
+    teams = [_team_json(load) for key, load in loads.items() if key is not None and (team is None or key == team)]
+    running = svc.store.running_trials(team)
+    workers: dict[str, list[dict[str, Any]]] = {}
+    for row in running:
+        workers.setdefault(f"{row['worker'] or '?'}" + (f" · GPU {row['gpu']}" if row["gpu"] else ""), []).append(row)
+    return {"running": running, "workers": workers, "waiting": waiting, "teams": teams}
+
+
+@bp.get("/queue")
+def queue() -> str:
+    """Running trials grouped by worker and GPU; waiting studies with their position, reason and ETA."""
+    return render_template("dashboard/queue.html", **_queue_view())
+
+
+@bp.get("/queue/live.json")
+def queue_live() -> Response:
+    html = {"queue-tables": render_template("dashboard/_queue_tables.html", **_queue_view())}
+    return jsonify({"html": html, "figures": {}, "done": False})
