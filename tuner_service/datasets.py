@@ -236,6 +236,9 @@ def _parse_npz(data: bytes) -> _Arrays:
     with archive:
         names = _npz_names(archive.files)
         arrays = {role: _read_npz_array(archive, key) for role, key in names.items()}
+    for role in ("x", "x_val"):
+        if role in arrays:
+            arrays[role] = _as_feature_matrix(arrays[role])
     result = _Arrays(arrays["x"], arrays["y"], arrays.get("x_val"), arrays.get("y_val"))
     errors = _check_arrays(result, names)
     if errors:
@@ -595,6 +598,16 @@ def _read_npz_keys(path: Path, keys: tuple[str, ...]) -> list[np.ndarray]:
         if missing:
             raise InvalidDataset.one("dataset", f"{path.name} lacks arrays: {', '.join(missing)}")
         return [archive[k] for k in keys]
+
+
+def _as_feature_matrix(x: np.ndarray) -> np.ndarray:
+    """Images (samples, height, width[, channels]) as the vectors an MLP takes, like the Keras loaders do:
+    flattened, and 8-bit pixels scaled to [0, 1]. Anything else is left for the shape checks."""
+    if x.ndim < 3 or x.dtype.kind not in "uif":
+        return x
+    if x.dtype == np.uint8:
+        return _flatten_images(x)
+    return x.reshape(len(x), -1)
 
 
 def _flatten_images(images: np.ndarray) -> np.ndarray:

@@ -286,7 +286,6 @@ def bad_npz_cases() -> list[tuple[str, dict[str, np.ndarray], str]]:
     return [
         ("missing arrays", {"features": good_x, "target": good_y}, "found: features, target"),
         ("text", {"x": np.array([["a"] * 3] * 20), "y": good_y}, "numeric"),
-        ("3-d x", {"x": np.ones((20, 2, 2)), "y": good_y}, "2-D"),
         ("1-d x", {"x": np.ones(20), "y": good_y}, "2-D"),
         ("3-d y", {"x": good_x, "y": np.ones((20, 1, 1))}, "1-D or 2-D"),
         ("lengths", {"x": good_x, "y": good_y[:19]}, "differ in length"),
@@ -416,3 +415,19 @@ def test_keras_loader_errors(tmp_path: Path) -> None:
         load_keras_npz(tmp_path / "m.npz", "mnist")
     with pytest.raises(InvalidDataset, match="unknown Keras data set"):
         load_keras_npz(tmp_path / "m.npz", "imdb")
+
+
+def test_a_keras_format_image_archive_uploads_as_flattened_scaled_vectors(tmp_path) -> None:
+    """mnist.npz as keras.datasets keeps it: 3-D uint8 images in x_train/x_test."""
+    import io
+
+    rng = np.random.default_rng(0)
+    buffer = io.BytesIO()
+    images = rng.integers(0, 256, (60, 28, 28), dtype=np.uint8)
+    np.savez(
+        buffer, x_train=images, y_train=rng.integers(0, 10, 60), x_test=images[:20], y_test=rng.integers(0, 10, 20)
+    )
+    info = ingest_upload(buffer.getvalue(), "mnist.npz", tmp_path, max_bytes=10**8)
+    assert info.n_features == 28 * 28 and info.target_kind == "multiclass"
+    split = load_split(info, tmp_path, validation_fraction=0.2, seed=0, task_type="multiclass")
+    assert split.x_train.shape[1] == 784 and split.x_train.min() >= 0.0 and split.x_train.max() <= 1.0
