@@ -43,7 +43,9 @@ def up(port: int, workers: int, gpus: str | None) -> None:
 
     settings = load_settings()
     service = LocalService(settings, port=port, workers=workers, gpus=_gpu_list(gpus)).start()
-    console.print(f"tuner-service is up at [bold]{service.url}[/] (API docs: {service.url}/api/v1/docs)")
+    console.print(
+        f"tuner-service is up at [bold]{service.url}[/]: dashboard {service.url}/, API docs {service.url}/api/v1/docs"
+    )
     console.print(f'admin token: {admin_token_path(settings.home)} (curl -H "Authorization: Bearer $(cat ...)")')
     console.print(f"database {settings.database_url}  broker {settings.broker_url}  artifacts {settings.artifacts}")
     _wait_for_signal(service.stop)
@@ -266,7 +268,7 @@ def run(study_file: Path, workers: int, port: int) -> None:
 
     settings = load_settings()
     console.print(f"embedded service: {settings.database_url}, broker {settings.broker_url}")
-    with LocalService(settings, port=port, workers=workers, reap_every_s=5.0) as service:
+    with LocalService(settings, port=port, workers=workers, reap_every_s=5.0, access_log=False) as service:
         client = Client(service.url, token=service.admin_token)
         study = _submit(client, study_file)
         final = _follow(client, study, alive=service.workers_alive)

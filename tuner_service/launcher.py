@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -124,6 +125,7 @@ class LocalService:
     workers: int = 1
     gpus: list[str] | None = None
     reap_every_s: float = 10.0
+    access_log: bool = True
     _server: BaseWSGIServer | None = None
     _threads: list[threading.Thread] = field(default_factory=list)
     _procs: list[subprocess.Popen] = field(default_factory=list)
@@ -142,6 +144,8 @@ class LocalService:
         self._store = store
         self.admin_token = ensure_admin_token(store, self.settings)
         app = create_app(self.settings, store=store)
+        if not self.access_log:  # `tuner-service run` polls twice a second: one line per poll is noise
+            logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self._server = make_server(self.host, self.port, app, threaded=True)
         self._spawn(self._server.serve_forever, "api")
         self._spawn(self._reap_loop, "reaper")
