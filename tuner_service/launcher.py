@@ -185,6 +185,9 @@ class LocalService:
         stop_processes(self._procs)
         if self._server is not None:
             self._server.shutdown()
+        for thread in self._threads:
+            thread.join(timeout=15)
+        self._store.dispose()
 
     def __enter__(self) -> LocalService:
         return self.start()

@@ -7,6 +7,8 @@ import os
 import socket
 from functools import lru_cache
 
+from celery.worker import state as worker_state
+
 from tuner_service.config import Settings, load_settings
 from tuner_service.reaper import reap
 from tuner_service.search import Claim, Done, Wait, claim_next, finish_trial
@@ -32,6 +34,11 @@ def run_trial(self, pool: str, ticket: str) -> str:  # noqa: ANN001 - Celery's b
     from tuner_service.training import train_trial  # imports Keras: only here, in the worker
 
     settings, store = runtime()
+    if worker_state.should_stop is not None or worker_state.should_terminate is not None:
+        # On the embedded broker a worker told to stop still takes one more message; starting a trial now
+        # would strand it when the worker is killed. Hand the message back for another worker instead.
+        self.apply_async(args=[pool, ticket], queue=self.request.delivery_info.get("routing_key"))
+        return "worker stopping: message handed back"
     claim = claim_next(
         store,
         pool,

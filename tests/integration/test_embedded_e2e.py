@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,30 @@ def test_the_embedded_broker_forgets_delivered_messages(settings) -> None:
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM kombu_message WHERE visible = 1")).scalar_one() == 1
     engine.dispose()
+
+
+def test_stopping_the_service_leaves_no_trial_stranded(settings) -> None:
+    """A worker told to stop finishes its trial and hands any further message back instead of starting
+    a trial that its shutdown would kill (the embedded broker gives a stopping worker one more message)."""
+    from tuner_service.client import Client
+    from tuner_service.launcher import LocalService
+    from tuner_service.store import Store
+
+    service = LocalService(settings, port=free_port(), workers=1, reap_every_s=3600, access_log=False).start()
+    try:
+        client = Client(service.url, token=service.admin_token)
+        study = client.submit_study(digits_study(max_trials=8, early_stopping={"patience": 50, "max_epochs": 12}))
+        deadline = time.monotonic() + 120
+        while client.study(study["id"])["progress"]["done"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        stop_requested = datetime.now(UTC)
+        service.stop()
+    store = Store(settings.database_url)
+    counts = store.trial_counts(study["id"])
+    started = [t.started_at for t in store.list_trials(study["id"], limit=50).items]
+    store.dispose()
+    assert counts.get("running", 0) == 0, counts
+    assert counts.get("completed", 0) >= 1
+    late = [s for s in started if (s if s.tzinfo else s.replace(tzinfo=UTC)) > stop_requested]
+    assert not late, f"{len(late)} trial(s) started after the service was asked to stop"
