@@ -142,8 +142,8 @@ class Suggestion:
             "min_loss_lr": self.min_loss_lr,
             "diverged_lr": self.diverged_lr,
             "half_diverged_lr": self.half_diverged_lr,
-            "method": f"a {SUGGESTION_DIVISOR:g}th of the rate at the smoothed loss minimum, where the loss starts "
-            "to climb, and never above half the rate at which the smoothed loss exceeded 4x its minimum",
+            "method": f"the rate at the smoothed loss minimum (where the loss starts to climb) divided by "
+            f"{SUGGESTION_DIVISOR:g}, and never above half the rate at which the smoothed loss exceeded 4x its minimum",
         }
 
 

@@ -25,8 +25,16 @@ def recorder() -> Recorder:
 
 
 @pytest.fixture
-def app(settings: Settings, store: Store, recorder: Recorder) -> Flask:
-    app = create_app(settings, store=store, enqueue=recorder)
+def jobs_sent() -> list[tuple[str, int]]:
+    """The ``(pool, job id)`` of each range test or rerun the app enqueued, instead of a broker message."""
+    return []
+
+
+@pytest.fixture
+def app(settings: Settings, store: Store, recorder: Recorder, jobs_sent: list[tuple[str, int]]) -> Flask:
+    app = create_app(
+        settings, store=store, enqueue=recorder, enqueue_job=lambda pool, job: jobs_sent.append((pool, job))
+    )
     app.config["TESTING"] = True
     return app
 
@@ -64,6 +72,12 @@ def submit(store: Store, settings: Settings, recorder: Recorder) -> Callable[...
         return submit_study(store, settings, digits_study(**overrides), recorder, team_id=team_id)
 
     return make
+
+
+ENVIRONMENT = {
+    "seed": 1234, "python": "3.12.3", "numpy": "1.26.4", "tensorflow": "2.16.1", "keras": "3.3.3",
+    "keras_tuner": "1.4.7", "backend": "tensorflow", "device": "cpu",
+}  # fmt: skip
 
 
 def add_trials(store: Store, study_id: int, results: list[tuple[dict[str, Any], float | None]]) -> list[int]:
@@ -106,6 +120,7 @@ def add_trials(store: Store, study_id: int, results: list[tuple[dict[str, Any], 
                 best_epoch=1 if score is not None else None,
                 metrics={"val_accuracy": score, "val_loss": 0.3} if score is not None else None,
                 error=None if score is not None else "ValueError: the loss diverged",
+                environment=ENVIRONMENT if score is not None else None,
             ),
         )
         ids.append(trial.id)

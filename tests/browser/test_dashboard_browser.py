@@ -1,6 +1,7 @@
 """The dashboard in a real browser (Chromium through Playwright) against the real product: `tuner-service up`
 with one worker on a temporary TUNER_HOME. A small study is submitted with the form and watched to the end
-while the worker trains it; every page is screenshotted under test-artifacts/screenshots/."""
+while the worker trains it, and a learning-rate range test is started with its form and watched until its chart
+appears; every page is screenshotted under test-artifacts/screenshots/."""
 
 from __future__ import annotations
 
@@ -241,6 +242,34 @@ def test_open_a_trial_page(page, service: Service) -> None:  # noqa: ANN001
     assert page.locator("#epochs-table .best-row").count() == 1
     assert "cpu0" in page.locator("#trial-detail").inner_text()  # the worker that trained it
     shot(page, "trial")
+
+
+def test_start_a_range_test_from_the_form_and_watch_its_chart_appear(page) -> None:  # noqa: ANN001
+    """The real worker runs it: the page polls while it is queued and running, then draws the curve."""
+    page.goto("/lr-range-tests")
+    page.select_option("#dataset", "builtin:digits")
+    page.fill("#steps", "100")
+    page.get_by_role("button", name="Start range test").click()
+    page.wait_for_url("**/lr-range-tests/*")
+    assert page.locator("#range-test-status").inner_text() in ("queued", "running")
+    assert page.locator("main").get_attribute("data-live-url").endswith("/live.json")
+    page.evaluate("window.__sameDocument = true")  # gone if the page were reloaded
+    page.wait_for_selector("#chart-lr .main-svg", timeout=45_000)
+    assert page.evaluate("window.__sameDocument") is True, "the chart appeared by a reload, not by itself"
+    assert page.locator("main").get_attribute("data-live") == "done"  # polling stopped
+    assert page.locator("#range-test-status").inner_text() == "completed"
+    assert page.locator("#range-test-progress").get_attribute("value") == "1.000"
+    assert page.evaluate("document.getElementById('chart-lr')._fullLayout.xaxis.type") == "log"
+    names = page.evaluate("document.getElementById('chart-lr').data.map(t => t.name)")
+    assert names[:2] == ["loss (each batch)", "smoothed loss"] and names[2].startswith("suggested rate")
+    suggested = float(page.locator("#suggested-lr").inner_text())
+    assert 1e-5 < suggested < 10
+    assert "smoothed loss minimum" in page.locator("#suggestion-method").inner_text()
+    assert len(page.locator("#chart-lr").get_attribute("aria-label")) > 40
+    shot(page, "lr-range-test")
+    page.goto("/lr-range-tests")
+    assert page.locator("#range-tests-table tbody tr").first.locator("strong").inner_text() == f"{suggested:.3g}"
+    shot(page, "lr-range-tests")
 
 
 def test_cancel_another_study_with_the_button(page, service: Service) -> None:  # noqa: ANN001

@@ -1,10 +1,13 @@
 """The dashboard through Flask's test client (no browser): sign-in and its session, CSRF, team isolation,
-roles, every page rendering, the new-study form's errors, the controls, uploads, and no external URL."""
+roles, every page rendering, the new-study form's errors, the controls, uploads, learning-rate range tests,
+reruns of a trial, and no external URL."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
+import math
 import re
 from datetime import timedelta
 from html.parser import HTMLParser
@@ -14,9 +17,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.browser.conftest import add_trials, csrf_of, sign_in
+from tests.browser.conftest import ENVIRONMENT, add_trials, csrf_of, sign_in
 from tests.conftest import make_token
-from tuner_service.dashboard.queries import principal_by_digest
 from tuner_service.store import Store
 from tuner_service.store.models import utcnow
 
@@ -27,7 +29,7 @@ RESULTS = [
     ({"hidden_layers": 1, "neurons": 48, "learning_rate": 0.002, "optimizer": "sgd", "batch_size": 64}, 0.85),
     ({"hidden_layers": 2, "neurons": 20, "learning_rate": 0.005, "optimizer": "adam", "batch_size": 64}, None),
 ]
-PAGES = ["/", "/queue", "/datasets", "/studies/new"]
+PAGES = ["/", "/queue", "/datasets", "/studies/new", "/lr-range-tests"]
 
 
 def post(client: FlaskClient, path: str, page: str = "/", **data: str):
@@ -37,7 +39,9 @@ def post(client: FlaskClient, path: str, page: str = "/", **data: str):
 
 
 # -- signing in -----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("path", [*PAGES, "/studies/1", "/studies/1/trials/1", "/studies/1/best-model"])
+@pytest.mark.parametrize(
+    "path", [*PAGES, "/studies/1", "/studies/1/trials/1", "/studies/1/best-model", "/lr-range-tests/1"]
+)
 def test_every_page_without_a_session_redirects_to_sign_in(app: Flask, path: str) -> None:
     response = app.test_client().get(path)
     assert response.status_code == 302
@@ -103,9 +107,9 @@ def _token_prefix(store: Store, user: str) -> str:
 def test_an_expired_token_stands_for_nobody(store: Store) -> None:
     make_token(store, "old", team="alpha")
     token, _ = store.create_token("old", expires_at=utcnow() - timedelta(seconds=1))
-    assert principal_by_digest(store, token.digest) is None
+    assert store.authenticate_digest(token.digest) is None
     fresh, _ = store.create_token("old", expires_at=utcnow() + timedelta(hours=1))
-    assert principal_by_digest(store, fresh.digest).user_name == "old"
+    assert store.authenticate_digest(fresh.digest).user_name == "old"
 
 
 def test_sign_out_ends_the_session(member: FlaskClient) -> None:
@@ -301,6 +305,212 @@ def test_uploading_a_csv_lists_it_and_a_bad_file_is_explained_in_the_page(member
     assert 'class="field-error"' in response.text and "not stored" in response.text
 
 
+# -- learning-rate range tests --------------------------------------------------------------------------
+def range_form(**changes: str) -> dict[str, str]:
+    from tuner_service.dashboard.range_test_form import DEFAULTS
+
+    return {**DEFAULTS, **changes}
+
+
+def range_test(store: Store, team: str = "alpha", *, result: bool = True) -> int:
+    """A range test of ``team`` on digits as a worker leaves it: completed with a curve that dips, then
+    diverges (the last loss NaN), and the suggestion read off it by the service's own analysis."""
+    from tuner_service.catalog import register_dataset
+    from tuner_service.datasets import describe_builtin
+    from tuner_service.lr_range import RangeTestSpec, analyse, smooth
+
+    spec = RangeTestSpec.from_json({"dataset": "digits", "task": "multiclass", "min_lr": 1e-4, "steps": 100})
+    dataset = register_dataset(store, describe_builtin("digits"))
+    job = store.create_job("lr_range_test", spec.to_json(), team_id=store.get_team(team).id, dataset_id=dataset.id)
+    if not result:
+        return job.id
+    rates = [spec.rate(i) for i in range(60)]
+    losses = [0.4 + 2.0 * math.exp(-30 * r) + (r / 0.4) ** 3 for r in rates[:-1]] + [math.nan]
+    smoothed = smooth(losses, spec.smoothing)
+    suggestion = analyse(rates, losses, beta=spec.smoothing)
+    curve = [{"lr": r, "loss": x, "smoothed": y} for r, x, y in zip(rates, losses, smoothed, strict=True)]
+    store.start_job(job.id, "cpu0")
+    store.finish_job(
+        job.id, status="completed", result={"steps_run": 60, "curve": curve, "suggestion": suggestion.to_json()}
+    )
+    return job.id
+
+
+def test_the_range_test_form_starts_a_test_and_its_page_polls_until_it_is_done(
+    member: FlaskClient, store: Store, jobs_sent
+) -> None:
+    page = member.get("/lr-range-tests")
+    assert page.status_code == 200 and 'aria-current="page">LR range tests<' in page.text
+    assert re.search(r'<select id="dataset" name="dataset"[^>]*>\s*<option value="builtin:digits" selected', page.text)
+    assert 'id="min_lr" name="min_lr" type="text" value="1e-5"' in page.text and "No range test yet" in page.text
+    form = range_form(steps="100", hidden_layers="1", neurons="32", optimizer="adam", batch_size="64", max_lr="3")
+    response = post(member, "/lr-range-tests", page="/lr-range-tests", **form)
+    assert response.status_code == 302
+    job_id = int(response.headers["Location"].rsplit("/", 1)[1])
+    job = store.get_job(job_id, kind="lr_range_test")
+    assert job.status == "queued" and jobs_sent == [("cpu", job_id)]
+    assert job.team_id == store.get_team("alpha").id and job.owner_id is not None
+    assert job.spec["steps"] == 100 and job.spec["min_lr"] == 1e-5 and job.spec["max_lr"] == 3
+    assert job.spec["architecture"] == {
+        "hidden_layers": 1, "neurons": 32, "activation": "relu", "optimizer": "adam", "batch_size": 64,
+    }  # fmt: skip
+    detail = member.get(f"/lr-range-tests/{job_id}").text
+    assert f'data-live-url="/lr-range-tests/{job_id}/live.json"' in detail
+    assert 'id="range-test-progress" value="0.000" max="1"' in detail and "Waiting for a worker" in detail
+    live = member.get(f"/lr-range-tests/{job_id}/live.json").get_json()
+    assert live["status"] == "queued" and live["done"] is False and live["figures"] == {}
+    assert set(live["html"]) == {"range-test-summary", "range-test-result"}
+    store.start_job(job_id, "cpu0")
+    store.job_progress(job_id, 0.5)
+    live = member.get(f"/lr-range-tests/{job_id}/live.json").get_json()
+    assert live["status"] == "running" and live["progress"] == 0.5 and live["done"] is False
+    assert 'value="0.500" max="1"' in live["html"]["range-test-summary"]
+    listing = member.get("/lr-range-tests")
+    assert f'id="range-test-row-{job_id}"' in listing.text and "digits" in listing.text
+    assert 'data-live-url="/lr-range-tests/live.json"' in listing.text
+    rows = member.get("/lr-range-tests/live.json").get_json()
+    assert f"range-test-row-{job_id}" in rows["html"]["range-test-rows"] and rows["done"] is False
+
+
+def test_a_completed_range_test_plots_loss_against_a_log_rate_axis_with_the_suggestion(
+    member: FlaskClient, store: Store
+) -> None:
+    job_id = range_test(store)
+    suggestion = store.get_job(job_id).result["suggestion"]
+    html = member.get(f"/lr-range-tests/{job_id}").text
+    assert "data-live-url" not in html  # nothing left to poll
+    assert re.search(r'id="chart-lr" role="img" aria-label="Line chart of the training loss[^"]{40,}"', html)
+    figures = json.loads(re.search(r'id="figures-data">(.*?)</script>', html, re.S).group(1))
+    assert '"type": "log"' in json.dumps(figures["chart-lr"]["figure"]["layout"]["xaxis"])
+    data = figures["chart-lr"]["figure"]["data"]
+    assert [t["name"] for t in data[:2]] == ["loss (each batch)", "smoothed loss"]
+    assert data[0]["y"][-1] is None  # the NaN of the diverged batch is a gap, and the JSON stays parsable
+    markers = {t["name"].split(" ")[0]: t["x"] for t in data[2:]}
+    assert markers == {
+        "suggested": [suggestion["suggested_lr"]] * 2,
+        "diverged": [suggestion["diverged_lr"]] * 2,
+    }
+    assert f'id="suggested-lr">{suggestion["suggested_lr"]:.3g}<' in html
+    assert f"{suggestion['diverged_lr']:.3g}" in html and f"{suggestion['min_loss_lr']:.3g}" in html
+    assert "How it is chosen: the rate at the smoothed loss minimum" in html
+    assert f"{{&#34;lr_range_test&#34;: {job_id}, &#34;factor&#34;: 10}}" in html  # how a study uses it
+    live = member.get(f"/lr-range-tests/{job_id}/live.json").get_json()
+    assert live["done"] is True and live["suggestion"]["suggested_lr"] == suggestion["suggested_lr"]
+    assert live["figures"]["chart-lr"]["figure"]["layout"]["xaxis"]["type"] == "log"
+    assert "chart-lr" in live["html"]["range-test-result"]
+    listing = member.get("/lr-range-tests").text
+    assert f"<strong>{suggestion['suggested_lr']:.3g}</strong>" in listing and "data-live-url" not in listing
+
+
+def test_a_bad_range_is_shown_next_to_its_field_and_nothing_is_stored(
+    member: FlaskClient, store: Store, jobs_sent
+) -> None:
+    form = range_form(min_lr="1", max_lr="0.01", steps="", neurons="lots")
+    response = post(member, "/lr-range-tests", page="/lr-range-tests", **form)
+    assert response.status_code == 422
+    html = response.text
+    assert re.search(r'<input id="min_lr"[^>]*aria-describedby="min_lr-hint min_lr-error" aria-invalid="true"', html)
+    assert re.search(r'id="min_lr-error" class="field-error">\s*<p>must be less than max_lr \(0.01\)', html)
+    assert re.search(r'id="steps-error" class="field-error">\s*<p>is required', html)
+    assert re.search(r'id="neurons-error" class="field-error">\s*<p>must be a whole number', html)
+    assert 'id="max_lr" name="max_lr" type="text" value="0.01"' in html  # what was typed comes back
+    assert "The range test was not started: 3 problem(s)" in html
+    wrong_task = post(member, "/lr-range-tests", page="/lr-range-tests", **range_form(dataset="builtin:diabetes"))
+    assert wrong_task.status_code == 422
+    assert re.search(r'id="task_type-error" class="field-error">\s*<p>a multiclass task needs', wrong_task.text)
+    assert store.list_jobs(kind="lr_range_test") == [] and jobs_sent == []
+
+
+def test_another_teams_range_test_is_404_and_a_viewer_cannot_start_one(
+    app: Flask, store: Store, member: FlaskClient, jobs_sent
+) -> None:
+    make_token(store, "bob", team="beta")
+    theirs = range_test(store, team="beta")
+    for path in (f"/lr-range-tests/{theirs}", f"/lr-range-tests/{theirs}/live.json"):
+        assert member.get(path).status_code == 404, path
+    assert f"range-test-row-{theirs}" not in member.get("/lr-range-tests").text
+    assert member.get("/lr-range-tests/999").status_code == 404
+    viewer = sign_in(app.test_client(), make_token(store, "vic", team="beta", role="viewer"))
+    page = viewer.get("/lr-range-tests")
+    assert page.status_code == 200 and f"range-test-row-{theirs}" in page.text
+    assert 'id="start-range-test"' not in page.text  # no form to fill in for nothing
+    assert viewer.get(f"/lr-range-tests/{theirs}").status_code == 200
+    assert post(viewer, "/lr-range-tests", page="/lr-range-tests", **range_form()).status_code == 403
+    assert len(store.list_jobs(kind="lr_range_test")) == 1 and jobs_sent == []
+
+
+# -- reruns and the environment on the trial page ---------------------------------------------------------
+def test_the_trial_page_shows_the_recorded_environment(member: FlaskClient, store: Store, submit) -> None:
+    study = submit()
+    done, failed = add_trials(store, study.id, [RESULTS[0], RESULTS[-1]])
+    html = member.get(f"/studies/{study.id}/trials/{done}").text
+    table = re.search(r'<table class="data compact" id="environment-table">.*?</table>', html, re.S).group(0)
+    for key, value in ENVIRONMENT.items():
+        assert re.search(rf'<th scope="row">{key}</th><td><code>{value}</code>', table), key
+    assert "Not recorded" in member.get(f"/studies/{study.id}/trials/{failed}").text
+
+
+def test_the_rerun_form_creates_a_job_and_the_page_shows_its_result(
+    member: FlaskClient, store: Store, submit, jobs_sent
+) -> None:
+    study = submit()
+    trial_id, failed_id = add_trials(store, study.id, [RESULTS[1], RESULTS[-1]])
+    page = f"/studies/{study.id}/trials/{trial_id}"
+    html = member.get(page).text
+    assert 'id="rerun-trial"' in html and "No rerun yet" in html and "data-live-url" not in html
+    assert 'id="rerun-trial"' not in member.get(f"/studies/{study.id}/trials/{failed_id}").text  # not finished
+    bad = post(member, f"{page}/rerun", page, repeats="11")
+    assert bad.status_code == 422
+    assert re.search(r'id="repeats"[^>]*value="11"[^>]*aria-describedby="repeats-hint repeats-error"', bad.text)
+    assert re.search(r'id="repeats-error" class="field-error">\s*<p>must be an integer between 1 and 10', bad.text)
+    assert store.list_jobs(kind="rerun") == [] and jobs_sent == []
+    response = post(member, f"{page}/rerun", page, repeats="2")
+    assert response.status_code == 302 and response.headers["Location"].startswith(page)
+    [job] = store.list_jobs(kind="rerun", trial_id=trial_id)
+    assert job.spec == {"repeats": 2} and job.study_id == study.id and jobs_sent == [("cpu", job.id)]
+    assert job.status == "queued" and job.owner_id is not None
+    html = member.get(page).text
+    assert f"Rerun #{job.id} queued" in html and f'id="rerun-row-{job.id}"' in html
+    assert f'data-live-url="{page}/live.json"' in html  # the rerun is watched until it is done
+    live = member.get(f"{page}/live.json").get_json()
+    assert live["done"] is False and f"rerun-row-{job.id}" in live["html"]["trial-reruns"]
+    store.start_job(job.id, "cpu0")
+    store.finish_job(
+        job.id,
+        status="completed",
+        result={
+            "objective": "val_accuracy",
+            "original": {"seed": 1234, "score": 0.9, "environment": ENVIRONMENT},
+            "same_seed": {"seed": 1234, "score": 0.9, "best_epoch": 1},
+            "reproduced": True,
+            "other_seeds": [{"seed": 1, "score": 0.86, "best_epoch": 2}, {"seed": 2, "score": 0.88, "best_epoch": 1}],
+            "spread": {"mean": 0.87, "std": 0.01414, "min": 0.86, "max": 0.88},
+            "environment": {**ENVIRONMENT, "device": "0"},
+        },
+    )
+    live = member.get(f"{page}/live.json").get_json()
+    assert live["done"] is True
+    row = re.search(rf'<tr id="rerun-row-{job.id}">.*?</tr>', live["html"]["trial-reruns"], re.S).group(0)
+    assert '0.9 <span class="muted">seed 1234</span>' in row and 'class="reproduced-yes">yes<' in row
+    assert "0.87 ± 0.01414" in row and "(0.86–0.88, 2 seeds)" in row
+    assert "device cpu → 0" in row  # what changed between the original and the rerun
+    assert "data-live-url" not in member.get(page).text
+
+
+def test_rerunning_is_for_members_of_the_trials_team(app: Flask, store: Store, member: FlaskClient, submit) -> None:
+    make_token(store, "bob", team="beta")
+    theirs = submit(team="beta")
+    [their_trial] = add_trials(store, theirs.id, RESULTS[:1])
+    assert post(member, f"/studies/{theirs.id}/trials/{their_trial}/rerun", repeats="1").status_code == 404
+    ours = submit()
+    [trial_id] = add_trials(store, ours.id, RESULTS[:1])
+    viewer = sign_in(app.test_client(), make_token(store, "vic", team="alpha", role="viewer"))
+    page = f"/studies/{ours.id}/trials/{trial_id}"
+    assert 'id="rerun-trial"' not in viewer.get(page).text
+    assert post(viewer, f"{page}/rerun", repeats="1").status_code == 403
+    assert store.list_jobs(kind="rerun") == []
+
+
 # -- offline and accessible -----------------------------------------------------------------------------
 class Tags(HTMLParser):
     def __init__(self) -> None:
@@ -321,6 +531,7 @@ def every_page(member: FlaskClient, store: Store, submit) -> dict[str, str]:
     study = submit(max_trials=5)
     ids = add_trials(store, study.id, RESULTS)
     paths = [*PAGES, f"/studies/{study.id}", f"/studies/{study.id}/trials/{ids[0]}", "/signout"]
+    paths += [f"/lr-range-tests/{range_test(store)}", f"/lr-range-tests/{range_test(store, result=False)}"]
     pages = {path: member.get(path).text for path in paths}
     pages["/signin"] = member.application.test_client().get("/signin").text
     return pages

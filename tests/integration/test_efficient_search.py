@@ -4,29 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import bearer, digits_study, make_token, wait_for_study
-from tuner_service.api import broker_enqueue, create_app
-from tuner_service.config import load_settings
-from tuner_service.store import Store
+from tests.conftest import digits_study, wait_for_study
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-@pytest.fixture
-def team(tmp_path, postgres_url, redis_url):
-    settings = load_settings(
-        {
-            "TUNER_HOME": str(tmp_path / "home"),
-            "TUNER_DATABASE_URL": postgres_url,
-            "TUNER_BROKER_URL": redis_url,
-        }
-    )
-    store = Store(settings.database_url)
-    store.upgrade()
-    client = create_app(settings, store=store, enqueue=broker_enqueue(settings)).test_client()
-    client.environ_base["HTTP_AUTHORIZATION"] = bearer(make_token(store, "ana"))["Authorization"]
-    yield settings, store, client
-    store.dispose()
 
 
 def test_asha_with_two_workers_promotes_trials_that_resume_from_their_checkpoints(team, workers) -> None:

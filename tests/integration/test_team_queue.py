@@ -12,8 +12,6 @@ import pytest
 import redis
 
 from tests.conftest import bearer, make_token, wait_for_study
-from tuner_service.api import broker_enqueue, create_app
-from tuner_service.config import load_settings
 from tuner_service.reaper import reap
 from tuner_service.store import Store
 
@@ -58,26 +56,6 @@ class Team:
         self.client.post(f"/api/v1/studies/{study_id}/cancel")
 
 
-@pytest.fixture
-def deployment(tmp_path, postgres_url, redis_url):
-    def make(**env: str):
-        settings = load_settings(
-            {
-                "TUNER_HOME": str(tmp_path / "home"),
-                "TUNER_DATABASE_URL": postgres_url,
-                "TUNER_BROKER_URL": redis_url,
-                "TUNER_HEARTBEAT_TIMEOUT": "60",
-                **env,
-            }
-        )
-        store = Store(settings.database_url)
-        store.upgrade()
-        app = create_app(settings, store=store, enqueue=broker_enqueue(settings))
-        return settings, store, app
-
-    return make
-
-
 def trials_of(store: Store, study_id: int):
     return store.list_trials(study_id, sort="created", limit=500).items
 
@@ -109,6 +87,7 @@ def test_a_newcomer_team_starts_after_at_most_one_more_trial(deployment, workers
     first_b = min(t.started_at for t in trials_of(store, small))
     a_between = [t for t in trials_of(store, big) if submitted < _aware(t.started_at) < _aware(first_b)]
     assert len(a_between) <= 1, f"{len(a_between)} more A trials started before B's first"
+    print(f"\nnewcomer: {len(a_between)} more team-A trial(s) started before team B's first")
 
 
 def test_worker_time_follows_the_share_weights(deployment, workers) -> None:
@@ -125,6 +104,8 @@ def test_worker_time_follows_the_share_weights(deployment, workers) -> None:
         for team, sid in (("a", study_a), ("b", study_b))
     }
     share_a = seconds["a"] / (seconds["a"] + seconds["b"])
+    counts = {team: completed(store, sid) for team, sid in (("a", study_a), ("b", study_b))}
+    print(f"\nfair share 2:1 -> team a {share_a:.1%} of worker time ({counts['a']} trials), b {counts['b']} trials")
     assert 2 / 3 * 0.85 <= share_a <= 2 / 3 * 1.15, f"team a had {share_a:.1%} of the worker time, wanted 66.7% ± 15%"
 
 
@@ -205,6 +186,7 @@ def test_a_sigkilled_worker_s_trial_is_rerun_and_nothing_is_lost_or_doubled(depl
     assert rerun.worker != killed.worker
     epochs = [e.epoch for e in store.epochs(rerun.id)]
     assert epochs == list(range(len(epochs))), "the rerun's epochs restart from 0 without leftovers"
+    print(f"\nkill: trial {killed.number} killed at epoch {killed.epochs_run}, rerun by {rerun.worker}; 3/3 completed")
 
 
 def test_a_flushed_broker_is_recovered_by_the_reaper(deployment, workers, redis_url) -> None:

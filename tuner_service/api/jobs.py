@@ -4,17 +4,80 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, url_for
 
-from tuner_service.api import services
-from tuner_service.api.auth import require_write, scope
+from tuner_service.accounts import Principal
+from tuner_service.api import Services, services
+from tuner_service.api.auth import Forbidden, principal, require_write, scope
 from tuner_service.api.openapi import describe
 from tuner_service.api.params import json_body
 from tuner_service.catalog import find_dataset, register_dataset
 from tuner_service.datasets import check_task
 from tuner_service.errors import Conflict, FieldError, InvalidInput, NotFound
 from tuner_service.lr_range import RangeTestSpec
+from tuner_service.store import JobRecord, StudyRecord, TrialRecord
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/v1")
 MAX_REPEATS = 10
+DEFAULT_REPEATS = 3
+RERUNNABLE = ("completed", "pruned")
+
+
+def _writer(caller: Principal) -> None:
+    if not caller.can_write:
+        raise Forbidden(f"user {caller.user_name} is a viewer and cannot change anything")
+
+
+def start_range_test(svc: Services, caller: Principal, doc: object) -> JobRecord:
+    """Validate a range-test document (the spec, then its data set as ``caller`` sees it and the task on it),
+    store the test as queued in the caller's team and enqueue it. Shared by the API and the dashboard."""
+    _writer(caller)
+    spec = RangeTestSpec.from_json(doc)
+    info, owner = find_dataset(svc.store, spec.dataset, team_id=caller.scope)
+    problems = check_task(info, spec.task.type)
+    if problems:
+        raise InvalidInput(problems)
+    dataset = register_dataset(svc.store, info, team_id=owner)
+    job = svc.store.create_job(
+        "lr_range_test", spec.to_json(), team_id=caller.team_id, owner_id=caller.user_id, dataset_id=dataset.id
+    )
+    svc.enqueue_job(job.pool, job.id)
+    return job
+
+
+def repeats_errors(repeats: object) -> list[FieldError]:
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or not 1 <= repeats <= MAX_REPEATS:
+        return [FieldError("repeats", f"must be an integer between 1 and {MAX_REPEATS}")]
+    return []
+
+
+def rerun_target(svc: Services, caller: Principal, study_id: int, trial_id: int) -> tuple[StudyRecord, TrialRecord]:
+    """The study and trial to rerun as ``caller`` sees them: 404 for another team's, then 403 for a viewer."""
+    study = svc.store.get_study(study_id, team_id=caller.scope)
+    trial = svc.store.get_trial(study_id, trial_id)
+    _writer(caller)
+    return study, trial
+
+
+def start_rerun(svc: Services, caller: Principal, study_id: int, trial_id: int, repeats: object) -> JobRecord:
+    """Store a rerun of a finished trial as queued and enqueue it (404, 403, 422 on ``repeats``, then 409 for a
+    trial that has not finished). Shared by the API and the dashboard."""
+    study, trial = rerun_target(svc, caller, study_id, trial_id)
+    errors = repeats_errors(repeats)
+    if errors:
+        raise InvalidInput(errors)
+    if trial.status not in RERUNNABLE:
+        raise Conflict(f"trial {trial_id} is {trial.status}; only a finished trial can be rerun")
+    job = svc.store.create_job(
+        "rerun",
+        {"repeats": repeats},
+        team_id=study.team_id,
+        owner_id=caller.user_id,
+        study_id=study_id,
+        trial_id=trial_id,
+        dataset_id=study.dataset_id,
+        pool=study.pool,
+    )
+    svc.enqueue_job(job.pool, job.id)
+    return job
 
 
 @bp.post("/lr-range-tests")
@@ -26,18 +89,8 @@ MAX_REPEATS = 10
 def create_range_test() -> tuple[Response, int, dict[str, str]]:
     """Start a learning-rate range test: train a fixed architecture while raising the rate exponentially
     (default 1e-5 to 10 over 500 steps); the result is the loss curve and a suggested rate."""
-    svc = services()
     caller = require_write()
-    spec = RangeTestSpec.from_json(json_body())
-    info, owner = find_dataset(svc.store, spec.dataset, team_id=scope())
-    problems = check_task(info, spec.task.type)
-    if problems:
-        raise InvalidInput(problems)
-    dataset = register_dataset(svc.store, info, team_id=owner)
-    job = svc.store.create_job(
-        "lr_range_test", spec.to_json(), team_id=caller.team_id, owner_id=caller.user_id, dataset_id=dataset.id
-    )
-    svc.enqueue_job(job.pool, job.id)
+    job = start_range_test(services(), caller, json_body())
     return jsonify(job.to_json()), 202, {"Location": url_for("jobs.show_range_test", job_id=job.id)}
 
 
@@ -69,31 +122,16 @@ def create_rerun(study_id: int, trial_id: int) -> tuple[Response, int, dict[str,
     """Retrain a finished trial's hyperparameters: once with its own seed (is it reproducible?) and with
     ``repeats`` other seeds (how much does the score spread?)."""
     svc = services()
-    study = svc.store.get_study(study_id, team_id=scope())
-    trial = svc.store.get_trial(study_id, trial_id)
-    caller = require_write()
+    caller = principal()
+    rerun_target(svc, caller, study_id, trial_id)  # 404 and 403 before anything about the body
     body = json_body()
     if not isinstance(body, dict):
         raise InvalidInput.one("body", "must be a JSON object")
-    repeats = body.get("repeats", 3)
-    errors = [FieldError(k, "unknown field; known: repeats") for k in body if k != "repeats"]
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or not 1 <= repeats <= MAX_REPEATS:
-        errors.append(FieldError("repeats", f"must be an integer between 1 and {MAX_REPEATS}"))
-    if errors:
-        raise InvalidInput(errors)
-    if trial.status not in ("completed", "pruned"):
-        raise Conflict(f"trial {trial_id} is {trial.status}; only a finished trial can be rerun")
-    job = svc.store.create_job(
-        "rerun",
-        {"repeats": repeats},
-        team_id=study.team_id,
-        owner_id=caller.user_id,
-        study_id=study_id,
-        trial_id=trial_id,
-        dataset_id=study.dataset_id,
-        pool=study.pool,
-    )
-    svc.enqueue_job(job.pool, job.id)
+    repeats = body.get("repeats", DEFAULT_REPEATS)
+    unknown = [FieldError(k, "unknown field; known: repeats") for k in body if k != "repeats"]
+    if unknown:
+        raise InvalidInput(unknown + repeats_errors(repeats))
+    job = start_rerun(svc, caller, study_id, trial_id, repeats)
     location = url_for("jobs.show_rerun", study_id=study_id, trial_id=trial_id, job_id=job.id)
     return jsonify(job.to_json()), 202, {"Location": location}
 

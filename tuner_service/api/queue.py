@@ -26,14 +26,14 @@ def index() -> Response:
     team = scope()
     waiting: list[dict[str, Any]] = []
     for pool in [only] if only else list(POOLS):
-        waiting.extend(_waiting(pool, team))
+        waiting.extend(waiting_studies(pool, team))
     loads = svc.store.queue_snapshot(None, svc.settings.fair_share_window_s)[1]
-    teams = [_team_json(load) for key, load in loads.items() if key is not None and (team is None or key == team)]
+    teams = [team_json(load) for key, load in loads.items() if key is not None and (team is None or key == team)]
     running = [r for r in svc.store.running_trials(team) if only is None or r["pool"] == only]
     return jsonify({"running": running, "waiting": waiting, "teams": teams})
 
 
-def _waiting(pool: str, team: int | None) -> list[dict[str, Any]]:
+def waiting_studies(pool: str, team: int | None) -> list[dict[str, Any]]:
     svc = services()
     studies, loads = svc.store.queue_snapshot(pool, svc.settings.fair_share_window_s)
     mean = svc.store.mean_trial_seconds(pool)
@@ -65,7 +65,7 @@ def _waiting(pool: str, team: int | None) -> list[dict[str, Any]]:
     return out
 
 
-def _team_json(load: TeamLoad) -> dict[str, Any]:
+def team_json(load: TeamLoad) -> dict[str, Any]:
     return {
         "team": load.name,
         "share_weight": load.share_weight,

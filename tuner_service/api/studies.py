@@ -205,17 +205,17 @@ def best_model(study_id: int) -> Response:
     study = services().store.get_study(study_id, team_id=scope())
     if study.best_trial_id is None:
         raise NotFound("best model of study", study_id)
-    return _model_file(study_id, study.best_trial_id)
+    return model_file(study_id, study.best_trial_id)
 
 
 @bp.get("/<int:study_id>/trials/<int:trial_id>/model")
 @describe(tag="models", responses={200: "The trial's model (.keras)", 404: "No model for this trial"})
 def trial_model(study_id: int, trial_id: int) -> Response:
     """Download one trial's trained model as a ``.keras`` file."""
-    return _model_file(study_id, trial_id)
+    return model_file(study_id, trial_id)
 
 
-def _model_file(study_id: int, trial_id: int) -> Response:
+def model_file(study_id: int, trial_id: int) -> Response:
     svc = services()
     svc.store.get_study(study_id, team_id=scope())
     record = svc.store.get_trial(study_id, trial_id)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from tuner_service.dashboard import (  # noqa: F401 - each module adds its routes to the blueprint
     assets,
     datasets_page,
+    lr_range_page,
     new_study_page,
     queue_page,
     session,

@@ -94,6 +94,14 @@ def score(value: float | None) -> str:
     return f"{value:.4g}"
 
 
+@bp.app_template_filter("rate")
+def rate(value: float | None) -> str:
+    """A learning rate: ``0.0031622`` -> ``0.00316``; ``None`` -> an em dash."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return "—"
+    return f"{value:.3g}"
+
+
 @bp.app_template_filter("value")
 def value(item: Any) -> str:
     """A hyperparameter value as a person reads it."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -223,4 +224,74 @@ def trial_curves(study: StudyRecord, trial: TrialRecord, epochs: Sequence[EpochR
     label = f"Line chart of {shown} per epoch over {len(epochs)} epoch(s) of trial #{trial.number}"
     if trial.best_epoch is not None:
         label += f"; a dashed line marks the best epoch, {trial.best_epoch + 1}"
+    return Chart({"data": data, "layout": layout}, label + ".")
+
+
+def _finite(value: Any) -> float | None:
+    """A number Plotly and ``JSON.parse`` can take: NaN and infinities (a diverged loss) become gaps."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _marker(x: float, name: str, color: str, dash: str) -> dict[str, Any]:
+    """A vertical line at rate ``x`` across the whole plot height: a trace on a hidden 0..1 axis, so that
+    it sits at the rate itself on the log axis and has its own legend entry and hover text."""
+    return {
+        "type": "scatter", "mode": "lines", "x": [x, x], "y": [0, 1], "yaxis": "y2", "name": name,
+        "line": {"color": color, "dash": dash, "width": 2}, "hovertemplate": f"{name}<extra></extra>",
+    }  # fmt: skip
+
+
+def lr_range_curve(result: Mapping[str, Any], spec: Mapping[str, Any]) -> Chart:
+    """A range test's loss per batch and its smoothed loss against the learning rate on a log axis, with
+    vertical lines at the suggested rate and at the rate where the loss diverged."""
+    curve = result.get("curve") or []
+    suggestion = result.get("suggestion") or {}
+    rates = [_finite(p.get("lr")) for p in curve]
+    losses = [_finite(p.get("loss")) for p in curve]
+    smoothed = [_finite(p.get("smoothed")) for p in curve]
+    data: list[dict[str, Any]] = [
+        {
+            "type": "scatter", "mode": "lines", "x": rates, "y": losses, "name": "loss (each batch)",
+            "line": {"color": "#9aa5b1", "width": 1}, "hovertemplate": "lr %{x:.3g}<br>loss %{y:.4g}<extra></extra>",
+        },
+        {
+            "type": "scatter", "mode": "lines", "x": rates, "y": smoothed, "name": "smoothed loss",
+            "line": {"color": PALETTE[0], "width": 3},
+            "hovertemplate": "lr %{x:.3g}<br>smoothed loss %{y:.4g}<extra></extra>",
+        },
+    ]  # fmt: skip
+    suggested = _finite(suggestion.get("suggested_lr"))
+    diverged = _finite(suggestion.get("diverged_lr"))
+    if suggested is not None:
+        data.append(_marker(suggested, f"suggested rate {suggested:.3g}", PALETTE[2], "solid"))
+    if diverged is not None:
+        data.append(_marker(diverged, f"diverged at {diverged:.3g}", PALETTE[3], "dash"))
+    layout = _layout("Loss against the learning rate", "learning rate (log scale)", "training loss", height=420)
+    layout["xaxis"] |= {"type": "log", "exponentformat": "power"}
+    layout["yaxis2"] = {"overlaying": "y", "range": [0, 1], "visible": False, "fixedrange": True}
+    shown = [y for y in smoothed if y is not None]
+    raw = [y for y in losses if y is not None]
+    if shown and raw:
+        # Once it diverges the loss grows by orders of magnitude; show the descent and the start of the climb
+        # (up to the 4x-the-minimum divergence threshold) and let the rest leave through the top.
+        lowest = min(range(len(shown)), key=shown.__getitem__)
+        top = max(max(shown[: lowest + 1]), 4 * shown[lowest]) * 1.15
+        bottom = min(min(raw), shown[lowest])
+        layout["yaxis"]["range"] = [bottom - 0.05 * (top - bottom), top]
+    layout["legend"] = {"orientation": "h", "y": -0.2}
+    layout["margin"]["b"] = 70
+    low, high = spec.get("min_lr"), spec.get("max_lr")
+    span = f" from {low:.3g} to {high:.3g}" if isinstance(low, int | float) and isinstance(high, int | float) else ""
+    label = (
+        f"Line chart of the training loss of each batch and its smoothed value against the learning rate on a "
+        f"logarithmic axis{span}, over {len(curve)} recorded point(s)"
+    )
+    if suggested is not None:
+        label += f"; a solid vertical line marks the suggested rate, {suggested:.3g}"
+    if diverged is not None:
+        label += f"; a dashed one the rate where the loss diverged, {diverged:.3g}"
+    elif suggestion:
+        label += "; the loss did not diverge within the range"
     return Chart({"data": data, "layout": layout}, label + ".")

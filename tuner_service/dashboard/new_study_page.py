@@ -14,14 +14,19 @@ from tuner_service.study import ALGORITHMS, PRIORITIES, StudySpec, submit_study
 from tuner_service.task import ARCHITECTURES, TASK_TYPES
 
 
-def _render(form: StudyForm, status: int = 200) -> tuple[str, int]:
+def dataset_choices() -> list[tuple[str, str]]:
+    """The data sets a form may name: the built-in ones, then the caller's team's uploads."""
     uploads = services().store.list_datasets(limit=500, team_id=scope()).items
     choices = [(f"builtin:{name}", f"{name} (built-in)") for name in BUILTIN_NAMES]
     choices += [(d.key, f"{d.name} ({d.key[:15]}…)") for d in uploads if d.source != "builtin"]
+    return choices
+
+
+def _render(form: StudyForm, status: int = 200) -> tuple[str, int]:
     page = render_template(
         "dashboard/new_study.html",
         form=form,
-        datasets=choices,
+        datasets=dataset_choices(),
         task_types=TASK_TYPES,
         architectures=ARCHITECTURES,
         algorithms=ALGORITHMS,

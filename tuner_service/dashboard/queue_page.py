@@ -8,7 +8,7 @@ from flask import Response, jsonify, render_template
 
 from tuner_service.api import services
 from tuner_service.api.auth import scope
-from tuner_service.api.queue import _team_json, _waiting
+from tuner_service.api.queue import team_json, waiting_studies
 from tuner_service.dashboard.blueprint import bp
 from tuner_service.queue import POOLS
 
@@ -16,9 +16,9 @@ from tuner_service.queue import POOLS
 def _queue_view() -> dict[str, Any]:
     svc = services()
     team = scope()
-    waiting = [row for pool in POOLS for row in _waiting(pool, team)]
+    waiting = [row for pool in POOLS for row in waiting_studies(pool, team)]
     loads = svc.store.queue_snapshot(None, svc.settings.fair_share_window_s)[1]
-    teams = [_team_json(load) for key, load in loads.items() if key is not None and (team is None or key == team)]
+    teams = [team_json(load) for key, load in loads.items() if key is not None and (team is None or key == team)]
     running = svc.store.running_trials(team)
     workers: dict[str, list[dict[str, Any]]] = {}
     for row in running:

@@ -16,7 +16,6 @@ from flask import Response, abort, g, jsonify, redirect, render_template, reques
 from tuner_service.accounts import Principal, token_digest
 from tuner_service.api import services
 from tuner_service.dashboard.blueprint import bp
-from tuner_service.dashboard.queries import principal_by_digest
 
 SESSION_DIGEST = "token_digest"
 SESSION_CSRF = "csrf"
@@ -63,7 +62,7 @@ def _guard() -> Response | None:
     if request.endpoint in PUBLIC_ENDPOINTS:
         return None
     digest = session.get(SESSION_DIGEST)
-    principal = principal_by_digest(services().store, digest) if digest else None
+    principal = services().store.authenticate_digest(digest) if digest else None
     if principal is None:
         session.pop(SESSION_DIGEST, None)
         target = request.full_path.rstrip("?") if request.method in SAFE_METHODS else request.referrer

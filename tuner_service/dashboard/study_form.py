@@ -85,7 +85,7 @@ class StudyForm:
                 if key not in OPTIONAL:
                     problems.append(FieldError(_doc_field(key), "is required"))
                 continue
-            numbers[key] = _number(v[key])
+            numbers[key] = parse_number(v[key])
         try:
             space = json.loads(v["search_space"])
         except json.JSONDecodeError as exc:
@@ -119,7 +119,7 @@ def _doc_field(key: str) -> str:
     return f"early_stopping.{key}" if key in ("patience", "max_epochs") else key
 
 
-def _number(text: str) -> Any:
+def parse_number(text: str) -> Any:
     """An int or float when the text is one; otherwise the text, which validation then names as wrong."""
     for kind in (int, float):
         try:

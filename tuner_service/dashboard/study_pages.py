@@ -11,12 +11,11 @@ from flask import Response, flash, jsonify, redirect, render_template, request, 
 
 from tuner_service.api import services
 from tuner_service.api.auth import require_write, scope
-from tuner_service.api.studies import _model_file, progress
+from tuner_service.api.studies import model_file, progress
 from tuner_service.dashboard import charts
 from tuner_service.dashboard.blueprint import bp, elapsed_s
 from tuner_service.dashboard.columns import parameter_names
 from tuner_service.dashboard.importance import METHOD, importance, importance_chart, importance_label
-from tuner_service.dashboard.queries import study_epochs, user_names
 from tuner_service.dashboard.session import caller
 from tuner_service.dashboard.snippet import keras_tuner_snippet
 from tuner_service.datasets import DatasetInfo, output_units
@@ -73,7 +72,7 @@ def studies() -> str:
 
 def _rows(items: list[StudyRecord], datasets: dict[int, Any]) -> list[StudyRow]:
     store = services().store
-    owners = user_names(store, (s.owner_id for s in items))
+    owners = store.user_names(s.owner_id for s in items)
     teams = {t.id: t.name for t in store.list_teams()}
     return [
         StudyRow(
@@ -131,7 +130,7 @@ def _study_view(study_id: int) -> dict[str, Any]:
     store = services().store
     record = store.get_study(study_id, team_id=scope())
     trials: list[TrialRecord] = store.list_trials(record.id, sort="number", limit=MAX_TRIALS_SHOWN).items
-    epochs = study_epochs(store, record.id)
+    epochs = store.study_epochs(record.id)
     space = record.spec.get("search_space", {})
     ranked = importance(trials, space)
     best = next((t for t in trials if t.id == record.best_trial_id), None)
@@ -145,7 +144,7 @@ def _study_view(study_id: int) -> dict[str, Any]:
         },
     }
     dataset = store.get_dataset(record.dataset_id)
-    owner = user_names(store, [record.owner_id]).get(record.owner_id or -1, "—")
+    owner = store.user_names([record.owner_id]).get(record.owner_id or -1, "—")
     return {
         "study": record,
         "progress": progress(record),
@@ -186,12 +185,12 @@ def best_model(study_id: int) -> Response:
     study = services().store.get_study(study_id, team_id=scope())
     if study.best_trial_id is None:
         raise NotFound("best model of study", study_id)
-    return _model_file(study_id, study.best_trial_id)
+    return model_file(study_id, study.best_trial_id)
 
 
 @bp.get("/studies/<int:study_id>/trials/<int:trial_id>/model")
 def trial_model(study_id: int, trial_id: int) -> Response:
-    return _model_file(study_id, trial_id)
+    return model_file(study_id, trial_id)
 
 
 # -- controls ---------------------------------------------------------------------------------------

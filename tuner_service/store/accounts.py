@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -169,7 +170,13 @@ class AccountQueries:
 
     def authenticate(self, secret: str) -> Principal | None:
         """The principal a bearer token stands for, or ``None`` (unknown, revoked or expired)."""
-        digest = token_digest(secret)
+        return self.authenticate_digest(token_digest(secret), touch=True)
+
+    def authenticate_digest(self, digest: str, *, touch: bool = False) -> Principal | None:
+        """Like :meth:`authenticate`, from the token's SHA-256 (what a dashboard session keeps).
+
+        ``touch`` records the use in ``last_used_at`` (at most once a minute, so reads stay reads).
+        """
         with self._read() as session:
             found = session.execute(
                 select(TokenRow, UserRow, TeamRow)
@@ -183,9 +190,17 @@ class AccountQueries:
         now = utcnow()
         if token.revoked_at is not None or (token.expires_at is not None and _aware(token.expires_at) <= now):
             return None
-        if token.last_used_at is None or now - _aware(token.last_used_at) > LAST_USED_RESOLUTION:
+        if touch and (token.last_used_at is None or now - _aware(token.last_used_at) > LAST_USED_RESOLUTION):
             self._touch(token.id, now)
         return Principal(user.id, user.name, team.id, team.name, user.role)
+
+    def user_names(self, ids: Iterable[int | None]) -> dict[int, str]:
+        """Names of the users with these ids (owners shown next to studies)."""
+        wanted = {i for i in ids if i is not None}
+        if not wanted:
+            return {}
+        with self._read() as session:
+            return dict(session.execute(select(UserRow.id, UserRow.name).where(UserRow.id.in_(wanted))).all())
 
     def _touch(self, token_id: int, when: datetime) -> None:
         def attempt() -> None:

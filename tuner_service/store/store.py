@@ -462,6 +462,20 @@ class Store(AccountQueries, QueueQueries, JobQueries):
             )
             return [EpochRecord.of(r) for r in rows]
 
+    def study_epochs(self, study_id: int) -> dict[int, list[EpochRecord]]:
+        """Every trial's epochs of the first execution, by trial id, in one query (learning curves)."""
+        query = (
+            select(EpochRow)
+            .join(TrialRow, TrialRow.id == EpochRow.trial_id)
+            .where(TrialRow.study_id == study_id, EpochRow.execution == 0)
+            .order_by(EpochRow.trial_id, EpochRow.epoch)
+        )
+        out: dict[int, list[EpochRecord]] = {}
+        with self._read() as session:
+            for row in session.scalars(query):
+                out.setdefault(row.trial_id, []).append(EpochRecord.of(row))
+        return out
+
     def record_epoch(self, trial_id: int, execution: int, epoch: int, metrics: dict[str, float]) -> TrialControl:
         """Store one epoch's metrics, refresh the heartbeat, and say whether training should stop."""
         metrics = clean_json(metrics)
