@@ -3,11 +3,9 @@ document it makes, and each validation error placed next to the field it is abou
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-from tuner_service.dashboard.study_form import parse_number
+from tuner_service.dashboard.forms import PostedForm, parse_number
 from tuner_service.errors import FieldError
 from tuner_service.lr_range import DEFAULT_ARCHITECTURE
 
@@ -37,27 +35,11 @@ ERROR_FIELDS: tuple[tuple[str, str], ...] = (
 )
 
 
-@dataclass
-class RangeTestForm:
-    """What the person typed (as text, to show it back) and the errors found, by form field."""
+class RangeTestForm(PostedForm):
+    """The form that starts a learning-rate range test."""
 
-    values: dict[str, str]
-    errors: dict[str, list[str]] = field(default_factory=dict)
-
-    @classmethod
-    def blank(cls) -> RangeTestForm:
-        return cls(dict(DEFAULTS))
-
-    @classmethod
-    def posted(cls, form: Mapping[str, str]) -> RangeTestForm:
-        return cls({key: form.get(key, "").strip() for key in DEFAULTS})
-
-    def add(self, errors: list[FieldError]) -> None:
-        for error in errors:
-            target = form_field(error.field)
-            self.errors.setdefault(target, []).append(
-                error.reason if target != "form" else f"{error.field}: {error.reason}"
-            )
+    defaults = DEFAULTS
+    error_fields = ERROR_FIELDS
 
     def document(self) -> tuple[dict[str, Any], list[FieldError]]:
         """The range-test document, and the blanks that stop it from being one (every field is prefilled)."""
@@ -77,10 +59,3 @@ class RangeTestForm:
             **{k: numbers[k] for k in ("min_lr", "max_lr", "steps") if k in numbers},
         }
         return doc, problems
-
-
-def form_field(path: str) -> str:
-    for prefix, target in ERROR_FIELDS:
-        if path == prefix or path.startswith(prefix + "."):
-            return target
-    return "form"

@@ -4,10 +4,9 @@ validation error placed next to the field it is about."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
+from tuner_service.dashboard.forms import PostedForm, parse_number
 from tuner_service.errors import FieldError
 
 CLASSIC_SPACE: dict[str, Any] = {
@@ -54,26 +53,12 @@ ERROR_FIELDS: tuple[tuple[str, str], ...] = (
 )
 
 
-@dataclass
-class StudyForm:
-    """What the person typed (as text, to show it back) and the errors found, by form field."""
+class StudyForm(PostedForm):
+    """The new-study form."""
 
-    values: dict[str, str]
-    errors: dict[str, list[str]] = field(default_factory=dict)
-
-    @classmethod
-    def blank(cls) -> StudyForm:
-        return cls(dict(DEFAULTS))
-
-    @classmethod
-    def posted(cls, form: Mapping[str, str]) -> StudyForm:
-        return cls({key: form.get(key, "").strip() for key in DEFAULTS})
-
-    def add(self, errors: list[FieldError]) -> None:
-        for error in errors:
-            target = form_field(error.field)
-            text = error.reason if target not in ("search_space", "form") else f"{error.field}: {error.reason}"
-            self.errors.setdefault(target, []).append(text)
+    defaults = DEFAULTS
+    error_fields = ERROR_FIELDS
+    errors_with_path = frozenset({"search_space", "form"})
 
     def document(self) -> tuple[dict[str, Any], list[FieldError]]:
         """The study document, and the problems that stop it from being one (unparsable JSON, blanks)."""
@@ -108,22 +93,5 @@ class StudyForm:
         return doc, problems
 
 
-def form_field(path: str) -> str:
-    for prefix, target in ERROR_FIELDS:
-        if path == prefix or path.startswith(prefix + "."):
-            return target
-    return "form"
-
-
 def _doc_field(key: str) -> str:
     return f"early_stopping.{key}" if key in ("patience", "max_epochs") else key
-
-
-def parse_number(text: str) -> Any:
-    """An int or float when the text is one; otherwise the text, which validation then names as wrong."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            continue
-    return text
