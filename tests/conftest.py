@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -122,6 +124,46 @@ def wait_for_study(
         time.sleep(0.5)
     counts = store.trial_counts(study_id)
     raise AssertionError(f"study {study_id} not finished after {timeout_s} s: {counts}\n{logs() if logs else ''}")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, timeout_s: float = 60.0) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"{url} did not answer within {timeout_s} s")
+
+
+@contextmanager
+def running_up(settings: Settings, log_path: Path, workers: int = 1) -> Iterator[str]:
+    """`tuner-service up` as a real process on a free port; yields its base URL once /healthz answers."""
+    from tuner_service.launcher import settings_env, stop_processes
+
+    port = free_port()
+    env = {**os.environ, **settings_env(settings)}
+    with open(log_path, "wb") as log:
+        command = [sys.executable, "-m", "tuner_service.cli", "up", "--port", str(port), "--workers", str(workers)]
+        proc = subprocess.Popen(command, env=env, stdout=log, stderr=log)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_http(base + "/healthz")
+            yield base
+        finally:
+            stop_processes([proc])
 
 
 def make_token(store: Store, user: str, *, team: str = "alpha", role: str = "member", **team_options: object) -> str:

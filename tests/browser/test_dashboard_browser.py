@@ -6,9 +6,6 @@ appears; every page is screenshotted under test-artifacts/screenshots/."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +14,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from tests.conftest import digits_study
-from tests.integration.test_embedded_e2e import free_port, wait_http
+from tests.conftest import digits_study, running_up
 from tuner_service.config import Settings, load_settings
-from tuner_service.launcher import settings_env, stop_processes
 from tuner_service.store import Store
 from tuner_service.study import submit_study
 
@@ -60,19 +55,8 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """`tuner-service up` with one worker; a second team with a member and a (paused) study of its own."""
     root = tmp_path_factory.mktemp("dashboard")
     settings = load_settings({"TUNER_HOME": str(root / "home"), "TUNER_HEARTBEAT_TIMEOUT": "30"})
-    port = free_port()
     log_path = root / "up.log"
-    log = open(log_path, "wb")  # noqa: SIM115 - closed below
-    env = {**os.environ, **settings_env(settings)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tuner_service.cli", "up", "--port", str(port), "--workers", "1"],
-        env=env,
-        stdout=log,
-        stderr=log,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(base + "/healthz")
+    with running_up(settings, log_path) as base:
         store = Store(settings.database_url)
         store.create_team("beta")
         store.create_user("bea", "beta", "member")
@@ -85,9 +69,6 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         store.dispose()
         admin = (settings.home / "admin-token").read_text().strip()
         yield Service(base, settings, log_path, admin, other_token.secret, theirs.id)
-    finally:
-        stop_processes([proc])
-        log.close()
 
 
 @pytest.fixture(scope="module")

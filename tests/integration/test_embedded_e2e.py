@@ -4,7 +4,6 @@ a real worker process), a study submitted over HTTP, trained, and ranked on the 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,48 +13,16 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import digits_study
-from tuner_service.launcher import settings_env, stop_processes
+from tests.conftest import digits_study, free_port, running_up
+from tuner_service.launcher import settings_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_http(url: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"{url} did not answer within {timeout_s} s")
-
-
 @pytest.fixture
 def service(settings, tmp_path: Path):
-    port = free_port()
-    log = open(tmp_path / "up.log", "wb")  # noqa: SIM115 - closed below
-    env = {**os.environ, **settings_env(settings)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tuner_service.cli", "up", "--port", str(port), "--workers", "1"],
-        env=env,
-        stdout=log,
-        stderr=log,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(base + "/healthz")
+    with running_up(settings, tmp_path / "up.log") as base:
         yield base, tmp_path / "up.log"
-    finally:
-        stop_processes([proc])
-        log.close()
 
 
 def test_digits_study_over_http_reaches_the_leaderboard(service, settings) -> None:
