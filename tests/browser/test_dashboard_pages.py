@@ -592,3 +592,15 @@ def test_the_keras_tuner_snippet_builds_a_compiled_model() -> None:
     model = namespace["build_model"](hp)
     assert hp.values == values
     assert model.output_shape == (None, 10) and model.optimizer.__class__.__name__ == "SGD"
+
+
+def test_a_signed_in_session_may_read_the_api_but_not_write(app: Flask, store: Store, member_token: str) -> None:
+    """The nav's API link works in the browser; a write by cookie alone would be open to CSRF, so it is refused."""
+    browser = sign_in(app.test_client(), member_token)
+    assert browser.get("/api/v1/docs").status_code == 200
+    assert browser.get("/api/v1/studies").status_code == 200
+    write = browser.post("/api/v1/studies", json={"name": "x"})
+    assert write.status_code == 401 and write.mimetype == "application/problem+json"
+    store.revoke_token(member_token)
+    assert browser.get("/api/v1/studies").status_code == 401  # revoking the token ends API reads too
+    assert app.test_client().get("/api/v1/studies").status_code == 401

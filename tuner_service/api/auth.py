@@ -42,6 +42,19 @@ def require_admin() -> Principal:
     return caller
 
 
+def _signed_in_reader() -> Principal | None:
+    """A dashboard session may read the API in the browser (its docs, its JSON). Only reads: a write by
+    cookie would be open to cross-site request forgery, so writes always need a bearer token."""
+    from flask import session
+
+    from tuner_service.api import services
+
+    if request.method not in ("GET", "HEAD") or not request.cookies:
+        return None
+    digest = session.get("token_digest")
+    return services().store.authenticate_digest(digest) if isinstance(digest, str) else None
+
+
 def _unauthorized(detail: str) -> Response:
     response = problem(401, "Unauthorized", detail)
     response.headers["WWW-Authenticate"] = 'Bearer realm="tuner-service"'
@@ -58,7 +71,11 @@ def install(app: Flask) -> None:
         header = request.headers.get("Authorization", "")
         scheme, _, secret = header.partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
-            return _unauthorized("send an API token: Authorization: Bearer <token>")
+            caller = _signed_in_reader()
+            if caller is None:
+                return _unauthorized("send an API token: Authorization: Bearer <token>")
+            g.principal = caller
+            return None
         caller = services().store.authenticate(secret.strip())
         if caller is None:
             return _unauthorized("the token is unknown, revoked or expired")
