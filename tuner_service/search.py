@@ -333,10 +333,9 @@ def _maybe_complete(tx: StudyTransaction, reason: str) -> Done:
 
 
 def _is_fresh(trial: TrialRecord, timeout_s: float) -> bool:
-    from tuner_service.store.models import utcnow
-    from tuner_service.store.store import _aware
+    from tuner_service.store.models import as_utc, utcnow
 
-    return trial.heartbeat_at is not None and (utcnow() - _aware(trial.heartbeat_at)).total_seconds() < timeout_s
+    return trial.heartbeat_at is not None and (utcnow() - as_utc(trial.heartbeat_at)).total_seconds() < timeout_s
 
 
 def finish_trial(store: Store, study_id: int, trial_id: int, outcome: TrialOutcome) -> Finished:

@@ -11,6 +11,7 @@ from flask.sansio.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException
 
 from tuner_service.errors import TunerError
+from tuner_service.store.models import as_utc
 
 bp = Blueprint("dashboard", __name__, template_folder="templates", static_folder=None)
 
@@ -68,8 +69,6 @@ def _unexpected(exc: Exception) -> tuple[Response | str, int]:
 
 
 # -- template filters ------------------------------------------------------------------------------
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 @bp.app_template_filter("duration")
@@ -118,12 +117,12 @@ def value(item: Any) -> str:
 def when(moment: datetime | None) -> str:
     if moment is None:
         return "—"
-    return _aware(moment).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return as_utc(moment).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def elapsed_s(started: datetime | None, finished: datetime | None) -> float | None:
     """Seconds from ``started`` to ``finished`` (or to now while still going)."""
     if started is None:
         return None
-    end = _aware(finished) if finished else datetime.now(UTC)
-    return (end - _aware(started)).total_seconds()
+    end = as_utc(finished) if finished else datetime.now(UTC)
+    return (end - as_utc(started)).total_seconds()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from tuner_service.accounts import ROLES, NewToken, Principal, make_token, token_digest
 from tuner_service.errors import Conflict, InvalidInput, NotFound
-from tuner_service.store.models import TeamRow, TokenRow, UserRow, utcnow
+from tuner_service.store.models import TeamRow, TokenRow, UserRow, as_utc, utcnow
 
 # Refreshing last_used_at on every request would turn every read into a write.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -188,9 +188,9 @@ class AccountQueries:
             return None
         token, user, team = found
         now = utcnow()
-        if token.revoked_at is not None or (token.expires_at is not None and _aware(token.expires_at) <= now):
+        if token.revoked_at is not None or (token.expires_at is not None and as_utc(token.expires_at) <= now):
             return None
-        if touch and (token.last_used_at is None or now - _aware(token.last_used_at) > LAST_USED_RESOLUTION):
+        if touch and (token.last_used_at is None or now - as_utc(token.last_used_at) > LAST_USED_RESOLUTION):
             self._touch(token.id, now)
         return Principal(user.id, user.name, team.id, team.name, user.role)
 
@@ -210,8 +210,3 @@ class AccountQueries:
                     row.last_used_at = when
 
         self._retrying(attempt)
-
-
-def _aware(value: datetime) -> datetime:
-
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

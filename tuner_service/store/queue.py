@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select
@@ -12,15 +12,11 @@ from sqlalchemy.orm import Session
 
 from tuner_service.errors import NotFound
 from tuner_service.queue import TeamLoad, WaitingStudy
-from tuner_service.store.models import StudyRow, TeamRow, TrialRow, utcnow
+from tuner_service.store.models import StudyRow, TeamRow, TrialRow, as_utc, utcnow
 from tuner_service.store.records import TrialRecord
 
 # Any constant works: every claim in the deployment takes this one PostgreSQL advisory lock.
 QUEUE_LOCK_KEY = 0x7475_6E65
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class QueueSession:
@@ -103,7 +99,7 @@ def team_loads(session: Session, window_s: float) -> dict[int | None, TeamLoad]:
     gpu: dict[int | None, float] = {}
     running: dict[int | None, int] = {}
     for team_id, pool, status, started, finished in rows:
-        start, end = _aware(started), _aware(finished) if finished else now
+        start, end = as_utc(started), as_utc(finished) if finished else now
         if status == "running":
             running[team_id] = running.get(team_id, 0) + 1
             end = now
@@ -178,7 +174,7 @@ class QueueQueries:
                     "pool": trial.pool,
                     "worker": trial.worker,
                     "gpu": trial.gpu,
-                    "elapsed_s": round((now - _aware(trial.started_at)).total_seconds(), 1)
+                    "elapsed_s": round((now - as_utc(trial.started_at)).total_seconds(), 1)
                     if trial.started_at
                     else None,
                     "epochs_run": trial.epochs_run,

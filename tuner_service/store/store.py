@@ -6,7 +6,7 @@ import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from tuner_service.errors import Conflict, NotFound
 from tuner_service.store.accounts import AccountQueries
 from tuner_service.store.engine import is_sqlite, make_engine
 from tuner_service.store.jobs import JobQueries
-from tuner_service.store.models import DatasetRow, EpochRow, StudyRow, TrialRow, utcnow
+from tuner_service.store.models import DatasetRow, EpochRow, StudyRow, TrialRow, as_utc, utcnow
 from tuner_service.store.queue import QueueQueries
 from tuner_service.store.records import (
     FINISHED_TRIAL,
@@ -201,7 +201,7 @@ class StudyTransaction:
         if oracle_trial_state is not None:
             row.oracle_trial_state = clean_json(oracle_trial_state)
         if row.started_at is not None:
-            row.duration_s = (now - _aware(row.started_at)).total_seconds()
+            row.duration_s = (now - as_utc(row.started_at)).total_seconds()
         if score is not None and status in RANKED_TRIAL:
             best = self._study.best_score
             better = best is None or (score > best if self._study.direction == "max" else score < best)
@@ -646,11 +646,6 @@ class Store(AccountQueries, QueueQueries, JobQueries):
 
     def study_directory(self, artifacts: Path, study_id: int) -> Path:
         return artifacts / "studies" / str(study_id)
-
-
-def _aware(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes even for timezone-aware columns.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _is_lock_error(exc: OperationalError) -> bool:
