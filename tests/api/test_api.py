@@ -380,3 +380,18 @@ def test_the_api_never_imports_tensorflow_keras_or_keras_tuner(tmp_path) -> None
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+def test_progress_estimates_the_time_left_from_measured_trials(client, store) -> None:
+    import uuid
+
+    from tuner_service.search import TrialOutcome, claim_next, finish_trial
+
+    pytest.importorskip("keras_tuner")
+    body = client.post(STUDIES, json=digits_study(max_trials=4, parallelism=2)).get_json()
+    assert body["progress"]["eta_s"] is None  # nothing measured yet
+    claimed = claim_next(store, "cpu", ticket=uuid.uuid4().hex, worker="w", heartbeat_timeout_s=60)
+    finish_trial(store, body["id"], claimed.trial.id, TrialOutcome("completed", {"val_accuracy": 0.5}, 0))
+    progress = client.get(f"{STUDIES}/{body['id']}").get_json()["progress"]
+    duration = store.get_trial(body["id"], claimed.trial.id).duration_s
+    assert progress["done"] == 1 and progress["eta_s"] == pytest.approx(round(duration * 3 / 2, 1), abs=0.11)

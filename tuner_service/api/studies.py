@@ -23,11 +23,10 @@ def progress(study: StudyRecord) -> dict[str, Any]:
     counts = store.trial_counts(study.id)
     done = sum(counts.get(s, 0) for s in ("completed", "failed", "cancelled", "pruned"))
     budget = study.max_trials
-    durations = [t.duration_s for t in store.list_trials(study.id, status="completed", limit=500).items if t.duration_s]
+    mean = store.mean_trial_duration(study.id)
     eta = None
-    if durations and not study.is_terminal:
-        remaining = max(0, budget - done)
-        eta = round(sum(durations) / len(durations) * remaining / max(1, study.parallelism), 1)
+    if mean is not None and not study.is_terminal:
+        eta = round(mean * max(0, budget - done) / max(1, study.parallelism), 1)
     return {
         "budget": budget,
         "done": done,

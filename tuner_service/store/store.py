@@ -366,6 +366,15 @@ class Store(AccountQueries, QueueQueries, JobQueries):
             )
             return {status: count for status, count in rows}
 
+    def mean_trial_duration(self, study_id: int) -> float | None:
+        """Mean seconds of the study's completed trials (for its ETA), or None before the first."""
+        with self._read() as session:
+            return session.scalar(
+                select(func.avg(TrialRow.duration_s)).where(
+                    TrialRow.study_id == study_id, TrialRow.status == "completed", TrialRow.duration_s.is_not(None)
+                )
+            )
+
     def cancel_study(self, study_id: int) -> StudyRecord:
         """Mark a study cancelled; its running trials stop at their next epoch end."""
 
