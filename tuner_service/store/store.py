@@ -471,14 +471,16 @@ class Store(AccountQueries, QueueQueries, JobQueries):
             )
             return [EpochRecord.of(r) for r in rows]
 
-    def study_epochs(self, study_id: int) -> dict[int, list[EpochRecord]]:
-        """Every trial's epochs of the first execution, by trial id, in one query (learning curves)."""
+    def study_epochs(self, study_id: int, trial_ids: list[int] | None = None) -> dict[int, list[EpochRecord]]:
+        """The trials' epochs of the first execution (all trials, or ``trial_ids``), by trial id, in one query."""
         query = (
             select(EpochRow)
             .join(TrialRow, TrialRow.id == EpochRow.trial_id)
             .where(TrialRow.study_id == study_id, EpochRow.execution == 0)
             .order_by(EpochRow.trial_id, EpochRow.epoch)
         )
+        if trial_ids is not None:
+            query = query.where(EpochRow.trial_id.in_(trial_ids))
         out: dict[int, list[EpochRecord]] = {}
         with self._read() as session:
             for row in session.scalars(query):
