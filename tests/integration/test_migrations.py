@@ -41,7 +41,7 @@ def test_upgrade_downgrade_upgrade(empty_url: str) -> None:
     upgrade(empty_url)
     assert current(empty_url) is not None
     assert tables(empty_url) == TABLES
-    assert {"ix_trials_study_board", "ix_trials_dataset_board", "ix_trials_objective_board"} <= indexes(
+    assert {"ix_trials_study_board", "ix_trials_study_ranked", "ix_trials_dataset_ranked"} <= indexes(
         empty_url, "trials"
     )
     downgrade(empty_url, "base")

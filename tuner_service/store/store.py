@@ -18,7 +18,7 @@ from tuner_service.errors import Conflict, NotFound
 from tuner_service.store.accounts import AccountQueries
 from tuner_service.store.engine import is_sqlite, make_engine
 from tuner_service.store.jobs import JobQueries
-from tuner_service.store.models import DatasetRow, EpochRow, StudyRow, TrialRow, as_utc, utcnow
+from tuner_service.store.models import RANKED_TRIALS, DatasetRow, EpochRow, StudyRow, TrialRow, as_utc, utcnow
 from tuner_service.store.queue import QueueQueries
 from tuner_service.store.records import (
     FINISHED_TRIAL,
@@ -615,7 +615,9 @@ class Store(AccountQueries, QueueQueries, JobQueries):
         query: Select[Any] = (
             select(TrialRow, StudyRow.name, StudyRow.direction, StudyRow.task_type)
             .join(StudyRow, StudyRow.id == TrialRow.study_id)
-            .where(TrialRow.status.in_(RANKED_TRIAL), TrialRow.sort_key.is_not(None))
+            # The same literal text as the partial indexes' predicate, so the planner can always match them
+            # (with bound parameters a generic prepared plan could not prove the predicate holds).
+            .where(RANKED_TRIALS)
         )
         if study_id is not None:
             query = query.where(TrialRow.study_id == study_id)
