@@ -21,10 +21,17 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from bench import broker_transports, service_overhead
+from bench import api_load, broker_transports, gpu_packing, leaderboard_scale, search_quality, service_overhead
 from bench.common import REPO, machine_info
 
-BENCHMARKS: list[ModuleType] = [broker_transports, service_overhead]
+BENCHMARKS: list[ModuleType] = [
+    broker_transports,
+    service_overhead,
+    search_quality,
+    leaderboard_scale,
+    api_load,
+    gpu_packing,
+]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
