@@ -65,22 +65,15 @@ ASHA = {"min_epochs": 1, "reduction_factor": 3}
 
 
 def hyperband_epochs(max_epochs: int, factor: int) -> int:
-    """Epochs one Hyperband iteration trains when no trial stops early (Keras Tuner's bracket sizes)."""
-    import math
+    """Epochs one Hyperband iteration trains when no trial stops early: a promoted trial trains only the
+    epochs its round adds (Keras Tuner's bracket sizes, from the service's own ``hyperband_rounds``)."""
+    from tuner_service.search import hyperband_rounds
 
-    brackets, epochs = 0, float(max_epochs)
-    while epochs >= 1:
-        epochs /= factor
-        brackets += 1
-    end0 = math.ceil(1 + math.log(max_epochs, factor))
-    total = 0
-    for bracket in range(brackets):
-        previous = 0
-        for round_num in range(bracket + 1):
-            size = math.ceil(end0 / (bracket + 1) * factor ** (bracket - round_num))
-            epochs_now = math.ceil(max_epochs / factor ** (bracket - round_num))
-            total += size * (epochs_now - previous)
-            previous = epochs_now
+    total, previous = 0, 0
+    for _bracket, round_num, trials, epochs in hyperband_rounds(max_epochs, factor):
+        previous = 0 if round_num == 0 else previous
+        total += trials * (epochs - previous)
+        previous = epochs
     return total
 
 

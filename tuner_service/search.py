@@ -8,6 +8,7 @@ released. Keras Tuner is imported only when an oracle is needed (in workers), ne
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,18 +78,23 @@ class Finished:
     more_work: bool
 
 
-def hyperband_budget(max_epochs: int, factor: int, iterations: int = 1) -> int:
-    """How many trials Keras Tuner's Hyperband runs for these settings (same formula as its oracle)."""
+def hyperband_rounds(max_epochs: int, factor: int) -> Iterator[tuple[int, int, int, int]]:
+    """(bracket, round, trials, epochs) of each round of one Hyperband iteration, sized as Keras Tuner's
+    oracle sizes them (its ``_get_size`` and ``_get_epochs``)."""
     brackets, epochs = 0, float(max_epochs)
     while epochs >= 1:
         epochs /= factor
         brackets += 1
     end_size0 = math.ceil(1 + math.log(max_epochs, factor))
-    total = 0
     for bracket in range(brackets):
         for round_num in range(bracket + 1):
-            total += math.ceil(end_size0 / (bracket + 1) * factor ** (bracket - round_num))
-    return total * iterations
+            trials = math.ceil(end_size0 / (bracket + 1) * factor ** (bracket - round_num))
+            yield bracket, round_num, trials, math.ceil(max_epochs / factor ** (bracket - round_num))
+
+
+def hyperband_budget(max_epochs: int, factor: int, iterations: int = 1) -> int:
+    """How many trials Keras Tuner's Hyperband runs for these settings."""
+    return sum(trials for _, _, trials, _ in hyperband_rounds(max_epochs, factor)) * iterations
 
 
 def make_oracle(study: StudyRecord) -> Any:
