@@ -77,8 +77,17 @@ def session_secret(settings: Settings) -> str:
 
     path = settings.home / "secret-key"
     if not path.exists():
+        # Several processes (gunicorn workers) may start at once: write a whole file aside, then link it into
+        # place, which only the first one wins; nobody can read a half-written or empty secret.
         settings.home.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        temp = settings.home / f".secret-key.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_hex(32))
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            pass  # another process made it first: everyone uses that one
+        finally:
+            temp.unlink()
     return path.read_text().strip()
