@@ -422,8 +422,11 @@ def _reading(result: dict[str, Any]) -> str:
         if totals and db:
             share = 100 * (totals[0]["execution_ms"] or 0) / db
             why.append(f"the page total's `count(*)` is {share:.0f} % of the database time")
-        if any(s["seq_scan_trials"] for s in q["statements"]):
-            why.append("it scans the whole `trials` table (no index fits)")
+        if any(s["seq_scan_trials"] for s in totals):
+            why.append("that `count(*)` reads the whole `trials` table (the planner prefers a sequential scan to "
+                       "visiting every matching index entry)")  # fmt: skip
+        if any(s["seq_scan_trials"] for s in q["statements"] if s not in totals):
+            why.append("the page itself scans the whole `trials` table (no trial index serves its filter)")
         line = f"- **Slow: `{key}`** (p50 {fmt_s(q['p50_s'])}, p95 {fmt_s(q['p95_s'])})"
         lines.append(line + (": " + "; ".join(why) if why else "") + ".")
     spiky = [k for k, q in queries.items() if q["p50_s"] < 0.05 <= q["p95_s"]]
