@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import (
+    REDIS_URL,
     REPO,
     fmt_s,
     fmt_x,
@@ -27,6 +28,7 @@ from bench.common import (
     md_table,
     percentile,
     ratio,
+    redis_prefix,
     stop_process,
     temporary_postgres,
     wait_until,
@@ -34,7 +36,6 @@ from bench.common import (
 
 NAME = "api_load"
 TITLE = "API under concurrent load (gunicorn, PostgreSQL, Redis)"
-REDIS_DB13 = os.environ.get("BENCH_REDIS_LOAD", "redis://127.0.0.1:6379/13")
 MIX = (("leaderboard", 0.50), ("study", 0.35), ("submit", 0.15))
 GUNICORN = ["-w", "2", "--threads", "4"]
 
@@ -189,9 +190,12 @@ def run(quick: bool) -> dict[str, Any]:
 
     clients, seconds, warmup = (5, 5.0, 1.0) if quick else (50, 60.0, 3.0)
     trials, studies = (500, 10) if quick else (5000, 50)
-    client = redis.Redis.from_url(REDIS_DB13, socket_connect_timeout=5)
-    client.flushdb()
-    with tempfile.TemporaryDirectory(prefix="bench-api-load-") as tmp, temporary_postgres() as url:
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=5)
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-api-load-") as tmp,
+        temporary_postgres() as url,
+        redis_prefix() as prefix,
+    ):
         store = Store(url)
         store.upgrade()
         data = populate(store, trials=trials, studies=studies, teams=["load"], batch=5000)
@@ -205,7 +209,8 @@ def run(quick: bool) -> dict[str, Any]:
             **os.environ,
             "TUNER_HOME": str(Path(tmp) / "home"),
             "TUNER_DATABASE_URL": url,
-            "TUNER_BROKER_URL": REDIS_DB13,
+            "TUNER_BROKER_URL": REDIS_URL,
+            "TUNER_BROKER_KEY_PREFIX": prefix,
             "TUNER_SECRET_KEY": "bench-api-load",  # both workers must sign alike (see README: team deployments)
         }
         log = open(Path(tmp) / "gunicorn.log", "wb")  # noqa: SIM115 - closed below
@@ -238,11 +243,10 @@ def run(quick: bool) -> dict[str, Any]:
                 cpu0 = _proc_cpu([server.pid, *workers])
                 phases[phase] = Load(base, tokens, study_ids, healthz_only=only).run(clients, seconds, warmup)
                 phases[phase]["server_cpu_s"] = _proc_cpu([server.pid, *workers]) - cpu0
-            queued = client.llen("trials.cpu")
+            queued = client.llen(prefix + "trials.cpu")
         finally:
             stop_process(server)
             log.close()
-            client.flushdb()
             client.close()
     mix, health = phases["mix"], phases["healthz"]
     return {

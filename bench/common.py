@@ -17,7 +17,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN_URL = os.environ.get("BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/12")
+REDIS_URL = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/0")
 
 _DISTRIBUTIONS = {
     "TensorFlow": ("tensorflow-cpu", "tensorflow"),
@@ -79,14 +79,20 @@ def temporary_postgres() -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def flushed_redis() -> str:
-    """The benchmark's Redis database (db 12), emptied first."""
+@contextlib.contextmanager
+def redis_prefix() -> Iterator[str]:
+    """A key prefix of the benchmark's own on the shared Redis (``TUNER_BROKER_KEY_PREFIX``); its keys,
+    and only those, are deleted afterwards."""
     import redis
 
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=5)
-    client.flushdb()
-    client.close()
-    return REDIS_URL
+    prefix = f"tuner-bench-{uuid.uuid4().hex[:12]}:"
+    try:
+        yield prefix
+    finally:
+        with redis.Redis.from_url(REDIS_URL, socket_connect_timeout=5) as client:
+            keys = list(client.scan_iter(match=prefix + "*", count=1000))
+            if keys:
+                client.delete(*keys)
 
 
 def free_port() -> int:

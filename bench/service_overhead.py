@@ -281,7 +281,7 @@ def bookkeeping(service: dict[str, Any], bare: dict[str, Any]) -> float:
 
 
 def run(quick: bool) -> dict[str, Any]:
-    from bench.common import flushed_redis
+    from bench.common import REDIS_URL, redis_prefix
     from tuner_service.config import load_settings
 
     trials = 4 if quick else 20
@@ -299,9 +299,14 @@ def run(quick: bool) -> dict[str, Any]:
         measure("fit", "(a') plain model.fit loop in one process", run_in_process, trials, root, "fit")
         embedded = load_settings({"TUNER_HOME": str(root / "embedded")})
         measure("embedded", "(b) service on the embedded default", run_service, embedded, trials, "bench-embedded")
-        with temporary_postgres() as pg_url:
+        with temporary_postgres() as pg_url, redis_prefix() as prefix:
             team = load_settings(
-                {"TUNER_HOME": str(root / "team"), "TUNER_DATABASE_URL": pg_url, "TUNER_BROKER_URL": flushed_redis()}
+                {
+                    "TUNER_HOME": str(root / "team"),
+                    "TUNER_DATABASE_URL": pg_url,
+                    "TUNER_BROKER_URL": REDIS_URL,
+                    "TUNER_BROKER_KEY_PREFIX": prefix,
+                }
             )
             measure("redis_pg", "(c) service on Redis + PostgreSQL", run_service, team, trials, "bench-redis-pg")
     base = modes["kt"]

@@ -18,7 +18,7 @@ from tuner_service.config import Settings, load_settings
 from tuner_service.store import Store, StudyRecord
 
 POSTGRES_ADMIN_URL = os.environ.get("TUNER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS_TEST_URL = os.environ.get("TUNER_TEST_REDIS", "redis://127.0.0.1:6379/11")
+REDIS_TEST_URL = os.environ.get("TUNER_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 
 @pytest.fixture
@@ -55,15 +55,33 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def redis_url() -> str:
-    """A Redis database of its own for the test, emptied first."""
+def redis_prefix() -> Iterator[str]:
+    """A key prefix of this test's own on the shared Redis; its keys (and only those) are deleted afterwards."""
     import redis
 
+    prefix = f"tuner-test-{uuid.uuid4().hex[:12]}:"
     client = redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=5)
     try:
-        client.flushdb()
+        client.ping()
     except redis.ConnectionError as exc:
         pytest.fail(f"Redis is not reachable at {REDIS_TEST_URL}: {exc}")
+    yield prefix
+    delete_redis_keys(prefix)
+    client.close()
+
+
+def delete_redis_keys(prefix: str) -> int:
+    """Delete every key under ``prefix`` (a test's own broker state) on the test Redis."""
+    import redis
+
+    with redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=5) as client:
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        return client.delete(*keys) if keys else 0
+
+
+@pytest.fixture
+def redis_url(redis_prefix: str) -> str:
+    """The shared test Redis; pair it with ``redis_prefix`` (``TUNER_BROKER_KEY_PREFIX``)."""
     return REDIS_TEST_URL
 
 

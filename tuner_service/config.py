@@ -26,6 +26,9 @@ class Settings:
     # Fair share compares the teams' worker time within this window.
     fair_share_window_s: float = 3600.0
     broker_polling_interval_s: float = 0.2
+    # Prepended to every Redis key and channel the broker uses, so several deployments (or test runs) can
+    # share one Redis database without seeing each other's messages.
+    broker_key_prefix: str = ""
     worker_id: str = ""
     # Signs the dashboard's session cookies; made once and kept in $TUNER_HOME/secret-key when not given.
     secret_key: str = ""
@@ -61,6 +64,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             changes[field] = kind(env[key])
     if env.get("TUNER_WORKER_ID"):
         changes["worker_id"] = env["TUNER_WORKER_ID"]
+    if env.get("TUNER_BROKER_KEY_PREFIX"):
+        changes["broker_key_prefix"] = env["TUNER_BROKER_KEY_PREFIX"]
     if env.get("TUNER_SECRET_KEY"):
         changes["secret_key"] = env["TUNER_SECRET_KEY"]
     return settings.with_overrides(**changes) if changes else settings

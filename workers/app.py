@@ -36,6 +36,8 @@ def make_celery(settings: Settings) -> Celery:
     if not settings.is_embedded_broker:
         # A trial may train for hours; Redis must not hand its unacked message to another worker meanwhile.
         transport_options["visibility_timeout"] = 12 * 3600
+        if settings.broker_key_prefix:
+            transport_options["global_keyprefix"] = settings.broker_key_prefix
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,

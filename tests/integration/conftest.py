@@ -11,7 +11,7 @@ from tuner_service.store import Store
 
 
 @pytest.fixture
-def deployment(tmp_path, postgres_url, redis_url):
+def deployment(tmp_path, postgres_url, redis_url, redis_prefix):
     """Make ``(settings, store, app)`` on a fresh PostgreSQL database and Redis; ``env`` overrides settings."""
     stores: list[Store] = []
 
@@ -21,6 +21,7 @@ def deployment(tmp_path, postgres_url, redis_url):
                 "TUNER_HOME": str(tmp_path / "home"),
                 "TUNER_DATABASE_URL": postgres_url,
                 "TUNER_BROKER_URL": redis_url,
+                "TUNER_BROKER_KEY_PREFIX": redis_prefix,
                 "TUNER_HEARTBEAT_TIMEOUT": "60",
                 **env,
             }
