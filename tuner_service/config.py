@@ -32,6 +32,12 @@ class Settings:
     worker_id: str = ""
     # Signs the dashboard's session cookies; made once and kept in $TUNER_HOME/secret-key when not given.
     secret_key: str = ""
+    # The pool this worker process serves (set per process by the launcher) and hypermodels to offer
+    # besides the installed entry points: "name=module:attr,name2=module:attr".
+    worker_pool: str = "cpu"
+    hypermodels: str = ""
+    # A worker announces itself (and the hypermodels it offers) this often; it counts as live for three times as long.
+    announce_every_s: float = 15.0
 
     @property
     def is_embedded_broker(self) -> bool:
@@ -57,6 +63,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "TUNER_WAKE_AFTER": ("wake_after_s", float),
         "TUNER_FAIR_SHARE_WINDOW": ("fair_share_window_s", float),
         "TUNER_BROKER_POLLING_INTERVAL": ("broker_polling_interval_s", float),
+        "TUNER_ANNOUNCE_EVERY": ("announce_every_s", float),
     }
     changes: dict[str, object] = {}
     for key, (field, kind) in numeric.items():
@@ -66,6 +73,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         changes["worker_id"] = env["TUNER_WORKER_ID"]
     if env.get("TUNER_BROKER_KEY_PREFIX"):
         changes["broker_key_prefix"] = env["TUNER_BROKER_KEY_PREFIX"]
+    if env.get("TUNER_POOL"):
+        changes["worker_pool"] = env["TUNER_POOL"]
+    if env.get("TUNER_HYPERMODELS"):
+        changes["hypermodels"] = env["TUNER_HYPERMODELS"]
     if env.get("TUNER_SECRET_KEY"):
         changes["secret_key"] = env["TUNER_SECRET_KEY"]
     return settings.with_overrides(**changes) if changes else settings

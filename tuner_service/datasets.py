@@ -42,7 +42,9 @@ _BUILTINS: dict[str, tuple[int, int, str, int]] = {
     "iris": (150, 4, "multiclass", 3),
     "synthetic_regression": (2000, 20, "continuous", 1),
     "synthetic_multilabel": (2000, 20, "multilabel", 5),
+    "digits_images": (1797, 64, "multiclass", 10),  # digits kept as 8x8x1 images scaled to [0, 1]
 }
+_BUILTIN_IMAGE_SHAPES: dict[str, tuple[int, ...]] = {"digits_images": (8, 8, 1)}
 BUILTIN_NAMES: tuple[str, ...] = tuple(_BUILTINS)
 
 # Which target kinds each task type can learn; regression takes any numeric target.
@@ -70,6 +72,8 @@ class DatasetInfo:
     size_bytes: int = 0
     path: str | None = None
     has_validation_split: bool = False
+    # (height, width, channels) of an image set, whose rows are stored flattened; None for feature vectors.
+    image_shape: tuple[int, ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,7 +81,10 @@ class DatasetInfo:
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> DatasetInfo:
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in doc.items() if k in known})
+        values = {k: v for k, v in doc.items() if k in known}
+        if values.get("image_shape") is not None:
+            values["image_shape"] = tuple(values["image_shape"])
+        return cls(**values)
 
 
 @dataclass(frozen=True, eq=False)
@@ -98,6 +105,7 @@ class _Arrays:
     y: np.ndarray
     x_val: np.ndarray | None = None
     y_val: np.ndarray | None = None
+    image_shape: tuple[int, ...] | None = None
 
 
 # --- built-in sets --------------------------------------------------------------------------------------
@@ -119,6 +127,7 @@ def describe_builtin(name: str) -> DatasetInfo:
         n_features=n_features,
         target_kind=kind,
         n_outputs=n_outputs,
+        image_shape=_BUILTIN_IMAGE_SHAPES.get(bare),
     )
 
 
@@ -129,6 +138,9 @@ def _load_builtin(name: str) -> _Arrays:
         x, y = sk.make_regression(n_samples=2000, n_features=20, n_informative=10, noise=10.0, random_state=0)
     elif name == "synthetic_multilabel":
         x, y = sk.make_multilabel_classification(n_samples=2000, n_features=20, n_classes=5, n_labels=2, random_state=0)
+    elif name == "digits_images":
+        x, y = sk.load_digits(return_X_y=True)
+        x = x / 16.0  # pixels are 0..16
     else:
         loader = {
             "digits": sk.load_digits,
@@ -183,6 +195,7 @@ def ingest_upload(
         size_bytes=len(data),
         path=relative,
         has_validation_split=arrays.x_val is not None,
+        image_shape=arrays.image_shape,
     )
 
 
@@ -236,14 +249,24 @@ def _parse_npz(data: bytes) -> _Arrays:
     with archive:
         names = _npz_names(archive.files)
         arrays = {role: _read_npz_array(archive, key) for role, key in names.items()}
+    image_shape = _image_shape(arrays["x"])
+    if "x_val" in arrays and image_shape is not None and _image_shape(arrays["x_val"]) != image_shape:
+        raise _file_error(f"x_val holds images of shape {arrays['x_val'].shape[1:]}; x_train's are {image_shape}")
     for role in ("x", "x_val"):
         if role in arrays:
             arrays[role] = _as_feature_matrix(arrays[role])
-    result = _Arrays(arrays["x"], arrays["y"], arrays.get("x_val"), arrays.get("y_val"))
+    result = _Arrays(arrays["x"], arrays["y"], arrays.get("x_val"), arrays.get("y_val"), image_shape)
     errors = _check_arrays(result, names)
     if errors:
         raise InvalidDataset(errors)
     return result
+
+
+def _image_shape(x: np.ndarray) -> tuple[int, ...] | None:
+    """(h, w, c) of an (n, h, w) or (n, h, w, c) numeric array; None for anything else."""
+    if x.dtype.kind not in "uif" or x.ndim not in (3, 4):
+        return None
+    return (*x.shape[1:3], 1) if x.ndim == 3 else tuple(int(d) for d in x.shape[1:])
 
 
 def _npz_names(files: list[str]) -> dict[str, str]:
@@ -262,6 +285,9 @@ def _npz_names(files: list[str]) -> dict[str, str]:
         if not {"x_val", "y_val"} <= present:
             raise _file_error("x_val and y_val must be given together")
         names.update(x_val="x_val", y_val="y_val")
+    elif names["x"] == "x_train" and {"x_test", "y_test"} <= present:
+        # Keras' own layout (mnist.npz, fashion_mnist.npz): its test split is the validation split.
+        names.update(x_val="x_test", y_val="y_test")
     return names
 
 
@@ -491,16 +517,43 @@ def _cached_split(
     seed: int,
 ) -> Split:
     if path is None:
-        arrays = _load_builtin(key.removeprefix(BUILTIN_PREFIX))
-    else:
+        return _frozen(_split_arrays(_load_builtin(key.removeprefix(BUILTIN_PREFIX)), kind, fraction, seed))
+    cache = Path(path).parent / "splits" / f"{Path(path).stem}-{kind}-{fraction}-{seed}"
+    if not (cache / "done").exists():
         data = Path(path).read_bytes()
         arrays = _parse_npz(data) if fmt == "npz" else _parse_csv(data, target_column)
+        _write_split_cache(cache, _frozen(_split_arrays(arrays, kind, fraction, seed)))
+    return _mapped_split(cache)
+
+
+def _split_arrays(arrays: _Arrays, kind: str, fraction: float, seed: int) -> Split:
     if arrays.x_val is not None and arrays.y_val is not None:
         y = _encode_target(np.concatenate([arrays.y, arrays.y_val]), kind)
-        split = Split(arrays.x, y[: len(arrays.y)], arrays.x_val, y[len(arrays.y) :])
-    else:
-        split = _split(arrays.x, _encode_target(arrays.y, kind), kind, fraction, seed)
-    return _frozen(split)
+        return Split(arrays.x, y[: len(arrays.y)], arrays.x_val, y[len(arrays.y) :])
+    return _split(arrays.x, _encode_target(arrays.y, kind), kind, fraction, seed)
+
+
+_SPLIT_PARTS = ("x_train", "y_train", "x_val", "y_val")
+
+
+def _write_split_cache(cache: Path, split: Split) -> None:
+    """Keep an upload's split as plain .npy files, written once, so that every worker process on the
+    machine memory-maps the same pages instead of parsing and holding its own copy of a large set."""
+    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    for part in _SPLIT_PARTS:
+        np.save(tmp / f"{part}.npy", getattr(split, part), allow_pickle=False)
+    (tmp / "done").write_text("")
+    try:
+        os.replace(tmp, cache)
+    except OSError:  # another worker finished first (the directory exists and is not empty): use its copy
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _mapped_split(cache: Path) -> Split:
+    return Split(*(np.load(cache / f"{part}.npy", mmap_mode="r", allow_pickle=False) for part in _SPLIT_PARTS))
 
 
 def _encode_target(y: np.ndarray, kind: str) -> np.ndarray:

@@ -102,7 +102,11 @@ def make_oracle(study: StudyRecord) -> Any:
     import keras_tuner as kt
 
     spec = study.spec
-    space = SearchSpace.from_json(spec["search_space"], max_parameters=10_000)
+    from tuner_service.hypermodels.registry import model_ref
+
+    space = SearchSpace.from_json(
+        spec["search_space"], max_parameters=10_000, mlp_domains=model_ref(spec).is_builtin_mlp
+    )
     common: dict[str, Any] = {
         "objective": kt.Objective(study.objective_name, direction=study.direction),
         "hyperparameters": kt.HyperParameters.from_config(space.to_keras_tuner_config()),
@@ -252,10 +256,12 @@ def claim_next(
     gpu: str | None = None,
     heartbeat_timeout_s: float,
     window_s: float = 3600.0,
+    hypermodels: frozenset[str] | None = None,
 ) -> Claim | Wait | Done:
     """Give a free worker of ``pool`` its next trial, from whichever study the queue serves next.
 
-    Idempotent per ``ticket``: a redelivered message never creates a second trial.
+    Idempotent per ``ticket``: a redelivered message never creates a second trial. A worker that names
+    the ``hypermodels`` it offers skips studies of other hypermodels (they wait for a worker that has them).
     """
     return store.with_queue_lock(
         lambda queue: _claim_next(
@@ -266,6 +272,7 @@ def claim_next(
             gpu=gpu,
             heartbeat_timeout_s=heartbeat_timeout_s,
             window_s=window_s,
+            hypermodels=hypermodels,
         )
     )
 
@@ -279,6 +286,7 @@ def _claim_next(
     gpu: str | None,
     heartbeat_timeout_s: float,
     window_s: float,
+    hypermodels: frozenset[str] | None = None,
 ) -> Claim | Wait | Done:
     mine = queue.trial_by_ticket(ticket)
     if mine is not None:
@@ -291,6 +299,8 @@ def _claim_next(
     waited = False
     for candidate in runnable(studies, teams):
         tx = queue.lock_study(candidate.study_id)
+        if hypermodels is not None and _hypermodel_of(tx.study) not in hypermodels:
+            continue
         result = _claim_in_study(tx, ticket=ticket, worker=worker, gpu=gpu)
         if isinstance(result, Claim):
             return result
@@ -298,6 +308,12 @@ def _claim_next(
     if waited:
         return Wait(WAIT_FOR_ROUND_S)
     return Done(f"no study of pool {pool!r} can start a trial now")
+
+
+def _hypermodel_of(study: StudyRecord) -> str:
+    from tuner_service.hypermodels.registry import model_ref
+
+    return model_ref(study.spec).hypermodel
 
 
 def _claim_in_study(tx: StudyTransaction, *, ticket: str, worker: str, gpu: str | None) -> Claim | Wait | Done:

@@ -147,14 +147,20 @@ class SearchSpace:
     parameters: tuple[Parameter, ...]
 
     @classmethod
-    def from_json(cls, doc: object, *, field: str = "search_space", max_parameters: int = 64) -> SearchSpace:
-        """Parse our JSON form or Keras Tuner's ``get_config()`` form; raise every problem at once."""
+    def from_json(
+        cls, doc: object, *, field: str = "search_space", max_parameters: int = 64, mlp_domains: bool = True
+    ) -> SearchSpace:
+        """Parse our JSON form or Keras Tuner's ``get_config()`` form; raise every problem at once.
+
+        ``mlp_domains`` checks the names the built-in MLP reads (optimizer, activation, ...) against what it
+        accepts; a space of another hypermodel gives those names its own meaning, so it skips them.
+        """
         errors: list[FieldError] = []
         if doc is None:
             errors.append(FieldError(field, "is required: an object of parameters by name"))
         elif _is_keras_tuner_config(doc):
             doc = _from_keras_tuner_config(doc, field, errors)
-        parameters = [] if doc is None else _parse_space(doc, field, max_parameters, errors)
+        parameters = [] if doc is None else _parse_space(doc, field, max_parameters, errors, mlp_domains)
         if errors:
             raise InvalidSearchSpace(errors)
         return cls(tuple(parameters))
@@ -208,7 +214,9 @@ class _Scope:
     count: int = 0
 
 
-def _parse_space(doc: object, path: str, max_parameters: int, errors: list[FieldError]) -> list[Parameter]:
+def _parse_space(
+    doc: object, path: str, max_parameters: int, errors: list[FieldError], mlp_domains: bool = True
+) -> list[Parameter]:
     if not isinstance(doc, Mapping):
         errors.append(FieldError(path, "must be an object mapping parameter names to their specs"))
         return []
@@ -224,7 +232,7 @@ def _parse_space(doc: object, path: str, max_parameters: int, errors: list[Field
         param_path = _param_path(path, name)
         _check_name(name, param_path, errors)
         scope.later.discard(str(name))
-        param = _parse_parameter(str(name), spec, param_path, scope, errors)
+        param = _parse_parameter(str(name), spec, param_path, scope, errors, mlp_domains)
         _register(str(name), param, param_path, scope, errors)
         if param is not None:
             parameters.append(param)
@@ -253,6 +261,7 @@ def _parse_parameter(
     path: str,
     scope: _Scope,
     errors: list[FieldError],
+    mlp_domains: bool = True,
 ) -> Parameter | None:
     if not isinstance(spec, Mapping):
         errors.append(FieldError(path, "must be an object with a type"))
@@ -262,7 +271,7 @@ def _parse_parameter(
         return None
     _check_keys(spec, _KEYS[kind], f"{'an' if kind == 'int' else 'a'} {kind} parameter", path, errors)
     param = _TYPE_PARSERS[kind](name, spec, path, errors)
-    domain = _domain_for(name)
+    domain = _domain_for(name) if mlp_domains else None
     if domain is not None:
         if kind not in domain.types():
             reason = f"must be one of {', '.join(domain.types())} for {name}"

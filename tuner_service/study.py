@@ -7,9 +7,10 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tuner_service.errors import FieldError, InvalidInput, NotFound
+from tuner_service.hypermodels.registry import ModelRef
 from tuner_service.pruning import PrunerSpec
 from tuner_service.space import SearchSpace
-from tuner_service.task import Objective, TaskSpec
+from tuner_service.task import Objective, TaskSpec, infer_direction
 
 if TYPE_CHECKING:
     from tuner_service.config import Settings
@@ -22,7 +23,7 @@ STUDY_KEYS = frozenset(
     {
         "name", "dataset", "task", "objective", "search_space", "algorithm", "max_trials",
         "executions_per_trial", "parallelism", "seed", "early_stopping", "validation", "priority", "resources",
-        "pruner", "warm_start", "learning_rate_from",
+        "pruner", "warm_start", "learning_rate_from", "model",
     }
 )  # fmt: skip
 ALGORITHM_OPTIONS: dict[str, dict[str, tuple[type, float, float]]] = {
@@ -122,6 +123,7 @@ class StudySpec:
     pool: str = "cpu"
     pruner: PrunerSpec = field(default_factory=PrunerSpec)
     warm_start: WarmStart = field(default_factory=lambda: WarmStart())
+    model: ModelRef = field(default_factory=ModelRef)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -141,6 +143,7 @@ class StudySpec:
             "resources": {"gpu": 1} if self.pool == "gpu" else {"cpu": 1},
             "pruner": self.pruner.to_json(),
             "warm_start": self.warm_start.to_json(),
+            "model": self.model.to_json(),
         }
 
     @classmethod
@@ -154,11 +157,19 @@ class StudySpec:
                 errors.append(FieldError(str(key), f"unknown field; known: {', '.join(sorted(STUDY_KEYS))}"))
         name = _string(doc, "name", errors, max_len=200)
         dataset = _dataset_ref(doc.get("dataset"), errors)
+        model = ModelRef.from_json(doc.get("model"), errors)
         task = _collect(lambda: TaskSpec.from_json(doc.get("task")), errors)
         objective = None
-        if task is not None:
+        if task is not None and model.is_builtin_mlp:
             objective = _collect(lambda: Objective.from_json(doc.get("objective"), task), errors)
-        space = _collect(lambda: SearchSpace.from_json(doc.get("search_space"), max_parameters=max_parameters), errors)
+        elif task is not None:
+            objective = _hypermodel_objective(doc.get("objective"), task, errors)
+        space = _collect(
+            lambda: SearchSpace.from_json(
+                doc.get("search_space"), max_parameters=max_parameters, mlp_domains=model.is_builtin_mlp
+            ),
+            errors,
+        )
         algorithm = _algorithm(doc.get("algorithm", "random"), errors)
         max_trials = _int(doc, "max_trials", errors, 1, max_trials_limit, default=10)
         executions = _int(doc, "executions_per_trial", errors, 1, 10, default=1)
@@ -187,8 +198,26 @@ class StudySpec:
             name=name, dataset=dataset, task=task, objective=objective, search_space=space,
             algorithm=algorithm, max_trials=max_trials, executions_per_trial=executions,
             parallelism=parallelism, seed=seed, early_stopping=early, validation=validation, priority=priority,
-            pool=pool, pruner=pruner, warm_start=warm_start,
+            pool=pool, pruner=pruner, warm_start=warm_start, model=model,
         )  # type: ignore[arg-type]  # fmt: skip
+
+
+def _hypermodel_objective(doc: object, task: TaskSpec, errors: list[FieldError]) -> Objective | None:
+    """An installed hypermodel compiles its own metrics, so any History key may be the objective; a name it
+    does not report fails its first trial with the list of the keys it does report."""
+    if doc is None:
+        return task.default_objective()
+    if isinstance(doc, str):
+        doc = {"name": doc}
+    name = doc.get("name") if isinstance(doc, dict) else None
+    direction = doc.get("direction") if isinstance(doc, dict) else None
+    if not isinstance(name, str) or not name or len(name) > 100:
+        errors.append(FieldError("objective.name", "required: the name of a metric the model reports"))
+        return None
+    if direction is not None and direction not in ("min", "max"):
+        errors.append(FieldError("objective.direction", f"must be 'min' or 'max', not {direction!r}"))
+        return None
+    return Objective(name, direction or infer_direction(name))
 
 
 def _pool(value: object, errors: list[FieldError]) -> str:
@@ -356,11 +385,14 @@ def submit_study(
     """
     from tuner_service.catalog import find_dataset, register_dataset
     from tuner_service.datasets import check_task
+    from tuner_service.hypermodels.validate import input_kind_problems, resolve_study_model
 
     doc = centre_learning_rate(store, doc, team_id)
+    doc, offer = resolve_study_model(store, settings, doc)
     spec = StudySpec.from_json(doc, max_parameters=settings.max_parameters, max_trials_limit=settings.max_trials_limit)
     info, dataset_team = find_dataset(store, spec.dataset, team_id=team_id)
     problems = check_task(info, spec.task.type) + _warm_start_problems(store, spec, info.key, team_id)
+    problems += input_kind_problems(offer, info)
     if problems:
         raise InvalidInput(problems)
     dataset = register_dataset(store, info, team_id=dataset_team)

@@ -17,7 +17,9 @@ import numpy as np
 
 from tuner_service.config import Settings
 from tuner_service.datasets import DatasetInfo, Split, load_split, output_units
-from tuner_service.hypermodel import batch_size, build_model, normalization_stats
+from tuner_service.hypermodel import normalization_stats
+from tuner_service.hypermodels.registry import model_ref
+from tuner_service.hypermodels.runtime import Context, Runner, runner_for, trial_hyperparameters
 from tuner_service.pruning import PrunerSpec, should_prune
 from tuner_service.search import Claim, TrialOutcome
 from tuner_service.store import Store, StudyRecord
@@ -116,10 +118,16 @@ class Prepared:
     info: DatasetInfo
     split: Split
     norm: tuple[Any, Any] | None
+    runner: Runner
+    context: Context
+
+    def inputs(self, x: np.ndarray) -> np.ndarray:
+        """Features as the study's hypermodel takes them (image sets as images: a view, not a copy)."""
+        return self.runner.inputs(x, self.info.image_shape)
 
 
 def prepare(store: Store, settings: Settings, study: StudyRecord) -> Prepared:
-    """The study's task, data set and split (cached per worker process) and normalization statistics."""
+    """The study's task, data set, split (cached per worker process), normalization statistics and hypermodel."""
     spec = study.spec
     task = TaskSpec.from_json(spec["task"])
     info = DatasetInfo.from_json(store.get_dataset(study.dataset_id).info)
@@ -127,7 +135,10 @@ def prepare(store: Store, settings: Settings, study: StudyRecord) -> Prepared:
     fraction, split_seed = validation.get("fraction", 0.2), validation.get("seed", 0)
     split = load_split(info, settings.artifacts, validation_fraction=fraction, seed=split_seed, task_type=task.type)
     norm = _norm_stats(info, fraction, split_seed, split) if task.normalize else None
-    return Prepared(task, info, split, norm)
+    runner = runner_for(model_ref(spec).hypermodel, settings.hypermodels)
+    shape = tuple(runner.inputs(split.x_train[:1], info.image_shape).shape[1:])
+    context = Context(shape, output_units(info, task.type), task, norm)
+    return Prepared(task, info, split, norm, runner, context)
 
 
 def trial_seed(study: StudyRecord, number: int, execution: int) -> int:
@@ -144,16 +155,12 @@ def fit_once(
     callbacks: list[Any],
     resume_from: Path | None = None,
 ) -> tuple[Any, Any]:
-    """Build the model for ``values`` and fit it with the study's early stopping; returns (model, history)."""
+    """Build the study's hypermodel for ``values`` and fit it (its own ``fit`` if it has one) with the
+    study's early stopping; returns (model, history)."""
     early = study.spec.get("early_stopping", {})
     keras.utils.set_random_seed(seed)
-    model = build_model(
-        prepared.task,
-        values,
-        n_features=prepared.info.n_features,
-        n_outputs=output_units(prepared.info, prepared.task.type),
-        norm_stats=prepared.norm,
-    )
+    hp = trial_hyperparameters(study.spec["search_space"], values, mlp_domains=model_ref(study.spec).is_builtin_mlp)
+    model = prepared.runner.build(hp, prepared.context)
     if resume_from is not None:
         model.load_weights(resume_from)
     stopper = keras.callbacks.EarlyStopping(
@@ -163,16 +170,20 @@ def fit_once(
         min_delta=float(early.get("min_delta", 0.0)),
         restore_best_weights=bool(early.get("restore_best_weights", True)),
     )
-    history = model.fit(
-        prepared.split.x_train,
+    history = prepared.runner.fit(
+        hp,
+        model,
+        prepared.inputs(prepared.split.x_train),
         prepared.split.y_train,
-        validation_data=(prepared.split.x_val, prepared.split.y_val),
+        context=prepared.context,
+        validation_data=(prepared.inputs(prepared.split.x_val), prepared.split.y_val),
         epochs=int(values.get("tuner/epochs", early.get("max_epochs", 50))),
         initial_epoch=int(values.get("tuner/initial_epoch", 0)),
-        batch_size=batch_size(values),
         callbacks=[stopper, *callbacks],
         verbose=0,
     )
+    if not hasattr(history, "history"):
+        raise TypeError(f"the hypermodel's fit returned {type(history).__name__}; it must return model.fit's History")
     return model, history
 
 

@@ -13,6 +13,7 @@ from tuner_service.config import Settings, load_settings
 from tuner_service.reaper import reap
 from tuner_service.search import Claim, Done, Wait, claim_next, finish_trial
 from tuner_service.store import Store
+from workers import announce
 from workers.app import REAP, RUN_JOB, RUN_TRIAL, app, enqueue_job, enqueue_trials
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ def run_trial(self, pool: str, ticket: str) -> str:  # noqa: ANN001 - Celery's b
         gpu=os.environ.get("CUDA_VISIBLE_DEVICES") or None,
         heartbeat_timeout_s=settings.heartbeat_timeout_s,
         window_s=settings.fair_share_window_s,
+        hypermodels=announce.offered_names(),
     )
     if isinstance(claim, Wait):
         self.apply_async(

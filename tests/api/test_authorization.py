@@ -97,6 +97,7 @@ ENDPOINTS = {
     "studies.best_model": ("GET", "/api/v1/studies/{study_id}/best-model", "object", {}),
     "leaderboard.index": ("GET", "/api/v1/leaderboard", "list", {}),
     "queue.index": ("GET", "/api/v1/queue", "list", {}),
+    "hypermodels.index": ("GET", "/api/v1/hypermodels", "docs", {}),
     "jobs.create_range_test": (
         "POST",
         "/api/v1/lr-range-tests",

@@ -10,7 +10,7 @@ from tuner_service.store.migrate import current, downgrade, upgrade
 from tuner_service.store.models import Base
 
 pytestmark = pytest.mark.integration
-TABLES = {"datasets", "studies", "trials", "epochs", "teams", "users", "tokens", "jobs"}
+TABLES = {"datasets", "studies", "trials", "epochs", "teams", "users", "tokens", "jobs", "worker_hypermodels"}
 
 
 def tables(url: str) -> set[str]:

@@ -63,6 +63,7 @@ EXPECTED_KIND = {
     "iris": ("multiclass", 3),
     "synthetic_regression": ("continuous", 1),
     "synthetic_multilabel": ("multilabel", 5),
+    "digits_images": ("multiclass", 10),
 }
 
 

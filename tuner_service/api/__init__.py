@@ -60,7 +60,19 @@ def create_app(
     enqueue_job: EnqueueJob | None = None,
 ) -> Flask:
     """Build the API for ``settings`` (default: from the environment); the schema must be migrated."""
-    from tuner_service.api import auth, datasets, health, jobs, leaderboard, metrics, openapi, problems, queue, studies
+    from tuner_service.api import (
+        auth,
+        datasets,
+        health,
+        hypermodels,
+        jobs,
+        leaderboard,
+        metrics,
+        openapi,
+        problems,
+        queue,
+        studies,
+    )
 
     settings = settings or load_settings()
     store = store or Store(settings.database_url)
@@ -73,7 +85,17 @@ def create_app(
     )
     problems.install(app)
     auth.install(app)
-    blueprints = (health.bp, metrics.bp, datasets.bp, studies.bp, leaderboard.bp, queue.bp, jobs.bp, openapi.bp)
+    blueprints = (
+        health.bp,
+        metrics.bp,
+        datasets.bp,
+        studies.bp,
+        leaderboard.bp,
+        queue.bp,
+        jobs.bp,
+        hypermodels.bp,
+        openapi.bp,
+    )
     for blueprint in blueprints:
         app.register_blueprint(blueprint)
     from tuner_service.dashboard import bp as dashboard  # the web pages under /, on the same accounts

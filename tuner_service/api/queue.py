@@ -41,7 +41,7 @@ def waiting_studies(pool: str, team: int | None) -> list[dict[str, Any]]:
     out, ahead = [], 0
     for position, study in enumerate(order([s for s in studies if s.owed > 0], loads), start=1):
         load = loads.get(study.team_id) or TeamLoad(study.team_id, "-")
-        reason = blocked_reason(study, load)
+        reason = blocked_reason(study, load) or _hypermodel_reason(pool, study.study_id)
         if team is None or study.team_id == team:
             out.append(
                 {
@@ -63,6 +63,18 @@ def waiting_studies(pool: str, team: int | None) -> list[dict[str, Any]]:
         if reason is None:
             ahead += study.owed
     return out
+
+
+def _hypermodel_reason(pool: str, study_id: int) -> str | None:
+    """A study whose hypermodel no live worker of its pool offers waits for one (it was announced before)."""
+    from tuner_service.hypermodels.registry import model_ref
+    from tuner_service.hypermodels.validate import offered_live
+
+    svc = services()
+    name = model_ref(svc.store.get_study(study_id).spec).hypermodel
+    if offered_live(svc.store, svc.settings, pool, name):
+        return None
+    return f"waiting for a live worker of pool {pool!r} that offers hypermodel {name!r}"
 
 
 def team_json(load: TeamLoad) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """SQL storage of data sets, studies, trials and epochs; the only package that speaks SQL."""
 
+from tuner_service.store.hypermodels import HypermodelOffer
 from tuner_service.store.records import (
     DatasetRecord,
     EpochRecord,
@@ -14,6 +15,7 @@ from tuner_service.store.store import STUDY_STATUSES, TRIAL_SORTS, TRIAL_STATUSE
 __all__ = [
     "DatasetRecord",
     "EpochRecord",
+    "HypermodelOffer",
     "JobRecord",
     "Page",
     "STUDY_STATUSES",

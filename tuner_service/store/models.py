@@ -274,3 +274,31 @@ class JobRow(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     __table_args__ = (Index("ix_jobs_team_kind", "team_id", "kind"), Index("ix_jobs_trial", "trial_id"))
+
+
+class WorkerHypermodelRow(Base):
+    """A hypermodel one worker process offers to its pool, with the search space its ``hp`` calls declare.
+
+    ``last_seen_at`` is refreshed while the worker runs, so the API can tell live offers from stale ones.
+    """
+
+    __tablename__ = "worker_hypermodels"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    worker: Mapped[str] = mapped_column(String(128))
+    pool: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(100))
+    package: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    target: Mapped[str] = mapped_column(String(300))
+    search_space: Mapped[dict[str, Any]] = mapped_column(JSON)
+    input_kinds: Mapped[list[Any]] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    __table_args__ = (
+        UniqueConstraint("worker", "name", name="uq_worker_hypermodels_worker_name"),
+        Index("ix_worker_hypermodels_pool_name", "pool", "name"),
+    )

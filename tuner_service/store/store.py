@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tuner_service.errors import Conflict, NotFound
 from tuner_service.store.accounts import AccountQueries
 from tuner_service.store.engine import is_sqlite, make_engine
+from tuner_service.store.hypermodels import HypermodelQueries
 from tuner_service.store.jobs import JobQueries
 from tuner_service.store.models import RANKED_TRIALS, DatasetRow, EpochRow, StudyRow, TrialRow, as_utc, utcnow
 from tuner_service.store.queue import QueueQueries
@@ -221,7 +222,7 @@ class StudyTransaction:
         return row
 
 
-class Store(AccountQueries, QueueQueries, JobQueries):
+class Store(AccountQueries, QueueQueries, JobQueries, HypermodelQueries):
     """SQL storage of accounts, data sets, studies, trials and epochs (SQLite or PostgreSQL).
 
     Reads that take ``team_id`` return only that team's rows; ``None`` means every team (an admin).
