@@ -139,3 +139,12 @@ class Client:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"study {study_id} still {study['status']} after {timeout_s} s")
             time.sleep(poll_s)
+
+
+def __getattr__(name: str) -> Any:
+    """``from tuner_service.client import RemoteTuner`` without loading it for the CLI's plain client."""
+    if name == "RemoteTuner":
+        from tuner_service.remote_tuner import RemoteTuner
+
+        return RemoteTuner
+    raise AttributeError(name)
