@@ -114,9 +114,40 @@ def resolve_space(
             if "condition" in spec:
                 fixed["condition"] = spec["condition"]
             space[name] = fixed
+    space = _reachable(space)
     if not space:
         raise InvalidInput.one(field, f"hypermodel {hypermodel!r} declares no parameters to tune")
     return SearchSpace.from_json(space, field=field, max_parameters=max_parameters, mlp_domains=False)
+
+
+def _reachable(space: dict[str, Any]) -> dict[str, Any]:
+    """Drop parameters whose condition their (fixed or narrowed) parent can no longer meet: the hypermodel
+    never reaches those ``hp`` calls, as Keras Tuner never activates their scope."""
+    kept: dict[str, Any] = {}
+    for name, spec in space.items():
+        condition = spec.get("condition") if isinstance(spec, dict) else None
+        if condition is None:
+            kept[name] = spec
+            continue
+        parent = kept.get(condition.get("parent"))
+        if parent is not None and _can_take_any(parent, condition.get("values") or []):
+            kept[name] = spec
+    return kept
+
+
+def _can_take_any(spec: Any, values: list[Any]) -> bool:
+    if not isinstance(spec, dict):
+        return True  # malformed: left for the space's own checks to report
+    kind = spec.get("type")
+    if kind == "fixed":
+        return spec.get("value") in values
+    if kind == "choice":
+        return any(v in values for v in spec.get("values") or [])
+    if kind in ("int", "float"):
+        low, high = spec.get("min"), spec.get("max")
+        numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+        return low is None or high is None or any(low <= v <= high for v in numbers)
+    return True
 
 
 def _default_of(spec: Mapping[str, Any]) -> object:
