@@ -396,6 +396,9 @@ def submit_study(
     if problems:
         raise InvalidInput(problems)
     dataset = register_dataset(store, info, team_id=dataset_team)
+    stored = spec.to_json()
+    if offer is not None:  # which code the study tunes, as announced: for the snippet and for reproducing it
+        stored["model"].update(target=offer.target, package=offer.package, version=offer.version)
     study = store.create_study(
         name=spec.name,
         dataset_id=dataset.id,
@@ -409,7 +412,7 @@ def submit_study(
         team_id=team_id,
         owner_id=owner_id,
         pool=spec.pool,
-        spec=spec.to_json(),
+        spec=stored,
     )
     enqueue(spec.pool, spec.parallelism)
     store.mark_enqueued(study.id)

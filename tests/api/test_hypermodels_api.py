@@ -53,7 +53,13 @@ def test_a_study_names_a_hypermodel_and_stores_the_resolved_space(client, store,
     response = client.post("/api/v1/studies", json=study())
     assert response.status_code == 201, response.json
     spec = response.json["spec"]
-    assert spec["model"] == {"hypermodel": "cnn", "tune_new_entries": True}
+    assert spec["model"] == {
+        "hypermodel": "cnn",
+        "tune_new_entries": True,
+        "target": "pkg.cnn:CNN",
+        "package": "pkg",
+        "version": "1.0",
+    }
     assert spec["search_space"]["filters_0"] == {"type": "choice", "values": [8, 16]}
     assert spec["search_space"]["batch_size"] == CNN_SPACE["batch_size"]
 

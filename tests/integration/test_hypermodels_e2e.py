@@ -124,6 +124,8 @@ def test_cnn_hyperband_study_on_images_promotes_and_its_best_model_predicts(serv
     assert response.status_code == 201, response.text
     study = wait_done(http, base, response.json()["id"])
     assert study["status"] == "completed", log.read_text()[-5000:]
+    model = study["spec"]["model"]
+    assert (model["target"], model["version"]) == ("example_hypermodels.cnn:CNNHyperModel", "0.1.0")
     trials = http.get(f"{base}/api/v1/studies/{study['id']}/trials", timeout=10).json()["items"]
     assert len(trials) == 5 and {t["status"] for t in trials} == {"completed"}, trials
     for trial in trials:

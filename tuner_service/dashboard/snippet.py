@@ -1,5 +1,6 @@
-"""The best trial as a ready-to-paste ``keras_tuner`` model builder: ``build_model(hp)`` with every best
-value pinned by ``hp.Fixed``, building the same MLP the service's workers train."""
+"""The best trial as ready-to-paste ``keras_tuner`` code: for the built-in MLP a ``build_model(hp)`` with
+every best value pinned by ``hp.Fixed``, building the same MLP the workers train; for an installed
+hypermodel the few lines that build it from its package with the best values."""
 
 from __future__ import annotations
 
@@ -82,6 +83,45 @@ def keras_tuner_snippet(
         f"        metrics={metrics!r},",
         "    )",
         "    return model",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def hypermodel_snippet(
+    model: Mapping[str, Any],
+    values: Mapping[str, Any],
+    *,
+    input_shape: tuple[int, ...],
+    n_outputs: int,
+    title: str,
+) -> str:
+    """Python source that builds an installed hypermodel (``model`` as stored: name, target, package)
+    with the best trial's values, passing the data set's shape as the workers did."""
+    target = str(model.get("target") or "")
+    module, _, attr = target.partition(":")
+    name = attr.split(".")[-1] or "build_model"
+    pinned = {k: v for k, v in values.items() if not k.startswith(TUNER_PREFIX)}
+    package = model.get("package") or "its package"
+    lines = [
+        "import inspect",
+        "",
+        "import keras_tuner",
+        "",
+        f"from {module or 'your_package'} import {name}",
+        "",
+        f"# {' '.join(title.split())}",
+        f"# hypermodel {model.get('hypermodel')!r} from {package} {model.get('version') or ''}".rstrip(),
+        "hp = keras_tuner.HyperParameters()",
+        f"hp.values.update({pinned!r})",
+        "# The workers pass the data set's shape to a class or function that declares these arguments:",
+        f"context = {{'input_shape': {input_shape!r}, 'num_classes': {n_outputs}, 'num_outputs': {n_outputs}}}",
+        f"accepted = {{k: v for k, v in context.items() if k in inspect.signature({name}).parameters}}",
+        f"if inspect.isclass({name}):",
+        f"    hypermodel = {name}(**accepted)",
+        "    model = hypermodel.build(hp)  # train with hypermodel.fit(hp, model, x, y, ...) to keep its own fit",
+        "else:",
+        f"    model = {name}(hp, **accepted)",
         "",
     ]
     return "\n".join(lines)

@@ -17,7 +17,7 @@ from tuner_service.dashboard.blueprint import bp, elapsed_s
 from tuner_service.dashboard.columns import parameter_names
 from tuner_service.dashboard.importance import METHOD, importance, importance_chart, importance_label
 from tuner_service.dashboard.session import caller
-from tuner_service.dashboard.snippet import keras_tuner_snippet
+from tuner_service.dashboard.snippet import hypermodel_snippet, keras_tuner_snippet
 from tuner_service.datasets import DatasetInfo, output_units
 from tuner_service.errors import Conflict, NotFound
 from tuner_service.store import STUDY_STATUSES, StudyRecord, TrialRecord
@@ -172,6 +172,15 @@ def _snippet(study: StudyRecord, best: TrialRecord, info: dict[str, Any]) -> str
     title = f"Best trial #{best.number} of study {study.id} ({study.name})"
     if best.score is not None:
         title += f": {study.objective_name} = {best.score:.4g}"
+    model = study.spec.get("model") or {}
+    if model.get("hypermodel", "mlp") != "mlp":
+        return hypermodel_snippet(
+            model,
+            best.hyperparameters,
+            input_shape=tuple(dataset.image_shape or (dataset.n_features,)),
+            n_outputs=output_units(dataset, task.get("type", study.task_type)),
+            title=title,
+        )
     return keras_tuner_snippet(
         best.hyperparameters,
         task,

@@ -17,6 +17,8 @@ from tuner_service.space import SearchSpace
 BUILTIN_MLP = "mlp"
 INPUT_KINDS = ("vectors", "images")
 MODEL_KEYS = ("hypermodel", "tune_new_entries")
+# Recorded in a stored study's model at submission (what the workers announced); ignored on input.
+RECORDED_KEYS = ("target", "package", "version")
 # What the built-in MLP offers when a study names it without a search space of its own.
 MLP_DECLARED_SPACE: dict[str, Any] = {
     "hidden_layers": {"type": "int", "min": 1, "max": 3, "default": 2},
@@ -54,7 +56,7 @@ class ModelRef:
             errors.append(FieldError(field, 'must be {"hypermodel": name, "tune_new_entries": true|false}'))
             return cls()
         for key in doc:
-            if key not in MODEL_KEYS:
+            if key not in MODEL_KEYS + RECORDED_KEYS:
                 errors.append(FieldError(f"{field}.{key}", f"unknown key; allowed: {', '.join(MODEL_KEYS)}"))
         name = doc.get("hypermodel", BUILTIN_MLP)
         if not isinstance(name, str) or not name or len(name) > 100:
