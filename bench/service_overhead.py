@@ -151,7 +151,10 @@ def epoch_times(store: Any, trial_ids: list[int]) -> dict[int, list[float | None
     return times
 
 
-def run_service(settings: Any, trials: int, name: str) -> dict[str, Any]:
+def run_service(
+    settings: Any, trials: int, name: str, *, doc: dict[str, Any] | None = None, ready: Any = None
+) -> dict[str, Any]:
+    """Run one study (``doc``, default: the fixed MLP) on a ``LocalService``; ``ready(client)`` is awaited first."""
     from tuner_service.client import Client
     from tuner_service.launcher import LocalService
     from tuner_service.store import Store
@@ -172,9 +175,11 @@ def run_service(settings: Any, trials: int, name: str) -> dict[str, Any]:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
+        if ready is not None:
+            ready(client)
         api_ready = time.time()
         submitted = time.time()
-        study = client.submit_study(study_doc(trials, name))
+        study = client.submit_study(doc or study_doc(trials, name))
         final = client.wait(study["id"], poll_s=0.5, timeout_s=600)
         seen_done = time.time()
         if not service.workers_alive():
