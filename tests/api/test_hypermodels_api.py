@@ -117,3 +117,45 @@ def test_a_worker_claims_only_studies_of_hypermodels_it_offers(client, store) ->
     assert isinstance(without, Done)
     claimed = claim_next(store, "cpu", ticket="t2", worker="w0", heartbeat_timeout_s=60, hypermodels=cnn)
     assert isinstance(claimed, Claim) and claimed.trial.hyperparameters["filters_0"] in (8, 16)
+
+
+REGISTRY_IMPORT_CHECK = """
+import json, sys
+from tuner_service.api import create_app
+from tuner_service.config import load_settings
+from tuner_service.store import Store
+
+settings = load_settings({"TUNER_HOME": sys.argv[1]})
+store = Store(settings.database_url)
+store.upgrade()
+store.create_team("t")
+store.create_user("u", "t", "member")
+token, _ = store.create_token("u")
+store.announce_hypermodels("w0", "cpu", [json.loads(sys.argv[2])])
+client = create_app(settings, store=store, enqueue=lambda pool, count: None).test_client()
+client.environ_base["HTTP_AUTHORIZATION"] = "Bearer " + token.secret
+assert client.get("/api/v1/hypermodels").status_code == 200
+study = json.loads(sys.argv[3])
+assert client.post("/api/v1/studies", json=study).status_code == 201
+study["search_space"] = {"nope": {"type": "int", "min": 1, "max": 2}}
+assert client.post("/api/v1/studies", json=study).status_code == 422
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "keras_tuner"))))
+"""
+
+
+def test_the_api_validates_against_the_registry_without_tensorflow(tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    offer = {"name": "cnn", "target": "pkg.cnn:CNN", "search_space": CNN_SPACE, "input_kinds": ["images"]}
+    result = subprocess.run(
+        [sys.executable, "-c", REGISTRY_IMPORT_CHECK, str(tmp_path / "home"), json.dumps(offer), json.dumps(study())],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []

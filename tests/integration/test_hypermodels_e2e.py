@@ -213,3 +213,42 @@ def test_remote_tuner_imports_no_tensorflow_until_a_model_is_loaded(service) -> 
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["before"] == [] and result["after"] == ["keras", "tensorflow"]
     assert result["best"]["learning_rate"] == 0.005
+
+
+INTERRUPTED = """
+import sys
+import numpy as np
+from tuner_service.client import RemoteTuner
+
+rng = np.random.default_rng(0)
+x, y = rng.random((200, 8, 8, 1), dtype=np.float32), rng.integers(0, 3, size=200)
+tuner = RemoteTuner(hypermodel="mnist_cnn", objective="val_accuracy", max_trials=50, url=sys.argv[1],
+                    token=sys.argv[2], project_name="interrupted", poll_s=0.2)
+tuner.search(x, y, validation_split=0.2, epochs=20)
+"""
+
+
+def test_ctrl_c_in_remote_tuner_search_cancels_the_study(service) -> None:
+    import signal
+
+    base, http, _log = service
+    token = http.headers["Authorization"].removeprefix("Bearer ")
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    child = subprocess.Popen(
+        [sys.executable, "-c", INTERRUPTED, base, token], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    try:
+        deadline = time.monotonic() + 120
+        study = None
+        while study is None or study["status"] != "running":
+            assert time.monotonic() < deadline and child.poll() is None, child.stderr.read().decode()[-2000:]
+            items = http.get(base + "/api/v1/studies", timeout=10).json()["items"]
+            study = next((s for s in items if s["name"] == "interrupted"), None)
+            time.sleep(0.3)
+        child.send_signal(signal.SIGINT)
+        _out, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode != 0 and "KeyboardInterrupt" in err.decode()
+    assert f"study {study['id']} cancelled" in err.decode()
+    assert http.get(f"{base}/api/v1/studies/{study['id']}", timeout=10).json()["status"] == "cancelled"
