@@ -138,6 +138,18 @@ def test_cnn_hyperband_study_on_images_promotes_and_its_best_model_predicts(serv
     assert all(t["hyperparameters"]["tuner/initial_epoch"] == 1 for t in promoted)
     assert all(t["best_epoch"] is not None and t["best_epoch"] >= 1 for t in promoted)
 
+    # A rerun retrains a first-round trial with its own seed through the same hypermodel.
+    first_round = next(t for t in trials if "tuner/trial_id" not in t["hyperparameters"])
+    rerun_url = f"{base}/api/v1/studies/{study['id']}/trials/{first_round['id']}/rerun"
+    job = http.post(rerun_url, json={"repeats": 1}, timeout=10).json()
+    deadline = time.monotonic() + 120
+    while job["status"] not in ("completed", "failed"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.5)
+        job = http.get(f"{rerun_url.removesuffix('/rerun')}/reruns/{job['id']}", timeout=10).json()
+    assert job["status"] == "completed", job
+    assert job["result"]["same_seed"]["score"] == pytest.approx(first_round["score"], abs=0.05)
+
     model_bytes = http.get(f"{base}/api/v1/studies/{study['id']}/best-model", timeout=30)
     assert model_bytes.status_code == 200
     with tempfile.TemporaryDirectory() as folder:
