@@ -159,3 +159,16 @@ def test_the_api_validates_against_the_registry_without_tensorflow(tmp_path) -> 
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+def test_workers_gone_for_a_week_are_forgotten_at_the_next_announcement(store) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+    from sqlalchemy.orm import Session
+
+    announce(store, worker="host:123")
+    with Session(store.engine) as session, session.begin():
+        session.execute(update(WorkerHypermodelRow).values(last_seen_at=utcnow() - timedelta(days=8)))
+    announce(store, worker="host:456")
+    assert [o.worker for o in store.hypermodel_offers(live_within_s=60)] == ["host:456"]

@@ -10,6 +10,9 @@ from sqlalchemy import delete, select, update
 
 from tuner_service.store.models import WorkerHypermodelRow, as_utc, utcnow
 
+# Workers named after host and pid leave a new name at every restart: forget those not seen for a week.
+FORGET_AFTER = timedelta(days=7)
+
 
 @dataclass(frozen=True)
 class HypermodelOffer:
@@ -36,13 +39,18 @@ class HypermodelQueries:
     _retrying: Any
 
     def announce_hypermodels(self, worker: str, pool: str, offers: list[dict[str, Any]]) -> None:
-        """Replace what ``worker`` offers with ``offers`` (dicts of the row's columns) and mark it seen now."""
+        """Replace what ``worker`` offers with ``offers`` (dicts of the row's columns) and mark it seen now;
+        announcements of workers gone for a week are dropped."""
         from tuner_service.store.store import clean_json
 
         def attempt() -> None:
             with self._write() as session:
-                session.execute(delete(WorkerHypermodelRow).where(WorkerHypermodelRow.worker == worker))
                 now = utcnow()
+                session.execute(
+                    delete(WorkerHypermodelRow).where(
+                        (WorkerHypermodelRow.worker == worker) | (WorkerHypermodelRow.last_seen_at < now - FORGET_AFTER)
+                    )
+                )
                 for offer in offers:
                     session.add(
                         WorkerHypermodelRow(
