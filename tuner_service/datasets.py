@@ -518,7 +518,9 @@ def _cached_split(
 ) -> Split:
     if path is None:
         return _frozen(_split_arrays(_load_builtin(key.removeprefix(BUILTIN_PREFIX)), kind, fraction, seed))
-    cache = Path(path).parent / "splits" / f"{Path(path).stem}-{kind}-{fraction}-{seed}"
+    # One file's bytes may hold several data sets (a CSV read with another target column): that is in the name.
+    column = hashlib.sha256((target_column or "").encode()).hexdigest()[:12]
+    cache = Path(path).parent / "splits" / f"{Path(path).stem}-{column}-{kind}-{fraction}-{seed}"
     if not (cache / "done").exists():
         data = Path(path).read_bytes()
         arrays = _parse_npz(data) if fmt == "npz" else _parse_csv(data, target_column)

@@ -89,3 +89,17 @@ def test_an_npz_upload_of_images_keeps_its_image_shape(tmp_path, shape, expected
     info = ingest_upload(buffer.getvalue(), "img.npz", tmp_path, max_bytes=10**7)
     assert info.n_features == int(np.prod(shape[1:]))
     assert (list(info.image_shape) if info.image_shape else None) == expected
+
+
+def test_upload_splits_are_memory_mapped_and_kept_apart_per_target_column(tmp_path) -> None:
+    from tuner_service.datasets import load_split
+
+    rows = [f"{i},{i % 2},{i * 1.5}" for i in range(40)]
+    data = ("a,b,c\n" + "\n".join(rows)).encode()
+    by_b = ingest_upload(data, "t.csv", tmp_path, target_column="b", max_bytes=10**6)
+    by_c = ingest_upload(data, "t.csv", tmp_path, target_column="c", max_bytes=10**6)
+    split_b, split_c = load_split(by_b, tmp_path), load_split(by_c, tmp_path)
+    assert isinstance(split_b.x_train, np.memmap) and not split_b.x_train.flags.writeable
+    assert split_b.x_train.shape == (32, 2) and split_c.x_train.shape == (32, 2)
+    assert set(np.unique(split_b.y_train)) <= {0.0, 1.0} and split_c.y_train.max() > 1
+    assert len(list((tmp_path / "datasets" / "splits").iterdir())) == 2
