@@ -182,14 +182,18 @@ def test_remote_tuner_searches_like_keras_tuner(service) -> None:
         seed=5,
         progress=False,
     )
-    early = EarlyStopping(monitor="val_accuracy", patience=1)
-    tuner.search(x[:1400], y[:1400], validation_data=(x[1400:], y[1400:]), epochs=2, callbacks=[early])
+    # No epoch can improve accuracy by a whole 1.0: early stopping ends every trial after 1 + patience epochs.
+    early = EarlyStopping(monitor="val_accuracy", patience=1, min_delta=1.0)
+    tuner.search(x[:1400], y[:1400], validation_data=(x[1400:], y[1400:]), epochs=4, callbacks=[early])
     assert tuner.study["status"] == "completed", log.read_text()[-5000:]
     board = http.get(f"{base}/api/v1/studies/{tuner.study_id}/leaderboard", timeout=10).json()["items"]
     best = tuner.get_best_hyperparameters(2)
     assert [hp.values for hp in best] == [row["hyperparameters"] for row in board]
     spec = http.get(f"{base}/api/v1/studies/{tuner.study_id}", timeout=10).json()["spec"]
-    assert spec["early_stopping"]["patience"] == 1 and spec["dataset"].startswith("sha256:")
+    assert spec["early_stopping"] == {"patience": 1, "min_delta": 1.0, "max_epochs": 4, "restore_best_weights": False}
+    assert spec["dataset"].startswith("sha256:")
+    trials = http.get(f"{base}/api/v1/studies/{tuner.study_id}/trials", timeout=10).json()["items"]
+    assert [t["epochs_run"] for t in trials] == [2, 2], "early stopping should have ended both trials at epoch 2"
     (model,) = tuner.get_best_models(1)
     assert model.predict(x[:5], verbose=0).shape == (5, 10)
 
