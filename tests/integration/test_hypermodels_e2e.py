@@ -162,7 +162,8 @@ def test_cnn_hyperband_study_on_images_promotes_and_its_best_model_predicts(serv
     assert float(np.mean(predictions.argmax(axis=1) == y[:300])) > 0.5
 
 
-def test_remote_tuner_searches_like_keras_tuner(service) -> None:
+def test_remote_tuner_searches_like_keras_tuner(service, capsys) -> None:
+    from example_hypermodels.cnn import CNNHyperModel
     from keras.callbacks import EarlyStopping
 
     from tuner_service.client import RemoteTuner
@@ -171,7 +172,7 @@ def test_remote_tuner_searches_like_keras_tuner(service) -> None:
     token = http.headers["Authorization"].removeprefix("Bearer ")
     x, y = digit_images()
     tuner = RemoteTuner(
-        hypermodel="mnist_cnn",
+        hypermodel=CNNHyperModel,  # the installed class: matched to the name its workers announced
         objective="val_accuracy",
         max_trials=2,
         algorithm="random",
@@ -194,6 +195,11 @@ def test_remote_tuner_searches_like_keras_tuner(service) -> None:
     assert spec["dataset"].startswith("sha256:")
     trials = http.get(f"{base}/api/v1/studies/{tuner.study_id}/trials", timeout=10).json()["items"]
     assert [t["epochs_run"] for t in trials] == [2, 2], "early stopping should have ended both trials at epoch 2"
+    assert spec["model"]["hypermodel"] == "mnist_cnn"
+    tuner.results_summary(1)
+    summary = capsys.readouterr().out
+    assert 'Objective(name="val_accuracy", direction="max")' in summary
+    assert f"Trial {board[0]['number']} summary" in summary and f"Score: {board[0]['score']}" in summary
     (model,) = tuner.get_best_models(1)
     assert model.predict(x[:5], verbose=0).shape == (5, 10)
 
