@@ -11,7 +11,7 @@ from tuner_service.api.auth import require_write, scope
 from tuner_service.api.openapi import describe
 from tuner_service.api.params import choice_arg, int_arg, json_body, page_args
 from tuner_service.errors import FieldError, InvalidInput, NotFound
-from tuner_service.store import STUDY_STATUSES, TRIAL_SORTS, TRIAL_STATUSES, StudyRecord
+from tuner_service.store import STUDY_STATUSES, TRIAL_SORTS, TRIAL_STATUSES, StudyRecord, TrialRecord
 from tuner_service.study import PRIORITIES, submit_study
 
 bp = Blueprint("studies", __name__, url_prefix="/api/v1/studies")
@@ -177,14 +177,15 @@ def trials(study_id: int) -> Response:
     return jsonify(page.to_json())
 
 
-@bp.get("/<int:study_id>/trials/<int:trial_id>")
+@bp.get("/<int:study_id>/trials/<int:number>")
 @describe(tag="trials", responses={200: "The trial with every epoch's metrics", 404: "No such study or trial"})
-def trial(study_id: int, trial_id: int) -> Response:
-    """One trial with its hyperparameters, final metrics and its epoch curve."""
+def trial(study_id: int, number: int) -> Response:
+    """Trial ``number`` of the study (as on its leaderboard, counted from 0) with its hyperparameters, final
+    metrics and its epoch curve (epochs and ``best_epoch`` counted from 1)."""
     store = services().store
     store.get_study(study_id, team_id=scope())
-    record = store.get_trial(study_id, trial_id)
-    return jsonify({**record.to_json(), "epochs": [e.to_json() for e in store.epochs(trial_id)]})
+    record = store.trial_by_number(study_id, number)
+    return jsonify({**record.to_json(), "epochs": [e.to_json() for e in store.epochs(record.id)]})
 
 
 @bp.get("/<int:study_id>/leaderboard")
@@ -204,22 +205,22 @@ def best_model(study_id: int) -> Response:
     study = services().store.get_study(study_id, team_id=scope())
     if study.best_trial_id is None:
         raise NotFound("best model of study", study_id)
-    return model_file(study_id, study.best_trial_id)
+    return model_response(study_id, services().store.get_trial(study_id, study.best_trial_id))
 
 
-@bp.get("/<int:study_id>/trials/<int:trial_id>/model")
+@bp.get("/<int:study_id>/trials/<int:number>/model")
 @describe(tag="models", responses={200: "The trial's model (.keras)", 404: "No model for this trial"})
-def trial_model(study_id: int, trial_id: int) -> Response:
-    """Download one trial's trained model as a ``.keras`` file."""
-    return model_file(study_id, trial_id)
+def trial_model(study_id: int, number: int) -> Response:
+    """Download trial ``number``'s trained model as a ``.keras`` file."""
+    services().store.get_study(study_id, team_id=scope())
+    return model_response(study_id, services().store.trial_by_number(study_id, number))
 
 
-def model_file(study_id: int, trial_id: int) -> Response:
+def model_response(study_id: int, record: TrialRecord) -> Response:
+    """The trial's ``.keras`` file as a download (the caller has checked that the study is visible)."""
     svc = services()
-    svc.store.get_study(study_id, team_id=scope())
-    record = svc.store.get_trial(study_id, trial_id)
     path = (svc.settings.artifacts / record.model_path) if record.model_path else None
     if path is None or not path.is_file():
-        raise NotFound("model of trial", trial_id)
+        raise NotFound("model of trial", record.number)
     name = f"study-{study_id}-trial-{record.number}.keras"
     return send_file(path, mimetype="application/octet-stream", as_attachment=True, download_name=name)

@@ -29,6 +29,7 @@ from tuner_service.store.records import (
     StudyRecord,
     TrialControl,
     TrialRecord,
+    human_epoch,
 )
 
 TRIAL_SORTS = {
@@ -444,6 +445,14 @@ class Store(AccountQueries, QueueQueries, JobQueries):
                 raise NotFound("trial", trial_id)
             return TrialRecord.of(row)
 
+    def trial_by_number(self, study_id: int, number: int) -> TrialRecord:
+        """The trial that users see as ``number`` in its study (the number on leaderboards, in URLs and the CLI)."""
+        with self._read() as session:
+            row = session.scalar(select(TrialRow).where(TrialRow.study_id == study_id, TrialRow.number == number))
+            if row is None:
+                raise NotFound("trial", number)
+            return TrialRecord.of(row)
+
     def list_trials(
         self,
         study_id: int,
@@ -648,7 +657,7 @@ class Store(AccountQueries, QueueQueries, JobQueries):
                         "objective": trial.objective_name,
                         "direction": direction,
                         "score": trial.score,
-                        "best_epoch": trial.best_epoch,
+                        "best_epoch": human_epoch(trial.best_epoch),
                         "epochs_run": trial.epochs_run,
                         "duration_s": trial.duration_s,
                         "hyperparameters": trial.hyperparameters,
