@@ -341,6 +341,18 @@ def planned_trials(spec: StudySpec) -> int:
     )
 
 
+def budget_basis(spec: dict[str, Any]) -> str:
+    """Where a stored study's trial budget comes from, in words: Hyperband's brackets decide it (``max_trials``
+    does not apply), every other algorithm runs ``max_trials``."""
+    algorithm = spec.get("algorithm") or {}
+    if algorithm.get("name") != "hyperband":
+        return "max_trials"
+    return (
+        f"hyperband brackets for max_epochs {algorithm.get('max_epochs', 27)}, factor {algorithm.get('factor', 3)}, "
+        f"{algorithm.get('hyperband_iterations', 1)} iteration(s); max_trials does not apply"
+    )
+
+
 def submit_study(
     store: Store,
     settings: Settings,

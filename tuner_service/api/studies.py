@@ -12,7 +12,7 @@ from tuner_service.api.openapi import describe
 from tuner_service.api.params import choice_arg, int_arg, json_body, page_args
 from tuner_service.errors import FieldError, InvalidInput, NotFound
 from tuner_service.store import STUDY_STATUSES, TRIAL_SORTS, TRIAL_STATUSES, StudyRecord, TrialRecord
-from tuner_service.study import PRIORITIES, submit_study
+from tuner_service.study import PRIORITIES, budget_basis, submit_study
 
 bp = Blueprint("studies", __name__, url_prefix="/api/v1/studies")
 
@@ -37,7 +37,16 @@ def progress(study: StudyRecord) -> dict[str, Any]:
 
 
 def study_json(study: StudyRecord) -> dict[str, Any]:
-    return {**study.to_json(), "progress": progress(study), "links": _links(study.id)}
+    """The study as the API shows it: ``max_trials`` is the trial budget (``budget_basis`` says where it comes
+    from) and ``best_trial_number`` is the best trial's number in the study, as in trial URLs."""
+    best = services().store.get_trial(study.id, study.best_trial_id) if study.best_trial_id is not None else None
+    return {
+        **study.to_json(),
+        "best_trial_number": best.number if best else None,
+        "budget_basis": budget_basis(study.spec),
+        "progress": progress(study),
+        "links": _links(study.id),
+    }
 
 
 def _links(study_id: int) -> dict[str, str]:
