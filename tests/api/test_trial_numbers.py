@@ -96,3 +96,14 @@ def test_a_hyperband_study_says_where_its_budget_comes_from(client) -> None:
         == "hyperband brackets for max_epochs 9, factor 3, 1 iteration(s); max_trials does not apply"
     )
     assert client.post(STUDIES, json=digits_study()).get_json()["budget_basis"] == "max_trials"
+
+
+def test_the_docs_page_shows_whole_descriptions_without_backquotes(client) -> None:
+    page = client.get("/api/v1/docs").get_data(as_text=True)
+    assert "`" not in page
+    # A docstring wrapped over two lines is shown whole, its code as code.
+    assert "<code>repeats</code> other seeds (how much does the score spread?)" in page
+    assert "/api/v1/studies/{study_id}/trials/{number}" in page
+    operation = client.get("/api/v1/openapi.json").get_json()["paths"]["/api/v1/studies/{study_id}/trials/{number}"]
+    # One sentence over two lines: the summary is all of it (it used to stop at the line break).
+    assert operation["get"]["summary"].endswith("its epoch curve (epochs and ``best_epoch`` counted from 1)")
