@@ -36,13 +36,16 @@ def progress(study: StudyRecord) -> dict[str, Any]:
     }
 
 
-def study_json(study: StudyRecord) -> dict[str, Any]:
+def study_json(study: StudyRecord, numbers: dict[int, int] | None = None) -> dict[str, Any]:
     """The study as the API shows it: ``max_trials`` is the trial budget (``budget_basis`` says where it comes
-    from) and ``best_trial_number`` is the best trial's number in the study, as in trial URLs."""
-    best = services().store.get_trial(study.id, study.best_trial_id) if study.best_trial_id is not None else None
+    from) and ``best_trial_number`` is the best trial's number in the study, as in trial URLs (``numbers``: those
+    already looked up, by trial id)."""
+    best = study.best_trial_id
+    if numbers is None and best is not None:
+        numbers = services().store.trial_numbers([best])
     return {
         **study.to_json(),
-        "best_trial_number": best.number if best else None,
+        "best_trial_number": (numbers or {}).get(best) if best is not None else None,
         "budget_basis": budget_basis(study.spec),
         "progress": progress(study),
         "links": _links(study.id),
@@ -96,7 +99,8 @@ def index() -> Response:
     dataset = int_arg("dataset", -1, 1, 2**31) if "dataset" in request.args else None
     page = services().store.list_studies(status=status, dataset_id=dataset, team_id=scope(), limit=limit, offset=offset)
     out = page.to_json()
-    out["items"] = [study_json(s) for s in page.items]
+    numbers = services().store.trial_numbers([s.best_trial_id for s in page.items if s.best_trial_id is not None])
+    out["items"] = [study_json(s, numbers) for s in page.items]
     return jsonify(out)
 
 

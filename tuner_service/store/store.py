@@ -453,6 +453,14 @@ class Store(AccountQueries, QueueQueries, JobQueries):
                 raise NotFound("trial", number)
             return TrialRecord.of(row)
 
+    def trial_numbers(self, trial_ids: list[int]) -> dict[int, int]:
+        """Each trial's number in its study, by id, in one query (for listings that name best trials)."""
+        if not trial_ids:
+            return {}
+        with self._read() as session:
+            rows = session.execute(select(TrialRow.id, TrialRow.number).where(TrialRow.id.in_(trial_ids)))
+            return {trial_id: number for trial_id, number in rows}
+
     def list_trials(
         self,
         study_id: int,
