@@ -98,9 +98,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke-sized run (seconds), e.g. for CI")
     parser.add_argument("--only", nargs="+", choices=names, metavar="NAME", help=f"run only these: {names}")
+    parser.add_argument(
+        "--results", type=Path, default=None, help="write results and BENCHMARKS.md here (tests: a temporary folder)"
+    )
     args = parser.parse_args(argv)
     command = " ".join(["python -m bench", *(sys.argv[1:] if argv is None else argv)])
     results_dir, markdown_path = paths(args.quick)
+    if args.results is not None:
+        results_dir, markdown_path = args.results, args.results / "BENCHMARKS.md"
     results_dir.mkdir(parents=True, exist_ok=True)
     machine = machine_info()
     failed = []
@@ -128,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         (results_dir / f"{module.NAME}.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
         print(f"[bench] {module.NAME}: {record['elapsed_s']:.1f} s", flush=True)
     markdown_path.write_text(render(results_dir, machine, command))
-    print(f"[bench] wrote {markdown_path.relative_to(REPO)}", flush=True)
+    shown = markdown_path.relative_to(REPO) if markdown_path.is_relative_to(REPO) else markdown_path
+    print(f"[bench] wrote {shown}", flush=True)
     return 1 if failed else 0
 
 

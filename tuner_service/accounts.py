@@ -56,3 +56,8 @@ def token_digest(secret: str) -> str:
 def admin_token_path(home: Path) -> Path:
     """Where ``tuner-service up`` keeps the local admin token (mode 0600), which the CLI reads."""
     return home / "admin-token"
+
+
+def api_url_path(home: Path) -> Path:
+    """Where ``tuner-service up`` writes the address it listens on, so the CLI finds it on any port."""
+    return home / "api-url"

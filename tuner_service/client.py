@@ -63,8 +63,9 @@ class Client:
     def trials(self, study_id: int, **params: Any) -> dict[str, Any]:
         return self._call("GET", f"/api/v1/studies/{study_id}/trials", params=params)
 
-    def trial(self, study_id: int, trial_id: int) -> dict[str, Any]:
-        return self._call("GET", f"/api/v1/studies/{study_id}/trials/{trial_id}")
+    def trial(self, study_id: int, number: int) -> dict[str, Any]:
+        """Trial ``number`` of the study (its number in the study, as on the leaderboard)."""
+        return self._call("GET", f"/api/v1/studies/{study_id}/trials/{number}")
 
     def pause(self, study_id: int) -> dict[str, Any]:
         return self._call("POST", f"/api/v1/studies/{study_id}/pause")
@@ -84,11 +85,11 @@ class Client:
     def range_test(self, job_id: int) -> dict[str, Any]:
         return self._call("GET", f"/api/v1/lr-range-tests/{job_id}")
 
-    def start_rerun(self, study_id: int, trial_id: int, repeats: int = 3) -> dict[str, Any]:
-        return self._call("POST", f"/api/v1/studies/{study_id}/trials/{trial_id}/rerun", json={"repeats": repeats})
+    def start_rerun(self, study_id: int, number: int, repeats: int = 3) -> dict[str, Any]:
+        return self._call("POST", f"/api/v1/studies/{study_id}/trials/{number}/rerun", json={"repeats": repeats})
 
-    def rerun(self, study_id: int, trial_id: int, job_id: int) -> dict[str, Any]:
-        return self._call("GET", f"/api/v1/studies/{study_id}/trials/{trial_id}/reruns/{job_id}")
+    def rerun(self, study_id: int, number: int, job_id: int) -> dict[str, Any]:
+        return self._call("GET", f"/api/v1/studies/{study_id}/trials/{number}/reruns/{job_id}")
 
     def wait_job(
         self, fetch: Callable[[], dict[str, Any]], *, poll_s: float = 1.0, timeout_s: float = 3600
@@ -114,7 +115,12 @@ class Client:
             return self._call("POST", "/api/v1/datasets", files={"file": (path.name, handle)}, data=data)
 
     def download_best_model(self, study_id: int, dest: Path) -> Path:
-        response = self.http.get(f"{self.base_url}/api/v1/studies/{study_id}/best-model", timeout=self.timeout)
+        return self.download_model(study_id, dest)
+
+    def download_model(self, study_id: int, dest: Path, *, trial: int | None = None) -> Path:
+        """Save the study's best model, or trial number ``trial``'s, as a ``.keras`` file at ``dest``."""
+        path = "best-model" if trial is None else f"trials/{trial}/model"
+        response = self.http.get(f"{self.base_url}/api/v1/studies/{study_id}/{path}", timeout=self.timeout)
         if response.status_code >= 400:
             raise ApiError(response.status_code, response.json())
         dest.write_bytes(response.content)

@@ -105,7 +105,8 @@ def rerun(store: Store, settings: Settings, job: JobRecord) -> dict[str, Any]:
     for index, seed in enumerate(seeds):
         _, history = fit_once(prepared, study, values, seed=seed, callbacks=[])
         best_epoch, metrics = _best_epoch(history, study.objective_name, study.direction, 0)
-        runs.append({"seed": seed, "score": metrics[study.objective_name], "best_epoch": best_epoch})
+        # Counted from 1 in the result, as the API and dashboard show every epoch.
+        runs.append({"seed": seed, "score": metrics[study.objective_name], "best_epoch": best_epoch + 1})
         store.job_progress(job.id, (index + 1) / len(seeds))
     others = np.array([r["score"] for r in runs[1:]], dtype=float)
     return {

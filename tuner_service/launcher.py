@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from werkzeug.serving import BaseWSGIServer, make_server
@@ -65,12 +66,26 @@ def worker_envs(settings: Settings, gpus: list[str] | None, processes: int) -> l
     ]
 
 
-def start_workers(settings: Settings, gpus: list[str] | None = None, processes: int = 1) -> list[subprocess.Popen]:
+def start_workers(
+    settings: Settings, gpus: list[str] | None = None, processes: int = 1, log_dir: Path | None = None
+) -> list[subprocess.Popen]:
+    """Worker processes; with ``log_dir`` their output (TensorFlow's start-up lines, Celery's warnings, tracebacks)
+    goes to ``log_dir/worker-<id>.log`` instead of the terminal, where it would break into progress bars."""
     procs = []
     for env in worker_envs(settings, gpus, processes):
         queue = pool_queue_name(env["TUNER_POOL"])
-        procs.append(subprocess.Popen(worker_command(env["TUNER_WORKER_ID"], queue), env=env))
+        command = worker_command(env["TUNER_WORKER_ID"], queue)
+        if log_dir is None:
+            procs.append(subprocess.Popen(command, env=env))
+            continue
+        log_dir.mkdir(parents=True, exist_ok=True)
+        with open(worker_log_path(log_dir, env["TUNER_WORKER_ID"]), "ab") as log:
+            procs.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT))
     return procs
+
+
+def worker_log_path(log_dir: Path, worker_id: str) -> Path:
+    return log_dir / f"worker-{worker_id}.log"
 
 
 def pool_queue_name(pool: str) -> str:
@@ -127,6 +142,7 @@ class LocalService:
     gpus: list[str] | None = None
     reap_every_s: float = 10.0
     access_log: bool = True
+    log_dir: Path | None = None
     _server: BaseWSGIServer | None = None
     _threads: list[threading.Thread] = field(default_factory=list)
     _procs: list[subprocess.Popen] = field(default_factory=list)
@@ -151,7 +167,7 @@ class LocalService:
         self._spawn(self._server.serve_forever, "api")
         self._spawn(self._reap_loop, "reaper")
         if self.workers or self.gpus:
-            self._procs = start_workers(self.settings, self.gpus, self.workers)
+            self._procs = start_workers(self.settings, self.gpus, self.workers, self.log_dir)
         return self
 
     def _spawn(self, target: Any, name: str) -> None:

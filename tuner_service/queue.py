@@ -43,6 +43,10 @@ class WaitingStudy:
     owed: int  # pending trials plus budget not yet started
 
 
+# What a waiting study that nothing holds back is waiting for (the API, the CLI and the dashboard say the same).
+READY = "ready: next free worker"
+
+
 def blocked_reason(study: WaitingStudy, team: TeamLoad) -> str | None:
     """Why the study cannot start a trial now, or ``None`` if it can."""
     if study.status == "paused":

@@ -370,6 +370,18 @@ def planned_trials(spec: StudySpec) -> int:
     )
 
 
+def budget_basis(spec: dict[str, Any]) -> str:
+    """Where a stored study's trial budget comes from, in words: Hyperband's brackets decide it (``max_trials``
+    does not apply), every other algorithm runs ``max_trials``."""
+    algorithm = spec.get("algorithm") or {}
+    if algorithm.get("name") != "hyperband":
+        return "max_trials"
+    return (
+        f"hyperband brackets for max_epochs {algorithm.get('max_epochs', 27)}, factor {algorithm.get('factor', 3)}, "
+        f"{algorithm.get('hyperband_iterations', 1)} iteration(s); max_trials does not apply"
+    )
+
+
 def submit_study(
     store: Store,
     settings: Settings,
@@ -389,7 +401,13 @@ def submit_study(
 
     doc = centre_learning_rate(store, doc, team_id)
     doc, offer = resolve_study_model(store, settings, doc)
-    spec = StudySpec.from_json(doc, max_parameters=settings.max_parameters, max_trials_limit=settings.max_trials_limit)
+    try:
+        spec = StudySpec.from_json(
+            doc, max_parameters=settings.max_parameters, max_trials_limit=settings.max_trials_limit
+        )
+    except InvalidInput as exc:
+        # A data set that does not exist is reported with the other faults, not after they are fixed.
+        raise InvalidInput(exc.errors + _dataset_problems(store, doc, exc.errors, team_id)) from None
     info, dataset_team = find_dataset(store, spec.dataset, team_id=team_id)
     problems = check_task(info, spec.task.type) + _warm_start_problems(store, spec, info.key, team_id)
     problems += input_kind_problems(offer, info)
@@ -417,6 +435,20 @@ def submit_study(
     enqueue(spec.pool, spec.parallelism)
     store.mark_enqueued(study.id)
     return store.get_study(study.id)
+
+
+def _dataset_problems(store: Store, doc: object, found: list[FieldError], team_id: int | None) -> list[FieldError]:
+    """Whether the study's data set exists for the team, unless its reference was already reported as malformed."""
+    from tuner_service.catalog import find_dataset
+
+    if not isinstance(doc, dict) or any(e.field == "dataset" for e in found):
+        return []
+    ref = _dataset_ref(doc.get("dataset"), [])
+    try:
+        find_dataset(store, ref, team_id=team_id)
+    except InvalidInput as exc:
+        return list(exc.errors)
+    return []
 
 
 def _warm_start_problems(store: Store, spec: StudySpec, dataset_key: str, team_id: int | None) -> list[FieldError]:

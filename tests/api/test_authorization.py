@@ -26,7 +26,7 @@ class World:
     dataset_id: int
     study_id: int
     paused_study_id: int
-    trial_id: int
+    trial_number: int
     range_test_id: int
     rerun_id: int
 
@@ -73,7 +73,7 @@ def world(store, settings) -> World:
     finish_trial(store, study.id, claimed.trial.id, outcome)
     range_test = store.create_job("lr_range_test", {}, team_id=alpha, dataset_id=dataset.id)
     rerun = store.create_job("rerun", {"repeats": 1}, team_id=alpha, study_id=study.id, trial_id=claimed.trial.id)
-    return World(tokens, dataset.id, study.id, paused.id, claimed.trial.id, range_test.id, rerun.id)
+    return World(tokens, dataset.id, study.id, paused.id, claimed.trial.number, range_test.id, rerun.id)
 
 
 # endpoint -> (method, path template, kind, request kwargs). Kinds: "list" (a team sees its own rows),
@@ -91,8 +91,8 @@ ENDPOINTS = {
     "studies.pause": ("POST", "/api/v1/studies/{study_id}/pause", "write", {}),
     "studies.resume": ("POST", "/api/v1/studies/{paused_study_id}/resume", "write", {}),
     "studies.trials": ("GET", "/api/v1/studies/{study_id}/trials", "object", {}),
-    "studies.trial": ("GET", "/api/v1/studies/{study_id}/trials/{trial_id}", "object", {}),
-    "studies.trial_model": ("GET", "/api/v1/studies/{study_id}/trials/{trial_id}/model", "object", {}),
+    "studies.trial": ("GET", "/api/v1/studies/{study_id}/trials/{trial_number}", "object", {}),
+    "studies.trial_model": ("GET", "/api/v1/studies/{study_id}/trials/{trial_number}/model", "object", {}),
     "studies.leaderboard": ("GET", "/api/v1/studies/{study_id}/leaderboard", "object", {}),
     "studies.best_model": ("GET", "/api/v1/studies/{study_id}/best-model", "object", {}),
     "leaderboard.index": ("GET", "/api/v1/leaderboard", "list", {}),
@@ -106,8 +106,8 @@ ENDPOINTS = {
     ),
     "jobs.list_range_tests": ("GET", "/api/v1/lr-range-tests", "list", {}),
     "jobs.show_range_test": ("GET", "/api/v1/lr-range-tests/{range_test_id}", "object", {}),
-    "jobs.create_rerun": ("POST", "/api/v1/studies/{study_id}/trials/{trial_id}/rerun", "write-job", {"json": {}}),
-    "jobs.show_rerun": ("GET", "/api/v1/studies/{study_id}/trials/{trial_id}/reruns/{rerun_id}", "object", {}),
+    "jobs.create_rerun": ("POST", "/api/v1/studies/{study_id}/trials/{trial_number}/rerun", "write-job", {"json": {}}),
+    "jobs.show_rerun": ("GET", "/api/v1/studies/{study_id}/trials/{trial_number}/reruns/{rerun_id}", "object", {}),
     "openapi.openapi_json": ("GET", "/api/v1/openapi.json", "docs", {}),
     "openapi.docs": ("GET", "/api/v1/docs", "docs", {}),
 }

@@ -74,7 +74,7 @@ def finished_trial(client, store):
 def test_rerun_validation(api, store, sent) -> None:
     _, client = api
     study, claimed = finished_trial(client, store)
-    url = f"/api/v1/studies/{study['id']}/trials/{claimed.trial.id}/rerun"
+    url = f"/api/v1/studies/{study['id']}/trials/{claimed.trial.number}/rerun"
     assert client.post(url, json={}).status_code == 409  # still running
     finish_trial(store, study["id"], claimed.trial.id, TrialOutcome("completed", {"val_accuracy": 0.9}, 0))
     bad = client.post(url, json={"repeats": 0})

@@ -81,7 +81,8 @@ ENVIRONMENT = {
 
 
 def add_trials(store: Store, study_id: int, results: list[tuple[dict[str, Any], float | None]]) -> list[int]:
-    """Finished trials with three epochs each, the way a worker reports them; returns their ids."""
+    """Finished trials with three epochs each, the way a worker reports them; returns their numbers (what
+    pages and URLs show)."""
     ids = []
     for values, score in results:
 
@@ -123,5 +124,5 @@ def add_trials(store: Store, study_id: int, results: list[tuple[dict[str, Any], 
                 environment=ENVIRONMENT if score is not None else None,
             ),
         )
-        ids.append(trial.id)
+        ids.append(trial.number)
     return ids

@@ -466,7 +466,7 @@ def test_the_rerun_form_creates_a_job_and_the_page_shows_its_result(
     assert store.list_jobs(kind="rerun") == [] and jobs_sent == []
     response = post(member, f"{page}/rerun", page, repeats="2")
     assert response.status_code == 302 and response.headers["Location"].startswith(page)
-    [job] = store.list_jobs(kind="rerun", trial_id=trial_id)
+    [job] = store.list_jobs(kind="rerun", trial_id=store.trial_by_number(study.id, trial_id).id)
     assert job.spec == {"repeats": 2} and job.study_id == study.id and jobs_sent == [("cpu", job.id)]
     assert job.status == "queued" and job.owner_id is not None
     html = member.get(page).text

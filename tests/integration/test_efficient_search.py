@@ -145,7 +145,7 @@ def test_a_rerun_reproduces_a_trial_and_reports_the_spread(team, workers) -> Non
     trial = store.list_trials(study.id).items[0]
     env = trial.environment
     assert env["seed"] >= 0 and env["backend"] == "tensorflow" and env["keras"] and env["keras_tuner"]
-    rerun = client.post(f"/api/v1/studies/{study.id}/trials/{trial.id}/rerun", json={"repeats": 2})
+    rerun = client.post(f"/api/v1/studies/{study.id}/trials/{trial.number}/rerun", json={"repeats": 2})
     assert rerun.status_code == 202
     job = wait_job(client, rerun.headers["Location"], pool)
     assert job["status"] == "completed", job["error"]

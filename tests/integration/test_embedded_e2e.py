@@ -57,10 +57,13 @@ def test_digits_study_over_http_reaches_the_leaderboard(service, settings) -> No
 
     trials = http.get(f"{base}/api/v1/studies/{study['id']}/trials", timeout=10).json()["items"]
     assert sorted(t["number"] for t in trials) == [0, 1, 2, 3]
-    detail = http.get(f"{base}/api/v1/studies/{study['id']}/trials/{trials[0]['id']}", timeout=10).json()
+    detail = http.get(f"{base}/api/v1/studies/{study['id']}/trials/{trials[0]['number']}", timeout=10).json()
+    assert detail["number"] == trials[0]["number"] and detail["id"] == trials[0]["id"]
     assert len(detail["epochs"]) == detail["epochs_run"] >= 1
     assert "val_accuracy" in detail["epochs"][0]["metrics"]
-    assert detail["best_epoch"] < detail["epochs_run"]
+    # Epochs are counted from 1 for people, best_epoch included.
+    assert [e["epoch"] for e in detail["epochs"]] == list(range(1, detail["epochs_run"] + 1))
+    assert 1 <= detail["best_epoch"] <= detail["epochs_run"]
 
     model = http.get(f"{base}/api/v1/studies/{study['id']}/best-model", timeout=30)
     assert model.status_code == 200

@@ -49,30 +49,31 @@ def repeats_errors(repeats: object) -> list[FieldError]:
     return []
 
 
-def rerun_target(svc: Services, caller: Principal, study_id: int, trial_id: int) -> tuple[StudyRecord, TrialRecord]:
-    """The study and trial to rerun as ``caller`` sees them: 404 for another team's, then 403 for a viewer."""
+def rerun_target(svc: Services, caller: Principal, study_id: int, number: int) -> tuple[StudyRecord, TrialRecord]:
+    """The study and its trial ``number`` to rerun as ``caller`` sees them: 404 for another team's, then 403 for a
+    viewer."""
     study = svc.store.get_study(study_id, team_id=caller.scope)
-    trial = svc.store.get_trial(study_id, trial_id)
+    trial = svc.store.trial_by_number(study_id, number)
     _writer(caller)
     return study, trial
 
 
-def start_rerun(svc: Services, caller: Principal, study_id: int, trial_id: int, repeats: object) -> JobRecord:
+def start_rerun(svc: Services, caller: Principal, study_id: int, number: int, repeats: object) -> JobRecord:
     """Store a rerun of a finished trial as queued and enqueue it (404, 403, 422 on ``repeats``, then 409 for a
     trial that has not finished). Shared by the API and the dashboard."""
-    study, trial = rerun_target(svc, caller, study_id, trial_id)
+    study, trial = rerun_target(svc, caller, study_id, number)
     errors = repeats_errors(repeats)
     if errors:
         raise InvalidInput(errors)
     if trial.status not in RERUNNABLE:
-        raise Conflict(f"trial {trial_id} is {trial.status}; only a finished trial can be rerun")
+        raise Conflict(f"trial {number} is {trial.status}; only a finished trial can be rerun")
     job = svc.store.create_job(
         "rerun",
         {"repeats": repeats},
         team_id=study.team_id,
         owner_id=caller.user_id,
         study_id=study_id,
-        trial_id=trial_id,
+        trial_id=trial.id,
         dataset_id=study.dataset_id,
         pool=study.pool,
     )
@@ -112,18 +113,18 @@ def show_range_test(job_id: int) -> Response:
     return jsonify(services().store.get_job(job_id, kind="lr_range_test", team_id=scope()).to_json())
 
 
-@bp.post("/studies/<int:study_id>/trials/<int:trial_id>/rerun")
+@bp.post("/studies/<int:study_id>/trials/<int:number>/rerun")
 @describe(
     tag="trials",
     body="Rerun",
     responses={202: "Queued; poll its Location", 404: "No such trial", 409: "Trial not finished", 422: "Bad repeats"},
 )
-def create_rerun(study_id: int, trial_id: int) -> tuple[Response, int, dict[str, str]]:
+def create_rerun(study_id: int, number: int) -> tuple[Response, int, dict[str, str]]:
     """Retrain a finished trial's hyperparameters: once with its own seed (is it reproducible?) and with
     ``repeats`` other seeds (how much does the score spread?)."""
     svc = services()
     caller = principal()
-    rerun_target(svc, caller, study_id, trial_id)  # 404 and 403 before anything about the body
+    rerun_target(svc, caller, study_id, number)  # 404 and 403 before anything about the body
     body = json_body()
     if not isinstance(body, dict):
         raise InvalidInput.one("body", "must be a JSON object")
@@ -131,17 +132,18 @@ def create_rerun(study_id: int, trial_id: int) -> tuple[Response, int, dict[str,
     unknown = [FieldError(k, "unknown field; known: repeats") for k in body if k != "repeats"]
     if unknown:
         raise InvalidInput(unknown + repeats_errors(repeats))
-    job = start_rerun(svc, caller, study_id, trial_id, repeats)
-    location = url_for("jobs.show_rerun", study_id=study_id, trial_id=trial_id, job_id=job.id)
+    job = start_rerun(svc, caller, study_id, number, repeats)
+    location = url_for("jobs.show_rerun", study_id=study_id, number=number, job_id=job.id)
     return jsonify(job.to_json()), 202, {"Location": location}
 
 
-@bp.get("/studies/<int:study_id>/trials/<int:trial_id>/reruns/<int:job_id>")
+@bp.get("/studies/<int:study_id>/trials/<int:number>/reruns/<int:job_id>")
 @describe(tag="trials", responses={200: "Status and, when done, the scores and their spread", 404: "No such rerun"})
-def show_rerun(study_id: int, trial_id: int, job_id: int) -> Response:
+def show_rerun(study_id: int, number: int, job_id: int) -> Response:
     """One rerun of a trial with the same-seed score, the other seeds' scores and their spread."""
     services().store.get_study(study_id, team_id=scope())
+    trial = services().store.trial_by_number(study_id, number)
     job = services().store.get_job(job_id, kind="rerun", team_id=None)
-    if job.trial_id != trial_id or job.study_id != study_id:
+    if job.trial_id != trial.id or job.study_id != study_id:
         raise NotFound("rerun", job_id)
     return jsonify(job.to_json())

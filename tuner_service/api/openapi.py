@@ -53,8 +53,9 @@ def build_document(app: Flask) -> dict[str, Any]:
 
 
 def _operation(rule: Any, view: Any, note: dict[str, Any]) -> dict[str, Any]:
-    doc = (view.__doc__ or "").strip()
-    summary, _, description = doc.partition("\n")
+    # Docstrings wrap mid-sentence: the summary is the first sentence of the whole text, the description all of it.
+    description = " ".join((view.__doc__ or "").split())
+    summary = re.split(r"(?<=[.:;])\s", description, maxsplit=1)[0].rstrip(".:;")
     parameters = [
         {"name": arg, "in": "path", "required": True, "schema": {"type": "integer"}} for arg in sorted(rule.arguments)
     ]
@@ -75,8 +76,8 @@ def _operation(rule: Any, view: Any, note: dict[str, Any]) -> dict[str, Any]:
         "parameters": parameters,
         "responses": responses,
     }
-    if description.strip():
-        op["description"] = " ".join(description.split())
+    if description.rstrip(".") != summary:
+        op["description"] = description
     body = note["body"]
     if body in COMPONENTS["schemas"] and body != "DatasetUpload":
         op["requestBody"] = {
@@ -111,7 +112,8 @@ def docs() -> Response:
             params = ", ".join(p["name"] for p in op["parameters"] if p["in"] == "query")
             rows.append(
                 f"<tr><td><code>{method.upper()}</code></td><td><code>{path}</code></td>"
-                f"<td>{_esc(op['summary'])}</td><td>{_esc(params)}</td><td>{_esc(codes)}</td></tr>"
+                f"<td>{_prose(op.get('description', op['summary']))}</td><td>{_esc(params)}</td>"
+                f"<td>{_prose(codes)}</td></tr>"
             )
     html = (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>tuner-service API</title>"
@@ -128,3 +130,8 @@ def docs() -> Response:
 
 def _esc(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _prose(text: str) -> str:
+    """Docstring text as HTML: ``code`` and `code` become <code>, never literal backquotes."""
+    return re.sub(r"``?([^`]+?)``?", r"<code>\1</code>", _esc(text))

@@ -10,7 +10,7 @@ from tuner_service.api import services
 from tuner_service.api.auth import scope
 from tuner_service.api.openapi import describe
 from tuner_service.api.params import choice_arg
-from tuner_service.queue import POOLS, TeamLoad, blocked_reason, order
+from tuner_service.queue import POOLS, READY, TeamLoad, blocked_reason, order
 
 bp = Blueprint("queue", __name__, url_prefix="/api/v1/queue")
 
@@ -56,6 +56,7 @@ def waiting_studies(pool: str, team: int | None) -> list[dict[str, Any]]:
                     "parallelism": study.parallelism,
                     "trials_left": study.owed,
                     "blocked_reason": reason,
+                    "waiting_because": reason or READY,
                     "eta_next_start_s": round(ahead * mean / workers, 1) if mean is not None else None,
                     "eta_done_s": round((ahead + study.owed) * mean / workers, 1) if mean is not None else None,
                 }

@@ -11,8 +11,8 @@ from tuner_service.api.auth import require_write, scope
 from tuner_service.api.openapi import describe
 from tuner_service.api.params import choice_arg, int_arg, json_body, page_args
 from tuner_service.errors import FieldError, InvalidInput, NotFound
-from tuner_service.store import STUDY_STATUSES, TRIAL_SORTS, TRIAL_STATUSES, StudyRecord
-from tuner_service.study import PRIORITIES, submit_study
+from tuner_service.store import STUDY_STATUSES, TRIAL_SORTS, TRIAL_STATUSES, StudyRecord, TrialRecord
+from tuner_service.study import PRIORITIES, budget_basis, submit_study
 
 bp = Blueprint("studies", __name__, url_prefix="/api/v1/studies")
 
@@ -36,8 +36,20 @@ def progress(study: StudyRecord) -> dict[str, Any]:
     }
 
 
-def study_json(study: StudyRecord) -> dict[str, Any]:
-    return {**study.to_json(), "progress": progress(study), "links": _links(study.id)}
+def study_json(study: StudyRecord, numbers: dict[int, int] | None = None) -> dict[str, Any]:
+    """The study as the API shows it: ``max_trials`` is the trial budget (``budget_basis`` says where it comes
+    from) and ``best_trial_number`` is the best trial's number in the study, as in trial URLs (``numbers``: those
+    already looked up, by trial id)."""
+    best = study.best_trial_id
+    if numbers is None and best is not None:
+        numbers = services().store.trial_numbers([best])
+    return {
+        **study.to_json(),
+        "best_trial_number": (numbers or {}).get(best) if best is not None else None,
+        "budget_basis": budget_basis(study.spec),
+        "progress": progress(study),
+        "links": _links(study.id),
+    }
 
 
 def _links(study_id: int) -> dict[str, str]:
@@ -87,7 +99,8 @@ def index() -> Response:
     dataset = int_arg("dataset", -1, 1, 2**31) if "dataset" in request.args else None
     page = services().store.list_studies(status=status, dataset_id=dataset, team_id=scope(), limit=limit, offset=offset)
     out = page.to_json()
-    out["items"] = [study_json(s) for s in page.items]
+    numbers = services().store.trial_numbers([s.best_trial_id for s in page.items if s.best_trial_id is not None])
+    out["items"] = [study_json(s, numbers) for s in page.items]
     return jsonify(out)
 
 
@@ -177,14 +190,15 @@ def trials(study_id: int) -> Response:
     return jsonify(page.to_json())
 
 
-@bp.get("/<int:study_id>/trials/<int:trial_id>")
+@bp.get("/<int:study_id>/trials/<int:number>")
 @describe(tag="trials", responses={200: "The trial with every epoch's metrics", 404: "No such study or trial"})
-def trial(study_id: int, trial_id: int) -> Response:
-    """One trial with its hyperparameters, final metrics and its epoch curve."""
+def trial(study_id: int, number: int) -> Response:
+    """Trial ``number`` of the study (as on its leaderboard, counted from 0) with its hyperparameters, final
+    metrics and its epoch curve (epochs and ``best_epoch`` counted from 1)."""
     store = services().store
     store.get_study(study_id, team_id=scope())
-    record = store.get_trial(study_id, trial_id)
-    return jsonify({**record.to_json(), "epochs": [e.to_json() for e in store.epochs(trial_id)]})
+    record = store.trial_by_number(study_id, number)
+    return jsonify({**record.to_json(), "epochs": [e.to_json() for e in store.epochs(record.id)]})
 
 
 @bp.get("/<int:study_id>/leaderboard")
@@ -204,22 +218,22 @@ def best_model(study_id: int) -> Response:
     study = services().store.get_study(study_id, team_id=scope())
     if study.best_trial_id is None:
         raise NotFound("best model of study", study_id)
-    return model_file(study_id, study.best_trial_id)
+    return model_response(study_id, services().store.get_trial(study_id, study.best_trial_id))
 
 
-@bp.get("/<int:study_id>/trials/<int:trial_id>/model")
+@bp.get("/<int:study_id>/trials/<int:number>/model")
 @describe(tag="models", responses={200: "The trial's model (.keras)", 404: "No model for this trial"})
-def trial_model(study_id: int, trial_id: int) -> Response:
-    """Download one trial's trained model as a ``.keras`` file."""
-    return model_file(study_id, trial_id)
+def trial_model(study_id: int, number: int) -> Response:
+    """Download trial ``number``'s trained model as a ``.keras`` file."""
+    services().store.get_study(study_id, team_id=scope())
+    return model_response(study_id, services().store.trial_by_number(study_id, number))
 
 
-def model_file(study_id: int, trial_id: int) -> Response:
+def model_response(study_id: int, record: TrialRecord) -> Response:
+    """The trial's ``.keras`` file as a download (the caller has checked that the study is visible)."""
     svc = services()
-    svc.store.get_study(study_id, team_id=scope())
-    record = svc.store.get_trial(study_id, trial_id)
     path = (svc.settings.artifacts / record.model_path) if record.model_path else None
     if path is None or not path.is_file():
-        raise NotFound("model of trial", trial_id)
+        raise NotFound("model of trial", record.number)
     name = f"study-{study_id}-trial-{record.number}.keras"
     return send_file(path, mimetype="application/octet-stream", as_attachment=True, download_name=name)

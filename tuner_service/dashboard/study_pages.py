@@ -11,7 +11,7 @@ from flask import Response, flash, jsonify, redirect, render_template, request, 
 
 from tuner_service.api import services
 from tuner_service.api.auth import require_write, scope
-from tuner_service.api.studies import model_file, progress
+from tuner_service.api.studies import model_response, progress
 from tuner_service.dashboard import charts
 from tuner_service.dashboard.blueprint import bp, elapsed_s
 from tuner_service.dashboard.columns import parameter_names
@@ -196,12 +196,13 @@ def best_model(study_id: int) -> Response:
     study = services().store.get_study(study_id, team_id=scope())
     if study.best_trial_id is None:
         raise NotFound("best model of study", study_id)
-    return model_file(study_id, study.best_trial_id)
+    return model_response(study_id, services().store.get_trial(study_id, study.best_trial_id))
 
 
-@bp.get("/studies/<int:study_id>/trials/<int:trial_id>/model")
-def trial_model(study_id: int, trial_id: int) -> Response:
-    return model_file(study_id, trial_id)
+@bp.get("/studies/<int:study_id>/trials/<int:number>/model")
+def trial_model(study_id: int, number: int) -> Response:
+    services().store.get_study(study_id, team_id=scope())
+    return model_response(study_id, services().store.trial_by_number(study_id, number))
 
 
 # -- controls ---------------------------------------------------------------------------------------

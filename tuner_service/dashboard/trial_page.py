@@ -74,10 +74,10 @@ def _reruns(trial_id: int) -> list[RerunRow]:
     ]
 
 
-def _trial_view(study_id: int, trial_id: int) -> dict[str, Any]:
+def _trial_view(study_id: int, number: int) -> dict[str, Any]:
     store = services().store
     study = store.get_study(study_id, team_id=scope())
-    trial = store.get_trial(study.id, trial_id)
+    trial = store.trial_by_number(study.id, number)
     epochs = store.epochs(trial.id)
     metric_names = sorted({k for e in epochs for k in e.metrics})
     reruns = _reruns(trial.id)
@@ -103,14 +103,14 @@ def _trial_view(study_id: int, trial_id: int) -> dict[str, Any]:
     }
 
 
-@bp.get("/studies/<int:study_id>/trials/<int:trial_id>")
-def trial(study_id: int, trial_id: int) -> str:
-    return render_template("dashboard/trial.html", **_trial_view(study_id, trial_id))
+@bp.get("/studies/<int:study_id>/trials/<int:number>")
+def trial(study_id: int, number: int) -> str:
+    return render_template("dashboard/trial.html", **_trial_view(study_id, number))
 
 
-@bp.get("/studies/<int:study_id>/trials/<int:trial_id>/live.json")
-def trial_live(study_id: int, trial_id: int) -> Response:
-    view = _trial_view(study_id, trial_id)
+@bp.get("/studies/<int:study_id>/trials/<int:number>/live.json")
+def trial_live(study_id: int, number: int) -> Response:
+    view = _trial_view(study_id, number)
     html = {
         "trial-detail": render_template("dashboard/_trial_detail.html", **view),
         "trial-reruns": render_template("dashboard/_reruns.html", **view),
@@ -118,15 +118,15 @@ def trial_live(study_id: int, trial_id: int) -> Response:
     return jsonify({"html": html, "figures": view["figures"], "done": not view["live"]})
 
 
-@bp.post("/studies/<int:study_id>/trials/<int:trial_id>/rerun")
-def rerun(study_id: int, trial_id: int) -> Response | tuple[str, int]:
+@bp.post("/studies/<int:study_id>/trials/<int:number>/rerun")
+def rerun(study_id: int, number: int) -> Response | tuple[str, int]:
     """Retrain the trial once with its own seed and with ``repeats`` other seeds, as the API's rerun does."""
     typed = request.form.get("repeats", "").strip()
     repeats: object = int(typed) if typed.lstrip("-").isdigit() else typed
     try:
-        job = start_rerun(services(), caller(), study_id, trial_id, repeats)
+        job = start_rerun(services(), caller(), study_id, number, repeats)
     except InvalidInput as exc:
-        view = _trial_view(study_id, trial_id)
+        view = _trial_view(study_id, number)
         errors: dict[str, list[str]] = {}
         for error in exc.errors:
             errors.setdefault("repeats", []).append(error.reason)
@@ -136,4 +136,4 @@ def rerun(study_id: int, trial_id: int) -> Response | tuple[str, int]:
         flash(f"Not rerun: {exc}", "error")
     else:
         flash(f"Rerun #{job.id} queued: the trial is retrained with its own seed and {repeats} other(s).", "ok")
-    return redirect(url_for("dashboard.trial", study_id=study_id, trial_id=trial_id, _anchor="reruns-heading"))
+    return redirect(url_for("dashboard.trial", study_id=study_id, number=number, _anchor="reruns-heading"))

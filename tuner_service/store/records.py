@@ -136,9 +136,15 @@ class TrialRecord:
         for key in ("oracle_trial_state", "ticket", "oracle_trial_id"):
             out.pop(key)
         out["has_model"] = out.pop("model_path") is not None
+        out["best_epoch"] = human_epoch(self.best_epoch)
         for key in ("heartbeat_at", "created_at", "started_at", "finished_at"):
             out[key] = _iso(out[key])
         return out
+
+
+def human_epoch(epoch: int | None) -> int | None:
+    """An epoch as people count it (from 1): stored epochs are Keras's own (from 0)."""
+    return None if epoch is None else epoch + 1
 
 
 @dataclass(frozen=True)
@@ -154,7 +160,8 @@ class EpochRecord:
         return cls(row.execution, row.epoch, dict(row.metrics))
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """Epochs are stored as Keras counts them (from 0) and shown to people from 1, like on the dashboard."""
+        return {**asdict(self), "epoch": self.epoch + 1}
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from tuner_service.store.records import (
     StudyRecord,
     TrialControl,
     TrialRecord,
+    human_epoch,
 )
 
 TRIAL_SORTS = {
@@ -445,6 +446,22 @@ class Store(AccountQueries, QueueQueries, JobQueries, HypermodelQueries):
                 raise NotFound("trial", trial_id)
             return TrialRecord.of(row)
 
+    def trial_by_number(self, study_id: int, number: int) -> TrialRecord:
+        """The trial that users see as ``number`` in its study (the number on leaderboards, in URLs and the CLI)."""
+        with self._read() as session:
+            row = session.scalar(select(TrialRow).where(TrialRow.study_id == study_id, TrialRow.number == number))
+            if row is None:
+                raise NotFound("trial", number)
+            return TrialRecord.of(row)
+
+    def trial_numbers(self, trial_ids: list[int]) -> dict[int, int]:
+        """Each trial's number in its study, by id, in one query (for listings that name best trials)."""
+        if not trial_ids:
+            return {}
+        with self._read() as session:
+            rows = session.execute(select(TrialRow.id, TrialRow.number).where(TrialRow.id.in_(trial_ids)))
+            return {trial_id: number for trial_id, number in rows}
+
     def list_trials(
         self,
         study_id: int,
@@ -649,7 +666,7 @@ class Store(AccountQueries, QueueQueries, JobQueries, HypermodelQueries):
                         "objective": trial.objective_name,
                         "direction": direction,
                         "score": trial.score,
-                        "best_epoch": trial.best_epoch,
+                        "best_epoch": human_epoch(trial.best_epoch),
                         "epochs_run": trial.epochs_run,
                         "duration_s": trial.duration_s,
                         "hyperparameters": trial.hyperparameters,
