@@ -52,23 +52,38 @@ def up(port: int, workers: int, gpus: str | None) -> None:
 
 
 @main.command()
-@click.option("--gpus", default=None, help="Comma-separated GPU ids: one worker process pinned to each.")
+@click.option("--gpus", default=None, help="Comma-separated GPU ids: worker processes pinned to each.")
+@click.option("--per-gpu", default=1, show_default=True, help="Worker processes per GPU, each with 1/K of its memory.")
 @click.option("--concurrency", default=1, show_default=True, help="CPU worker processes (when no --gpus).")
-def worker(gpus: str | None, concurrency: int) -> None:
-    """Start trial workers: one process per GPU on the gpu pool (CUDA_VISIBLE_DEVICES, memory growth), or
-    N CPU processes on the cpu pool. A worker only ever runs studies of its own pool."""
-    import subprocess
+@click.option("--max-trials-per-process", type=int, default=None, help="Recycle a process after N trials.")
+@click.option("--max-memory-mb", type=int, default=None, help="Recycle a process above this resident memory.")
+@click.option("--grace", type=float, default=None, help="Seconds a stopping worker waits for an epoch to end.")
+def worker(
+    gpus: str | None,
+    per_gpu: int,
+    concurrency: int,
+    max_trials_per_process: int | None,
+    max_memory_mb: int | None,
+    grace: float | None,
+) -> None:
+    """Start trial workers: K processes per GPU on the gpu pool (CUDA_VISIBLE_DEVICES, a memory share each),
+    or N CPU processes on the cpu pool. A worker only ever runs studies of its own pool.
 
-    from tuner_service.launcher import pool_queue_name, stop_processes, worker_command, worker_envs
+    SIGTERM/SIGINT stops them gracefully: each running trial is handed back at its next epoch end (or after
+    the grace period) with a checkpoint, and another worker resumes it. Processes that recycle themselves
+    (--max-trials-per-process, --max-memory-mb) or crash are restarted."""
+    from tuner_service.launcher import start_workers
 
     settings = load_settings()
-    envs = worker_envs(settings, _gpu_list(gpus), concurrency)
-    procs = [
-        subprocess.Popen(worker_command(env["TUNER_WORKER_ID"], pool_queue_name(env["TUNER_POOL"]), "INFO"), env=env)
-        for env in envs
-    ]
-    console.print(f"started {len(procs)} worker process(es) on {settings.broker_url}")
-    _wait_for_signal(lambda: stop_processes(procs), procs)
+    overrides = {
+        "max_trials_per_process": max_trials_per_process,
+        "max_memory_mb": max_memory_mb,
+        "shutdown_grace_s": grace,
+    }
+    settings = settings.with_overrides(**{k: v for k, v in overrides.items() if v is not None})
+    supervisor = start_workers(settings, _gpu_list(gpus), concurrency, per_gpu=per_gpu, loglevel="INFO")
+    console.print(f"started {len(supervisor.procs)} worker process(es) on {settings.broker_url}")
+    _wait_for_signal(supervisor.stop, poll=supervisor.poll, alive=supervisor.healthy)
 
 
 @main.command()
@@ -457,7 +472,8 @@ def _gpu_list(gpus: str | None) -> list[str] | None:
     return [g.strip() for g in gpus.split(",") if g.strip()] if gpus else None
 
 
-def _wait_for_signal(stop: Any, procs: list | None = None) -> None:
+def _wait_for_signal(stop: Any, *, poll: Any = None, alive: Any = None) -> None:
+    """Run until SIGINT/SIGTERM (or until ``alive()`` turns false), calling ``poll()`` meanwhile; then ``stop()``."""
     stopping = {"now": False}
 
     def handle(_signum: int, _frame: Any) -> None:
@@ -466,8 +482,10 @@ def _wait_for_signal(stop: Any, procs: list | None = None) -> None:
     signal.signal(signal.SIGINT, handle)
     signal.signal(signal.SIGTERM, handle)
     while not stopping["now"]:
-        if procs and all(p.poll() is not None for p in procs):
+        if alive is not None and not alive():
             break
+        if poll is not None:
+            poll()
         time.sleep(0.5)
     console.print("stopping...")
     stop()

@@ -10,13 +10,16 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from tuner_service.config import Settings
 from tuner_service.reaper import reap
 from tuner_service.store import Store
+
+if TYPE_CHECKING:
+    from tuner_service.supervisor import Supervisor
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -32,32 +35,46 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "TUNER_FAIR_SHARE_WINDOW": str(settings.fair_share_window_s),
         "TUNER_BROKER_POLLING_INTERVAL": str(settings.broker_polling_interval_s),
         "TUNER_BROKER_KEY_PREFIX": settings.broker_key_prefix,
+        "TUNER_SHUTDOWN_GRACE": str(settings.shutdown_grace_s),
+        "TUNER_MAX_TRIALS_PER_PROCESS": str(settings.max_trials_per_process),
+        "TUNER_MAX_MEMORY_MB": str(settings.max_memory_mb),
     }
 
 
 def worker_command(name: str, queue: str = "trials.cpu", loglevel: str = "WARNING") -> list[str]:
-    """One Celery worker process that runs one trial at a time (solo pool: Keras in the main thread)."""
+    """One Celery worker process that runs one trial at a time (solo pool: Keras in the main thread).
+
+    The node name carries the launcher's process id, so two launchers on one host never share a name.
+    """
     quiet = ["--quiet"] if loglevel == "WARNING" else []
     return [
         sys.executable, "-m", "celery", "-A", "workers.app", *quiet, "worker",
-        "--pool", "solo", "--concurrency", "1", "-Q", queue, "-n", f"{name}@%h",
+        "--pool", "solo", "--concurrency", "1", "-Q", queue, "-n", f"{name}-{os.getpid()}@%h",
         "--loglevel", loglevel, "--without-gossip", "--without-mingle",
     ]  # fmt: skip
 
 
-def worker_envs(settings: Settings, gpus: list[str] | None, processes: int) -> list[dict[str, str]]:
-    """One environment per worker process: pinned to one GPU each (pool ``gpu``), or CPU-only (pool ``cpu``)."""
+def worker_envs(settings: Settings, gpus: list[str] | None, processes: int, per_gpu: int = 1) -> list[dict[str, str]]:
+    """One environment per worker process: ``per_gpu`` processes pinned to each GPU (pool ``gpu``, each with
+    a 1/``per_gpu`` share of the GPU's memory), or CPU-only ones (pool ``cpu``). ``TUNER_WORKER_ID`` is the
+    slot (``cpu0``, ``gpu1.0``); the worker adds its host and process id to make its name unique."""
     base = {**os.environ, **settings_env(settings), "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
     if gpus:
+        share = f"{0.9 / max(1, per_gpu):.3f}"  # leave 10 % for the CUDA context of each process
         return [
             {
                 **base,
                 "CUDA_VISIBLE_DEVICES": gpu,
                 "TF_FORCE_GPU_ALLOW_GROWTH": "true",
-                "TUNER_WORKER_ID": f"gpu{gpu}",
+                "TUNER_GPU_MEMORY_FRACTION": share,
+                # JAX preallocates 75 % of the GPU by default: K processes would not fit.
+                "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
+                "XLA_PYTHON_CLIENT_MEM_FRACTION": share,
+                "TUNER_WORKER_ID": f"gpu{gpu}.{k}" if per_gpu > 1 else f"gpu{gpu}",
                 "TUNER_POOL": "gpu",
             }
             for gpu in gpus
+            for k in range(max(1, per_gpu))
         ]
     return [
         {**base, "CUDA_VISIBLE_DEVICES": "", "TUNER_WORKER_ID": f"cpu{i}", "TUNER_POOL": "cpu"}
@@ -65,12 +82,26 @@ def worker_envs(settings: Settings, gpus: list[str] | None, processes: int) -> l
     ]
 
 
-def start_workers(settings: Settings, gpus: list[str] | None = None, processes: int = 1) -> list[subprocess.Popen]:
-    procs = []
-    for env in worker_envs(settings, gpus, processes):
-        queue = pool_queue_name(env["TUNER_POOL"])
-        procs.append(subprocess.Popen(worker_command(env["TUNER_WORKER_ID"], queue), env=env))
-    return procs
+def start_workers(
+    settings: Settings,
+    gpus: list[str] | None = None,
+    processes: int = 1,
+    *,
+    per_gpu: int = 1,
+    loglevel: str = "WARNING",
+) -> Supervisor:
+    """Start the worker processes under a :class:`Supervisor` that restarts recycled or crashed ones."""
+    from tuner_service.supervisor import Supervisor, WorkerSpec
+
+    specs = [
+        WorkerSpec(
+            env["TUNER_WORKER_ID"],
+            worker_command(env["TUNER_WORKER_ID"], pool_queue_name(env["TUNER_POOL"]), loglevel),
+            env,
+        )
+        for env in worker_envs(settings, gpus, processes, per_gpu)
+    ]
+    return Supervisor(specs, stop_timeout_s=settings.shutdown_grace_s + 30).start()
 
 
 def pool_queue_name(pool: str) -> str:
@@ -104,7 +135,9 @@ def ensure_admin_token(store: Store, settings: Settings) -> str:
     return token.secret
 
 
-def stop_processes(procs: list[subprocess.Popen], timeout: float = 20.0) -> None:
+def stop_processes(procs: list[subprocess.Popen], timeout: float = 90.0) -> None:
+    """SIGTERM, then SIGKILL whatever still runs after ``timeout`` (a worker hands its trial back at the next
+    epoch end or within its grace period, ``TUNER_SHUTDOWN_GRACE``: keep ``timeout`` above that)."""
     for proc in procs:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -129,7 +162,7 @@ class LocalService:
     access_log: bool = True
     _server: BaseWSGIServer | None = None
     _threads: list[threading.Thread] = field(default_factory=list)
-    _procs: list[subprocess.Popen] = field(default_factory=list)
+    _supervisor: Supervisor | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -151,8 +184,14 @@ class LocalService:
         self._spawn(self._server.serve_forever, "api")
         self._spawn(self._reap_loop, "reaper")
         if self.workers or self.gpus:
-            self._procs = start_workers(self.settings, self.gpus, self.workers)
+            self._supervisor = start_workers(self.settings, self.gpus, self.workers)
+            self._spawn(self._supervise, "supervisor")
         return self
+
+    def _supervise(self) -> None:
+        while not self._stop.wait(1.0):
+            assert self._supervisor is not None
+            self._supervisor.poll()
 
     def _spawn(self, target: Any, name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -179,11 +218,12 @@ class LocalService:
                 print(f"reaper: {exc}", file=sys.stderr)
 
     def workers_alive(self) -> bool:
-        return all(p.poll() is None for p in self._procs)
+        return self._supervisor is None or self._supervisor.healthy()
 
     def stop(self) -> None:
         self._stop.set()
-        stop_processes(self._procs)
+        if self._supervisor is not None:
+            self._supervisor.stop()
         if self._server is not None:
             self._server.shutdown()
         for thread in self._threads:
