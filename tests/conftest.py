@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -228,3 +229,25 @@ def digits_study(**overrides: object) -> dict:
     }
     doc.update(overrides)
     return doc
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[Any]:
+    """A Redis server of this test's own (free port, no persistence), which the test may kill and restart."""
+    from tests.servers import PrivateRedis
+
+    server = PrivateRedis(tmp_path).start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[Any]:
+    """A PostgreSQL cluster of this test's own (initdb in tmp_path), which the test may stop and start."""
+    from tests.servers import PrivatePostgres
+
+    if not (PrivatePostgres.available()):
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    server = PrivatePostgres().init()
+    yield server
+    server.remove()

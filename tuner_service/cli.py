@@ -91,20 +91,35 @@ def worker(
 @click.option("--once", is_flag=True, help="One pass, then exit.")
 def reaper(every: float, once: bool) -> None:
     """Requeue trials of dead workers and wake studies whose messages were lost."""
+    from tuner_service.errors import ServiceUnavailable
     from tuner_service.reaper import reap
     from tuner_service.store import Store
-    from workers.app import celery_for, enqueue_job, enqueue_trials
+    from workers.app import celery_for, enqueue_job, enqueue_trials, sending
 
     settings = load_settings()
     store, celery = Store(settings.database_url), celery_for(settings)
+    down: str | None = None
     while True:
-        report = reap(
-            store,
-            settings,
-            lambda pool, n: enqueue_trials(celery, pool, n),
-            lambda pool, job_id: enqueue_job(celery, pool, job_id),
-        )
-        console.print(f"reaper: {report.to_json()}")
+        try:
+            with sending():
+                report = reap(
+                    store,
+                    settings,
+                    lambda pool, n: enqueue_trials(celery, pool, n),
+                    lambda pool, job_id: enqueue_job(celery, pool, job_id),
+                )
+        except ServiceUnavailable as exc:  # keep reaping: one line when an outage starts, one when it ends
+            if once:
+                raise click.ClickException(str(exc)) from exc
+            if down != exc.dependency:
+                console.print(f"reaper: {exc}; retrying every {every:g} s")
+            down = exc.dependency
+        else:
+            if down is not None:
+                console.print(f"reaper: {down} is back")
+            down = None
+            if once or any(report.to_json().values()):
+                console.print(f"reaper: {report.to_json()}")
         if once:
             return
         time.sleep(every)

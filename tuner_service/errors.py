@@ -101,3 +101,10 @@ class BrokerUnavailable(ServiceUnavailable):
 
     title = "Broker unavailable"
     dependency = "broker"
+
+
+class InvalidHeader(InvalidInput):
+    """A request header is malformed (400, naming the header as the field)."""
+
+    status = 400
+    title = "Bad request"

@@ -5,6 +5,7 @@ Imports Keras; only workers import this module.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -75,9 +76,9 @@ class EpochReporter(keras.callbacks.Callback):
             self.prune_reason = f"pruned at epoch {epoch + 1}: {reason}"
             self.model.stop_training = True
 
-    def flush(self) -> Any:
+    def flush(self, *, strict: bool = False) -> Any:
         """Write the epochs not yet stored; returns the last write's control, or ``None`` while the database
-        is away (training goes on: an outage must not cost the trial)."""
+        is away (training goes on: an outage must not cost the trial). ``strict`` raises instead."""
         control = None
         while self.unsaved:
             epoch, metrics = self.unsaved[0]
@@ -86,6 +87,8 @@ class EpochReporter(keras.callbacks.Callback):
                     self.claim.trial.id, self.execution, epoch, metrics, ticket=self.claim.trial.ticket
                 )
             except DatabaseUnavailable as exc:
+                if strict:
+                    raise
                 self._outage.failed(exc)
                 return None
             self._outage.succeeded()
@@ -290,7 +293,7 @@ def _train(store: Store, settings: Settings, claim: Claim) -> TrialOutcome | shu
             log.info("trial %s resumes execution %s at epoch %s", trial.id, execution, first_epoch)
         model, history = fit_once(prepared, study, values, seed=seed, callbacks=[reporter], resume_from=start_from)
         if reporter.unsaved:
-            wait_out(reporter.flush, what=f"trial {trial.id} epochs")
+            wait_out(functools.partial(reporter.flush, strict=True), what=f"trial {trial.id} epochs")
         if reporter.taken_over:
             return shutdown.Handback(reporter.stop_reason or "taken over", taken_over=True)
         if reporter.stop_reason is not None:

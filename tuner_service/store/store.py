@@ -335,7 +335,23 @@ class Store(AccountQueries, QueueQueries, JobQueries):
                 session.flush()
                 return StudyRecord.of(row)
 
-        return self._retrying(attempt)
+        key = fields.get("idempotency_key")
+        try:
+            return self._retrying(attempt)
+        except IntegrityError:
+            if key is None:
+                raise
+            found = self.study_by_idempotency_key(fields.get("team_id"), key)  # a concurrent retry won the insert
+            if found is None:
+                raise
+            return found
+
+    def study_by_idempotency_key(self, team_id: int | None, key: str) -> StudyRecord | None:
+        """The study the team submitted with this ``Idempotency-Key``, if any."""
+        team = StudyRow.team_id.is_(None) if team_id is None else StudyRow.team_id == team_id
+        with self._read() as session:
+            row = session.scalar(select(StudyRow).where(team, StudyRow.idempotency_key == key))
+            return StudyRecord.of(row) if row is not None else None
 
     def get_study(self, study_id: int, *, team_id: int | None = None) -> StudyRecord:
         """A study; another team's study does not exist for the caller (404, not 403)."""
