@@ -161,7 +161,7 @@ def wait_http(url: str, timeout_s: float = 60.0) -> None:
         try:
             if requests.get(url, timeout=2).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or listening but still booting
             pass
         time.sleep(0.3)
     raise AssertionError(f"{url} did not answer within {timeout_s} s")

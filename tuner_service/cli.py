@@ -240,6 +240,27 @@ def revoke_token(token_or_prefix: str) -> None:
     console.print(f"revoked {count} token(s)")
 
 
+@admin.command("bootstrap")
+@click.option("--team", default="admins", show_default=True, help="The first team.")
+@click.option("--user", default="admin", show_default=True, help="Its admin user.")
+def bootstrap(team: str, user: str) -> None:
+    """Make the first team, its admin user and an admin token, once (a second run keeps them).
+
+    The token is written to $TUNER_HOME/admin-token (mode 0600), never printed; the `tuner-service` CLI
+    on the same home reads it from there."""
+    from tuner_service.accounts import admin_token_path
+    from tuner_service.launcher import ensure_admin_token
+
+    settings = load_settings()
+    path = admin_token_path(settings.home)
+    before = path.read_text().strip() if path.exists() else None
+    secret = _admin(
+        lambda: ensure_admin_token(_store(), settings, team=team, user=user, label=f"bootstrap admin of {team}")
+    )
+    state = "kept" if secret == before else "written"
+    click.echo(f"admin token for {user} (team {team}) {state} in {path}")
+
+
 @admin.command("list-teams")
 def list_teams() -> None:
     """List teams with their weights and quotas."""

@@ -110,9 +110,17 @@ def pool_queue_name(pool: str) -> str:
     return pool_queue(pool)
 
 
-def ensure_admin_token(store: Store, settings: Settings) -> str:
-    """The local admin token: made on first start (team ``local``, user ``admin``) and kept in
-    ``$TUNER_HOME/admin-token`` with mode 0600, where the CLI finds it."""
+def ensure_admin_token(
+    store: Store,
+    settings: Settings,
+    *,
+    team: str = "local",
+    user: str = "admin",
+    label: str = "local admin (tuner-service up)",
+) -> str:
+    """The admin token: made on first start (team ``local``, user ``admin`` unless named) and kept in
+    ``$TUNER_HOME/admin-token`` with mode 0600, where the CLI finds it. Idempotent: a token already there
+    that still authenticates is kept (``tuner-service up`` and ``tuner-service admin bootstrap``)."""
     from tuner_service.accounts import admin_token_path
     from tuner_service.errors import Conflict
 
@@ -123,10 +131,10 @@ def ensure_admin_token(store: Store, settings: Settings) -> str:
             return secret
     # A second start finds the team and user already there: that is fine.
     with contextlib.suppress(Conflict):
-        store.create_team("local")
+        store.create_team(team)
     with contextlib.suppress(Conflict):
-        store.create_user("admin", "local", "admin")
-    token, _ = store.create_token("admin", label="local admin (tuner-service up)")
+        store.create_user(user, team, "admin")
+    token, _ = store.create_token(user, label=label)
     settings.home.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
