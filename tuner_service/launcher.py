@@ -61,15 +61,22 @@ def worker_envs(settings: Settings, gpus: list[str] | None, processes: int, per_
     base = {**os.environ, **settings_env(settings), "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
     if gpus:
         share = f"{0.9 / max(1, per_gpu):.3f}"  # leave 10 % for the CUDA context of each process
+        # One process per GPU grows into it; K processes each get a fixed share (growth and a fixed logical
+        # device cannot be combined in TensorFlow), and JAX must not preallocate 75 % of it in each of them.
+        sharing = (
+            {
+                "TUNER_GPU_MEMORY_FRACTION": share,
+                "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
+                "XLA_PYTHON_CLIENT_MEM_FRACTION": share,
+            }
+            if per_gpu > 1
+            else {"TF_FORCE_GPU_ALLOW_GROWTH": "true"}
+        )
         return [
             {
                 **base,
+                **sharing,
                 "CUDA_VISIBLE_DEVICES": gpu,
-                "TF_FORCE_GPU_ALLOW_GROWTH": "true",
-                "TUNER_GPU_MEMORY_FRACTION": share,
-                # JAX preallocates 75 % of the GPU by default: K processes would not fit.
-                "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
-                "XLA_PYTHON_CLIENT_MEM_FRACTION": share,
                 "TUNER_WORKER_ID": f"gpu{gpu}.{k}" if per_gpu > 1 else f"gpu{gpu}",
                 "TUNER_POOL": "gpu",
             }

@@ -260,8 +260,22 @@ def environment(seed: int) -> dict[str, Any]:
         "keras": keras.__version__,
         "keras_tuner": keras_tuner.__version__,
         "backend": keras.backend.backend(),
+        "backend_version": _backend_version(keras.backend.backend()),
         "device": os.environ.get("CUDA_VISIBLE_DEVICES") or "cpu",
     }
+
+
+def _backend_version(backend: str) -> str | None:
+    """The version of the library Keras trains with (KERAS_BACKEND: tensorflow, jax or torch)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    package = {"tensorflow": "tensorflow-cpu", "jax": "jax", "torch": "torch"}.get(backend, backend)
+    for name in (package, backend):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            continue
+    return None
 
 
 def _train(store: Store, settings: Settings, claim: Claim) -> TrialOutcome | shutdown.Handback:

@@ -67,12 +67,55 @@ def warm_up(settings: Settings | None = None) -> None:
     from tuner_service.datasets import describe_builtin, load_split
 
     settings = settings or load_settings()
+    limit_gpu_memory()
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(optimizer="adam", loss="mse")
     model.fit(np.zeros((4, 2)), np.zeros((4, 1)), epochs=1, verbose=0)
     keras.backend.clear_session()
     load_split(describe_builtin("digits"), settings.artifacts, validation_fraction=0.2, seed=0)
+
+
+def limit_gpu_memory() -> None:
+    """Hold this process to its share of the GPU (``TUNER_GPU_MEMORY_FRACTION``, set by ``--per-gpu K``).
+
+    JAX reads its XLA_PYTHON_CLIENT_* variables (set by the launcher) itself; TensorFlow gets a logical
+    device of that size (memory growth alone would let one process take the whole GPU); PyTorch a per-process
+    fraction. Must run before the backend touches the GPU, which is why it runs first in the warm-up.
+    """
+    import os
+
+    fraction = float(os.environ.get("TUNER_GPU_MEMORY_FRACTION") or 0)
+    if not fraction or not os.environ.get("CUDA_VISIBLE_DEVICES"):
+        return
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.set_per_process_memory_fraction(fraction, 0)
+    elif backend == "tensorflow":
+        total_mb = _gpu_total_mb(os.environ["CUDA_VISIBLE_DEVICES"].split(",")[0])
+        if total_mb is None:
+            return
+        import tensorflow as tf
+
+        for gpu in tf.config.list_physical_devices("GPU")[:1]:
+            limit = tf.config.LogicalDeviceConfiguration(memory_limit=int(total_mb * fraction))
+            tf.config.set_logical_device_configuration(gpu, [limit])
+
+
+def _gpu_total_mb(index: str) -> float | None:
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return None
+    query = ["nvidia-smi", "-i", index, "--query-gpu=memory.total", "--format=csv,noheader,nounits"]
+    try:
+        return float(subprocess.run(query, capture_output=True, text=True, timeout=10, check=True).stdout.split()[0])
+    except (subprocess.SubprocessError, ValueError, IndexError):
+        return None
 
 
 @signals.worker_shutting_down.connect

@@ -84,8 +84,7 @@ def test_a_database_outage_of_45_s_is_answered_with_503_and_the_running_trial_su
     assert health.get_json()["dependency"] == "database"
     assert team.client.get(f"/api/v1/studies/{study}").status_code == 200, "the API answers again at once"
 
-    final = wait_until(lambda: store.get_study(study).is_terminal, timeout_s=240, what="the study", logs=pool.logs)
-    del final
+    wait_until(lambda: store.get_study(study).is_terminal, timeout_s=240, what="the study", logs=pool.logs)
     reaper.terminate()
     reaper.wait(timeout=30)
     trials = trials_of(store, study)
@@ -127,9 +126,8 @@ def test_a_redis_crash_mid_study_loses_nothing_and_submissions_meanwhile_are_sto
     assert health.status_code == 503 and health.get_json()["dependency"] == "broker"
     late = first.get_json()["id"]
     for sid, budget in ((study, 3), (late, 2)):
-        final = wait_until(lambda sid=sid: store.get_study(sid).is_terminal, timeout_s=240, what=f"study {sid}",
+        wait_until(lambda sid=sid: store.get_study(sid).is_terminal, timeout_s=240, what=f"study {sid}",
                            logs=lambda: pool.logs() + (tmp_path / "reaper.log").read_text())  # fmt: skip
-        del final
         trials = trials_of(store, sid)
         assert store.get_study(sid).status == "completed"
         assert sorted(t.number for t in trials) == list(range(budget)) and all(t.status == "completed" for t in trials)

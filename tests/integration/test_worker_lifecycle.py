@@ -60,8 +60,7 @@ def test_sigterm_hands_the_trial_back_at_an_epoch_end_and_another_worker_resumes
     assert "handed back" in (pending.error or "")
 
     pool.start(1, prefix="successor")
-    final_study = wait_until(lambda: store.get_study(study).is_terminal, what="the study", logs=pool.logs)
-    del final_study
+    wait_until(lambda: store.get_study(study).is_terminal, what="the study", logs=pool.logs)
     final = trials_of(store, study)
     assert store.get_study(study).status == "completed"
     assert len(final) == budget and completed(store, study) == budget, "the study ends with its exact budget"
@@ -120,3 +119,19 @@ def test_ten_sigkills_during_a_twenty_trial_study_lose_and_double_nothing(deploy
         f"\n10 SIGKILLs: {budget}/{budget} completed, {sum(t.retries for t in final)} retries; kill -> requeued "
         f"{min(requeue_s or [0]):.1f}-{max(requeue_s or [0]):.1f} s (heartbeat timeout 3 s)"
     )
+
+
+def test_workers_train_on_the_jax_backend_and_record_it(deployment, workers, monkeypatch) -> None:
+    pytest.importorskip("jax")
+    monkeypatch.setenv("KERAS_BACKEND", "jax")  # the worker processes inherit it
+    settings, store, app = deployment()
+    pool = workers(settings)
+    pool.start(1)
+    team = Team(app, store, "jax")
+    study = team.submit(quick_study("jax", 2, early_stopping={"patience": 1, "max_epochs": 2}))
+    wait_until(lambda: store.get_study(study).is_terminal, what="the JAX study", logs=pool.logs)
+    trials = trials_of(store, study)
+    assert store.get_study(study).status == "completed"
+    assert [t.status for t in trials] == ["completed", "completed"]
+    assert all(t.environment["backend"] == "jax" and t.environment["backend_version"] for t in trials)
+    assert "Keras jax backend" in pool.logs()
