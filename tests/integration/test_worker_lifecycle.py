@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -30,10 +33,31 @@ def epochs_are_contiguous(store: Store, trial_id: int) -> bool:
     return [e for _, e in epochs] == list(range(len(epochs)))
 
 
-def test_sigterm_hands_the_trial_back_at_an_epoch_end_and_another_worker_resumes_it(deployment, workers) -> None:
+def start_worker_command(settings, log_path: Path) -> subprocess.Popen:
+    """`tuner-service worker` itself (the launcher that forwards SIGTERM to its Celery process)."""
+    from tuner_service.launcher import settings_env
+
+    env = {**os.environ, **settings_env(settings)}
+    log = open(log_path, "wb")  # noqa: SIM115 - closed with the process
+    command = [sys.executable, "-m", "tuner_service.cli", "worker", "--concurrency", "1"]
+    return subprocess.Popen(command, env=env, stdout=log, stderr=log)
+
+
+def unacked_messages(prefix: str) -> int:
+    import redis
+
+    from tests.conftest import REDIS_TEST_URL
+
+    with redis.Redis.from_url(REDIS_TEST_URL) as client:
+        return client.hlen(prefix + "unacked")
+
+
+def test_sigterm_hands_the_trial_back_at_an_epoch_end_and_another_worker_resumes_it(
+    deployment, workers, redis_prefix, tmp_path
+) -> None:
     settings, store, app = deployment(TUNER_SHUTDOWN_GRACE="60")
     pool = workers(settings)
-    victim = pool.start(1)[0]
+    victim = start_worker_command(settings, pool.log_dir / "victim.log")
     team = Team(app, store, "deploy")
     budget = 2
     study = team.submit(
@@ -54,6 +78,8 @@ def test_sigterm_hands_the_trial_back_at_an_epoch_end_and_another_worker_resumes
     victim.wait(timeout=30)
     exited_s = time.monotonic() - sent
     pending = store.get_trial(study, trial.id)
+    assert victim.returncode == 0
+    assert unacked_messages(redis_prefix) == 0, "the stopped worker acknowledged its message: nothing for the reaper"
     assert pending.retries == 0, "a graceful stop must not spend a retry"
     assert pending.resume_execution == 0 and pending.resume_epoch is not None and pending.resume_epoch >= 2
     assert preempt_checkpoint_path(settings, study, trial.id).exists()
