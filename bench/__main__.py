@@ -21,7 +21,16 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from bench import api_load, broker_transports, gpu_packing, leaderboard_scale, search_quality, service_overhead
+from bench import (
+    api_load,
+    broker_transports,
+    gpu_packing,
+    gpu_service,
+    leaderboard_scale,
+    search_quality,
+    service_overhead,
+    worker_start,
+)
 from bench.common import REPO, machine_info
 
 BENCHMARKS: list[ModuleType] = [
@@ -31,6 +40,8 @@ BENCHMARKS: list[ModuleType] = [
     leaderboard_scale,
     api_load,
     gpu_packing,
+    worker_start,
+    gpu_service,
 ]
 
 RESULTS = Path(__file__).resolve().parent / "results"

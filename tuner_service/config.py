@@ -37,6 +37,8 @@ class Settings:
     # resident memory; 0: never. TensorFlow keeps some graph state per model even after clear_session.
     max_trials_per_process: int = 0
     max_memory_mb: int = 0
+    # Import Keras, train one tiny model and load the default data set before a worker takes its first trial.
+    worker_warm_up: bool = True
     # Signs the dashboard's session cookies; made once and kept in $TUNER_HOME/secret-key when not given.
     secret_key: str = ""
 
@@ -72,6 +74,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     for key, (field, kind) in numeric.items():
         if env.get(key):
             changes[field] = kind(env[key])
+    if env.get("TUNER_WORKER_WARM_UP"):
+        changes["worker_warm_up"] = env["TUNER_WORKER_WARM_UP"].strip().lower() not in ("0", "false", "no", "off")
     if env.get("TUNER_WORKER_ID"):
         changes["worker_id"] = env["TUNER_WORKER_ID"]
     if env.get("TUNER_BROKER_KEY_PREFIX"):

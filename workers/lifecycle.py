@@ -35,6 +35,8 @@ _warm_up_s: float | None = None
 @signals.worker_init.connect
 def _warm_up(**_kwargs: object) -> None:
     global _warm_up_s
+    if not load_settings().worker_warm_up:
+        return
     started = time.monotonic()
     try:
         warm_up()
