@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import IO
@@ -47,6 +48,9 @@ class Supervisor:
     stdout: IO[bytes] | None = None
     _slots: list[_Slot] = field(default_factory=list)
     _stopping: bool = False
+    # poll() may run in a thread of its own (`tuner-service up`): a process that exits because stop() sent it
+    # SIGTERM must not be restarted, so both take this lock.
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> Supervisor:
         self._slots = [_Slot(spec) for spec in self.specs]
@@ -64,8 +68,11 @@ class Supervisor:
 
     def poll(self) -> None:
         """Restart the processes that exited since the last call (not while stopping)."""
-        if self._stopping:
-            return
+        with self._lock:
+            if not self._stopping:
+                self._restart_exited()
+
+    def _restart_exited(self) -> None:
         for slot in self._slots:
             if slot.proc is None or (code := slot.proc.poll()) is None:
                 continue
@@ -90,7 +97,8 @@ class Supervisor:
 
     def stop(self) -> None:
         """SIGTERM every worker (each hands its trial back at the next epoch end), SIGKILL after the timeout."""
-        self._stopping = True
+        with self._lock:
+            self._stopping = True
         procs = self.procs
         for proc in procs:
             if proc.poll() is None:

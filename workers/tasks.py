@@ -79,6 +79,8 @@ def run_trial(self, pool: str, ticket: str) -> str:  # noqa: ANN001 - Celery's b
         return claim.reason
     assert isinstance(claim, Claim)
     study_id = claim.study.id
+    if shutdown.requested():  # told to stop while claiming: give the trial back before training any of it
+        return _hand_back(store, settings, claim, pool, shutdown.Handback("worker stopping before the trial started"))
     log.info("study %s: training trial %s %s", study_id, claim.trial.number, claim.values)
     outcome = train_trial(store, settings, claim)
     lifecycle.trial_done(settings)

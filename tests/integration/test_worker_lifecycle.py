@@ -161,3 +161,23 @@ def test_workers_train_on_the_jax_backend_and_record_it(deployment, workers, mon
     assert [t.status for t in trials] == ["completed", "completed"]
     assert all(t.environment["backend"] == "jax" and t.environment["backend_version"] for t in trials)
     assert "Keras jax backend" in pool.logs()
+
+
+def test_a_worker_process_recycles_after_its_trial_limit_and_the_launcher_replaces_it(
+    deployment, workers, tmp_path
+) -> None:
+    settings, store, app = deployment(TUNER_MAX_TRIALS_PER_PROCESS="1")
+    log_path = tmp_path / "launcher.log"
+    launcher = start_worker_command(settings, log_path)
+    try:
+        team = Team(app, store, "recycle")
+        study = team.submit(quick_study("recycle", 3))
+        wait_until(lambda: store.get_study(study).is_terminal, what="the study", logs=log_path.read_text)
+    finally:
+        launcher.send_signal(signal.SIGTERM)
+        launcher.wait(timeout=120)
+    trials = trials_of(store, study)
+    assert [t.status for t in trials] == ["completed"] * 3
+    assert len({t.worker for t in trials}) == 3, "each trial ran in a fresh process of the same slot"
+    assert all(t.worker.endswith(":cpu0") for t in trials)
+    assert log_path.read_text().count("recycling this worker process: 1 trials done") >= 2
