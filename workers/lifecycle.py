@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import resource
 import sys
 import time
@@ -85,8 +86,6 @@ def limit_gpu_memory() -> None:
     device of that size (memory growth alone would let one process take the whole GPU); PyTorch a per-process
     fraction. Must run before the backend touches the GPU, which is why it runs first in the warm-up.
     """
-    import os
-
     fraction = float(os.environ.get("TUNER_GPU_MEMORY_FRACTION") or 0)
     if not fraction or not os.environ.get("CUDA_VISIBLE_DEVICES"):
         return
@@ -123,6 +122,18 @@ def _gpu_total_mb(index: str) -> float | None:
 @signals.worker_shutting_down.connect
 def _on_shutdown(**_kwargs: object) -> None:
     shutdown.request(load_settings().shutdown_grace_s)
+
+
+@signals.worker_shutdown.connect
+def _exit_now(sender: object = None, **_kwargs: object) -> None:
+    # Celery sends this once the consumer is closed and every ack is flushed: nothing is left to do but
+    # tearing down the interpreter, which with TensorFlow loaded takes seconds (measured 5.4 s against
+    # 1.2 s without it on 2 busy cores). Exit at once, with Celery's exit status (75 when recycling).
+    code = getattr(sender, "exitcode", 0)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else 0)
 
 
 def resident_mb() -> float:
