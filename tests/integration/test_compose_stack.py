@@ -152,3 +152,36 @@ def _poll(read: Any, what: str, logs: Any, timeout_s: float = 240) -> dict[str, 
             return state
         time.sleep(0.5)
     raise AssertionError(f"{what} did not finish within {timeout_s} s\n{logs()}")
+
+
+API_WITHOUT_TRAINING = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in ("tensorflow", "keras", "keras_tuner", "tensorboard", "jax", "torch"):
+            raise ImportError("not in the API image: " + name)
+sys.meta_path.insert(0, Block())
+from tests.conftest import digits_study, make_token
+from tuner_service.api import create_app
+from tuner_service.config import load_settings
+from tuner_service.store import Store
+settings = load_settings({"TUNER_HOME": sys.argv[1]})
+store = Store(settings.database_url)
+store.upgrade()
+client = create_app(settings, store=store, enqueue=lambda p, n: None, enqueue_job=lambda p, j: None).test_client()
+client.environ_base["HTTP_AUTHORIZATION"] = "Bearer " + make_token(store, "ana")
+assert client.post("/api/v1/studies", json=digits_study()).status_code == 201
+assert client.post("/api/v1/lr-range-tests", json={"dataset": "digits", "task": "multiclass"}).status_code == 202
+for url in ("/api/v1/studies", "/api/v1/studies/1/leaderboard", "/api/v1/queue", "/healthz", "/api/v1/openapi.json"):
+    assert client.get(url).status_code == 200, url
+print("ok")
+"""
+
+
+def test_the_api_image_needs_no_training_libraries(tmp_path) -> None:
+    """The `api` image installs no TensorFlow, Keras or Keras Tuner: the API must not import them."""
+    result = subprocess.run(
+        [sys.executable, "-c", API_WITHOUT_TRAINING, str(tmp_path / "home")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
