@@ -61,7 +61,7 @@ def test_sigterm_hands_the_trial_back_at_an_epoch_end_and_another_worker_resumes
     team = Team(app, store, "deploy")
     budget = 2
     study = team.submit(
-        quick_study("deploy", budget, early_stopping={"patience": 100, "max_epochs": 12}, search_space={
+        quick_study("deploy", budget, early_stopping={"patience": 100, "max_epochs": 8}, search_space={
             **quick_study("x", 1)["search_space"], "batch_size": {"type": "fixed", "value": 16},
         })
     )  # fmt: skip
@@ -92,7 +92,7 @@ def test_sigterm_hands_the_trial_back_at_an_epoch_end_and_another_worker_resumes
     assert len(final) == budget and completed(store, study) == budget, "the study ends with its exact budget"
     resumed = next(t for t in final if t.id == trial.id)
     assert resumed.retries == 0 and resumed.worker != trial.worker
-    assert resumed.epochs_run == 12 and epochs_are_contiguous(store, resumed.id)
+    assert resumed.epochs_run == 8 and epochs_are_contiguous(store, resumed.id)
     assert f"trial {trial.id} resumes execution 0 at epoch {pending.resume_epoch}" in pool.logs()
     assert not preempt_checkpoint_path(settings, study, trial.id).exists(), "the checkpoint is cleaned up"
     print(
@@ -171,13 +171,13 @@ def test_a_worker_process_recycles_after_its_trial_limit_and_the_launcher_replac
     launcher = start_worker_command(settings, log_path)
     try:
         team = Team(app, store, "recycle")
-        study = team.submit(quick_study("recycle", 3))
+        study = team.submit(quick_study("recycle", 2))
         wait_until(lambda: store.get_study(study).is_terminal, what="the study", logs=log_path.read_text)
     finally:
         launcher.send_signal(signal.SIGTERM)
         launcher.wait(timeout=120)
     trials = trials_of(store, study)
-    assert [t.status for t in trials] == ["completed"] * 3
-    assert len({t.worker for t in trials}) == 3, "each trial ran in a fresh process of the same slot"
+    assert [t.status for t in trials] == ["completed"] * 2
+    assert len({t.worker for t in trials}) == 2, "each trial ran in a fresh process of the same slot"
     assert all(t.worker.endswith(":cpu0") for t in trials)
-    assert log_path.read_text().count("recycling this worker process: 1 trials done") >= 2
+    assert log_path.read_text().count("recycling this worker process: 1 trials done") >= 1
