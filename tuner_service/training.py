@@ -29,6 +29,7 @@ from tuner_service.store import Store, StudyRecord
 from tuner_service.task import TaskSpec
 
 log = logging.getLogger(__name__)
+TAKEN_OVER = "trial taken over by another worker"  # the store's reason when the trial's ticket changed
 
 
 class EpochReporter(keras.callbacks.Callback):
@@ -58,7 +59,7 @@ class EpochReporter(keras.callbacks.Callback):
         control = self.flush()
         if control is not None and control.stop:
             self.stop_reason = control.reason
-            self.taken_over = control.reason == "trial taken over by another worker"
+            self.taken_over = control.reason == TAKEN_OVER
             self.model.stop_training = True
             return
         study = self.claim.study
@@ -306,8 +307,11 @@ def _train(store: Store, settings: Settings, claim: Claim) -> TrialOutcome | shu
             reporter.curve = [None] * initial_epoch + list(before.get(study.objective_name, []))
             log.info("trial %s resumes execution %s at epoch %s", trial.id, execution, first_epoch)
         model, history = fit_once(prepared, study, values, seed=seed, callbacks=[reporter], resume_from=start_from)
-        if reporter.unsaved:
-            wait_out(functools.partial(reporter.flush, strict=True), what=f"trial {trial.id} epochs")
+        if reporter.unsaved:  # epochs trained during an outage: stored before the result, in order
+            control = wait_out(functools.partial(reporter.flush, strict=True), what=f"trial {trial.id} epochs")
+            if control is not None and control.stop and reporter.stop_reason is None:
+                reporter.stop_reason = control.reason
+                reporter.taken_over = control.reason == TAKEN_OVER
         if reporter.taken_over:
             return shutdown.Handback(reporter.stop_reason or "taken over", taken_over=True)
         if reporter.stop_reason is not None:
