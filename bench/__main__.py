@@ -25,10 +25,12 @@ from bench import (
     api_load,
     broker_transports,
     gpu_packing,
+    gpu_service,
     hypermodel_overhead,
     leaderboard_scale,
     search_quality,
     service_overhead,
+    worker_start,
 )
 from bench.common import REPO, machine_info
 
@@ -40,6 +42,8 @@ BENCHMARKS: list[ModuleType] = [
     api_load,
     gpu_packing,
     hypermodel_overhead,
+    worker_start,
+    gpu_service,
 ]
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -332,10 +332,9 @@ def _verdict(result: dict[str, Any]) -> str:
             f"and {extra[1]} (filesystem) queued message(s) and ran them before exiting (row (d)): on these "
             "virtual transports a warm shutdown does not stop the consumer before the next message (a plain "
             "Celery worker on Redis, tried by hand with the same settings, exits right after its running task). "
-            "In the service a worker enqueues the next trial itself when one finishes, so a worker asked to stop "
-            "starts one more trial, and `launcher.stop_processes` SIGKILLs it if it still runs 20 s after the "
-            "SIGTERM: that trial stays `running` with its message gone until the reaper requeues it after "
-            "`TUNER_HEARTBEAT_TIMEOUT` (one of its `TUNER_MAX_TRIAL_RETRIES`)."
+            "In the service a worker that is stopping hands such a message back unrun (`workers/tasks.py`), and "
+            "a trial it is training goes back to the queue at its next epoch end with a checkpoint, `pending` "
+            "with its retries unchanged, for another worker to resume (`tuner_service/shutdown.py`)."
         )
     why = (
         "Why a killed worker's message is lost: both are kombu *virtual* transports, which hand a message "

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -160,7 +161,7 @@ def wait_http(url: str, timeout_s: float = 60.0) -> None:
         try:
             if requests.get(url, timeout=2).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or listening but still booting
             pass
         time.sleep(0.3)
     raise AssertionError(f"{url} did not answer within {timeout_s} s")
@@ -228,3 +229,25 @@ def digits_study(**overrides: object) -> dict:
     }
     doc.update(overrides)
     return doc
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[Any]:
+    """A Redis server of this test's own (free port, no persistence), which the test may kill and restart."""
+    from tests.servers import PrivateRedis
+
+    server = PrivateRedis(tmp_path).start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[Any]:
+    """A PostgreSQL cluster of this test's own (initdb in tmp_path), which the test may stop and start."""
+    from tests.servers import PrivatePostgres
+
+    if not (PrivatePostgres.available()):
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    server = PrivatePostgres().init()
+    yield server
+    server.remove()

@@ -68,23 +68,38 @@ def up(port: int, workers: int, gpus: str | None, access_log: bool) -> None:
 
 
 @main.command()
-@click.option("--gpus", default=None, help="Comma-separated GPU ids: one worker process pinned to each.")
+@click.option("--gpus", default=None, help="Comma-separated GPU ids: worker processes pinned to each.")
+@click.option("--per-gpu", default=1, show_default=True, help="Worker processes per GPU, each with 1/K of its memory.")
 @click.option("--concurrency", default=1, show_default=True, help="CPU worker processes (when no --gpus).")
-def worker(gpus: str | None, concurrency: int) -> None:
-    """Start trial workers: one process per GPU on the gpu pool (CUDA_VISIBLE_DEVICES, memory growth), or
-    N CPU processes on the cpu pool. A worker only ever runs studies of its own pool."""
-    import subprocess
+@click.option("--max-trials-per-process", type=int, default=None, help="Recycle a process after N trials.")
+@click.option("--max-memory-mb", type=int, default=None, help="Recycle a process above this resident memory.")
+@click.option("--grace", type=float, default=None, help="Seconds a stopping worker waits for an epoch to end.")
+def worker(
+    gpus: str | None,
+    per_gpu: int,
+    concurrency: int,
+    max_trials_per_process: int | None,
+    max_memory_mb: int | None,
+    grace: float | None,
+) -> None:
+    """Start trial workers: K processes per GPU on the gpu pool (CUDA_VISIBLE_DEVICES, a memory share each),
+    or N CPU processes on the cpu pool. A worker only ever runs studies of its own pool.
 
-    from tuner_service.launcher import pool_queue_name, stop_processes, worker_command, worker_envs
+    SIGTERM/SIGINT stops them gracefully: each running trial is handed back at its next epoch end (or after
+    the grace period) with a checkpoint, and another worker resumes it. Processes that recycle themselves
+    (--max-trials-per-process, --max-memory-mb) or crash are restarted."""
+    from tuner_service.launcher import start_workers
 
     settings = load_settings()
-    envs = worker_envs(settings, _gpu_list(gpus), concurrency)
-    procs = [
-        subprocess.Popen(worker_command(env["TUNER_WORKER_ID"], pool_queue_name(env["TUNER_POOL"]), "INFO"), env=env)
-        for env in envs
-    ]
-    console.print(f"started {len(procs)} worker process(es) on {settings.broker_url}")
-    _wait_for_signal(lambda: stop_processes(procs), procs)
+    overrides = {
+        "max_trials_per_process": max_trials_per_process,
+        "max_memory_mb": max_memory_mb,
+        "shutdown_grace_s": grace,
+    }
+    settings = settings.with_overrides(**{k: v for k, v in overrides.items() if v is not None})
+    supervisor = start_workers(settings, _gpu_list(gpus), concurrency, per_gpu=per_gpu, loglevel="INFO")
+    console.print(f"started {len(supervisor.procs)} worker process(es) on {settings.broker_url}")
+    _wait_for_signal(supervisor.stop, poll=supervisor.poll, alive=supervisor.healthy)
 
 
 @main.command()
@@ -92,20 +107,35 @@ def worker(gpus: str | None, concurrency: int) -> None:
 @click.option("--once", is_flag=True, help="One pass, then exit.")
 def reaper(every: float, once: bool) -> None:
     """Requeue trials of dead workers and wake studies whose messages were lost."""
+    from tuner_service.errors import ServiceUnavailable
     from tuner_service.reaper import reap
     from tuner_service.store import Store
-    from workers.app import celery_for, enqueue_job, enqueue_trials
+    from workers.app import celery_for, enqueue_job, enqueue_trials, sending
 
     settings = load_settings()
     store, celery = Store(settings.database_url), celery_for(settings)
+    down: str | None = None
     while True:
-        report = reap(
-            store,
-            settings,
-            lambda pool, n: enqueue_trials(celery, pool, n),
-            lambda pool, job_id: enqueue_job(celery, pool, job_id),
-        )
-        console.print(f"reaper: {report.to_json()}")
+        try:
+            with sending():
+                report = reap(
+                    store,
+                    settings,
+                    lambda pool, n: enqueue_trials(celery, pool, n),
+                    lambda pool, job_id: enqueue_job(celery, pool, job_id),
+                )
+        except ServiceUnavailable as exc:  # keep reaping: one line when an outage starts, one when it ends
+            if once:
+                raise click.ClickException(str(exc)) from exc
+            if down != exc.dependency:
+                console.print(f"reaper: {exc}; retrying every {every:g} s")
+            down = exc.dependency
+        else:
+            if down is not None:
+                console.print(f"reaper: {down} is back")
+            down = None
+            if once or any(report.to_json().values()):
+                console.print(f"reaper: {report.to_json()}")
         if once:
             return
         time.sleep(every)
@@ -224,6 +254,27 @@ def revoke_token(token_or_prefix: str) -> None:
     if not count:
         raise click.ClickException("no active token matches")
     console.print(f"revoked {count} token(s)")
+
+
+@admin.command("bootstrap")
+@click.option("--team", default="admins", show_default=True, help="The first team.")
+@click.option("--user", default="admin", show_default=True, help="Its admin user.")
+def bootstrap(team: str, user: str) -> None:
+    """Make the first team, its admin user and an admin token, once (a second run keeps them).
+
+    The token is written to $TUNER_HOME/admin-token (mode 0600), never printed; the `tuner-service` CLI
+    on the same home reads it from there."""
+    from tuner_service.accounts import admin_token_path
+    from tuner_service.launcher import ensure_admin_token
+
+    settings = load_settings()
+    path = admin_token_path(settings.home)
+    before = path.read_text().strip() if path.exists() else None
+    secret = _admin(
+        lambda: ensure_admin_token(_store(), settings, team=team, user=user, label=f"bootstrap admin of {team}")
+    )
+    state = "kept" if secret == before else "written"
+    click.echo(f"admin token for {user} (team {team}) {state} in {path}")
 
 
 @admin.command("list-teams")
@@ -647,7 +698,8 @@ def _gpu_list(gpus: str | None) -> list[str] | None:
     return [g.strip() for g in gpus.split(",") if g.strip()] if gpus else None
 
 
-def _wait_for_signal(stop: Any, procs: list | None = None) -> None:
+def _wait_for_signal(stop: Any, *, poll: Any = None, alive: Any = None) -> None:
+    """Run until SIGINT/SIGTERM (or until ``alive()`` turns false), calling ``poll()`` meanwhile; then ``stop()``."""
     stopping = {"now": False}
 
     def handle(_signum: int, _frame: Any) -> None:
@@ -656,8 +708,10 @@ def _wait_for_signal(stop: Any, procs: list | None = None) -> None:
     signal.signal(signal.SIGINT, handle)
     signal.signal(signal.SIGTERM, handle)
     while not stopping["now"]:
-        if procs and all(p.poll() is not None for p in procs):
+        if alive is not None and not alive():
             break
+        if poll is not None:
+            poll()
         time.sleep(0.5)
     console.print("stopping...")
     stop()

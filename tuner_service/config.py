@@ -30,6 +30,15 @@ class Settings:
     # share one Redis database without seeing each other's messages.
     broker_key_prefix: str = ""
     worker_id: str = ""
+    # A worker told to stop hands its trial back at the next epoch end; past this many seconds it interrupts
+    # the epoch and hands the trial back from its previous checkpoint (or the start), retries unchanged.
+    shutdown_grace_s: float = 60.0
+    # A worker process exits (and its launcher starts a fresh one) after this many trials or above this
+    # resident memory; 0: never. TensorFlow keeps some graph state per model even after clear_session.
+    max_trials_per_process: int = 0
+    max_memory_mb: int = 0
+    # Import Keras, train one tiny model and load the default data set before a worker takes its first trial.
+    worker_warm_up: bool = True
     # Signs the dashboard's session cookies; made once and kept in $TUNER_HOME/secret-key when not given.
     secret_key: str = ""
     # The pool this worker process serves (set per process by the launcher) and hypermodels to offer
@@ -64,11 +73,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "TUNER_FAIR_SHARE_WINDOW": ("fair_share_window_s", float),
         "TUNER_BROKER_POLLING_INTERVAL": ("broker_polling_interval_s", float),
         "TUNER_ANNOUNCE_EVERY": ("announce_every_s", float),
+        "TUNER_SHUTDOWN_GRACE": ("shutdown_grace_s", float),
+        "TUNER_MAX_TRIALS_PER_PROCESS": ("max_trials_per_process", int),
+        "TUNER_MAX_MEMORY_MB": ("max_memory_mb", int),
     }
     changes: dict[str, object] = {}
     for key, (field, kind) in numeric.items():
         if env.get(key):
             changes[field] = kind(env[key])
+    if env.get("TUNER_WORKER_WARM_UP"):
+        changes["worker_warm_up"] = env["TUNER_WORKER_WARM_UP"].strip().lower() not in ("0", "false", "no", "off")
     if env.get("TUNER_WORKER_ID"):
         changes["worker_id"] = env["TUNER_WORKER_ID"]
     if env.get("TUNER_BROKER_KEY_PREFIX"):

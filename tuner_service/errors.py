@@ -75,3 +75,36 @@ class Conflict(TunerError):
 
     status = 409
     title = "Conflict"
+
+
+class ServiceUnavailable(TunerError):
+    """A dependency (database, broker) does not answer now; the caller should retry after ``retry_after_s``."""
+
+    status = 503
+    title = "Service unavailable"
+    dependency = "unknown"
+
+    def __init__(self, detail: str, retry_after_s: int = 5) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(detail)
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database refused or dropped the connection (restart, failover, network)."""
+
+    title = "Database unavailable"
+    dependency = "database"
+
+
+class BrokerUnavailable(ServiceUnavailable):
+    """The message broker (Redis) does not accept messages."""
+
+    title = "Broker unavailable"
+    dependency = "broker"
+
+
+class InvalidHeader(InvalidInput):
+    """A request header is malformed (400, naming the header as the field)."""
+
+    status = 400
+    title = "Bad request"

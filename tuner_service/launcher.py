@@ -11,13 +11,16 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from tuner_service.config import Settings
 from tuner_service.reaper import reap
 from tuner_service.store import Store
+
+if TYPE_CHECKING:
+    from tuner_service.supervisor import Supervisor
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -33,32 +36,53 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "TUNER_FAIR_SHARE_WINDOW": str(settings.fair_share_window_s),
         "TUNER_BROKER_POLLING_INTERVAL": str(settings.broker_polling_interval_s),
         "TUNER_BROKER_KEY_PREFIX": settings.broker_key_prefix,
+        "TUNER_SHUTDOWN_GRACE": str(settings.shutdown_grace_s),
+        "TUNER_MAX_TRIALS_PER_PROCESS": str(settings.max_trials_per_process),
+        "TUNER_MAX_MEMORY_MB": str(settings.max_memory_mb),
     }
 
 
 def worker_command(name: str, queue: str = "trials.cpu", loglevel: str = "WARNING") -> list[str]:
-    """One Celery worker process that runs one trial at a time (solo pool: Keras in the main thread)."""
+    """One Celery worker process that runs one trial at a time (solo pool: Keras in the main thread).
+
+    The node name carries the launcher's process id, so two launchers on one host never share a name.
+    """
     quiet = ["--quiet"] if loglevel == "WARNING" else []
     return [
         sys.executable, "-m", "celery", "-A", "workers.app", *quiet, "worker",
-        "--pool", "solo", "--concurrency", "1", "-Q", queue, "-n", f"{name}@%h",
+        "--pool", "solo", "--concurrency", "1", "-Q", queue, "-n", f"{name}-{os.getpid()}@%h",
         "--loglevel", loglevel, "--without-gossip", "--without-mingle",
     ]  # fmt: skip
 
 
-def worker_envs(settings: Settings, gpus: list[str] | None, processes: int) -> list[dict[str, str]]:
-    """One environment per worker process: pinned to one GPU each (pool ``gpu``), or CPU-only (pool ``cpu``)."""
+def worker_envs(settings: Settings, gpus: list[str] | None, processes: int, per_gpu: int = 1) -> list[dict[str, str]]:
+    """One environment per worker process: ``per_gpu`` processes pinned to each GPU (pool ``gpu``, each with
+    a 1/``per_gpu`` share of the GPU's memory), or CPU-only ones (pool ``cpu``). ``TUNER_WORKER_ID`` is the
+    slot (``cpu0``, ``gpu1.0``); the worker adds its host and process id to make its name unique."""
     base = {**os.environ, **settings_env(settings), "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
     if gpus:
+        share = f"{0.9 / max(1, per_gpu):.3f}"  # leave 10 % for the CUDA context of each process
+        # One process per GPU grows into it; K processes each get a fixed share (growth and a fixed logical
+        # device cannot be combined in TensorFlow), and JAX must not preallocate 75 % of it in each of them.
+        sharing = (
+            {
+                "TUNER_GPU_MEMORY_FRACTION": share,
+                "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
+                "XLA_PYTHON_CLIENT_MEM_FRACTION": share,
+            }
+            if per_gpu > 1
+            else {"TF_FORCE_GPU_ALLOW_GROWTH": "true"}
+        )
         return [
             {
                 **base,
+                **sharing,
                 "CUDA_VISIBLE_DEVICES": gpu,
-                "TF_FORCE_GPU_ALLOW_GROWTH": "true",
-                "TUNER_WORKER_ID": f"gpu{gpu}",
+                "TUNER_WORKER_ID": f"gpu{gpu}.{k}" if per_gpu > 1 else f"gpu{gpu}",
                 "TUNER_POOL": "gpu",
             }
             for gpu in gpus
+            for k in range(max(1, per_gpu))
         ]
     return [
         {**base, "CUDA_VISIBLE_DEVICES": "", "TUNER_WORKER_ID": f"cpu{i}", "TUNER_POOL": "cpu"}
@@ -67,21 +91,31 @@ def worker_envs(settings: Settings, gpus: list[str] | None, processes: int) -> l
 
 
 def start_workers(
-    settings: Settings, gpus: list[str] | None = None, processes: int = 1, log_dir: Path | None = None
-) -> list[subprocess.Popen]:
-    """Worker processes; with ``log_dir`` their output (TensorFlow's start-up lines, Celery's warnings, tracebacks)
-    goes to ``log_dir/worker-<id>.log`` instead of the terminal, where it would break into progress bars."""
-    procs = []
-    for env in worker_envs(settings, gpus, processes):
-        queue = pool_queue_name(env["TUNER_POOL"])
-        command = worker_command(env["TUNER_WORKER_ID"], queue)
-        if log_dir is None:
-            procs.append(subprocess.Popen(command, env=env))
-            continue
+    settings: Settings,
+    gpus: list[str] | None = None,
+    processes: int = 1,
+    *,
+    per_gpu: int = 1,
+    loglevel: str = "WARNING",
+    log_dir: Path | None = None,
+) -> Supervisor:
+    """Start the worker processes under a :class:`Supervisor` that restarts recycled or crashed ones. With
+    ``log_dir`` their output (TensorFlow's start-up lines, Celery's warnings, tracebacks) goes to
+    ``log_dir/worker-<id>.log`` instead of the terminal, where it would break into progress bars."""
+    from tuner_service.supervisor import Supervisor, WorkerSpec
+
+    if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
-        with open(worker_log_path(log_dir, env["TUNER_WORKER_ID"]), "ab") as log:
-            procs.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT))
-    return procs
+    specs = [
+        WorkerSpec(
+            env["TUNER_WORKER_ID"],
+            worker_command(env["TUNER_WORKER_ID"], pool_queue_name(env["TUNER_POOL"]), loglevel),
+            env,
+            log_path=None if log_dir is None else worker_log_path(log_dir, env["TUNER_WORKER_ID"]),
+        )
+        for env in worker_envs(settings, gpus, processes, per_gpu)
+    ]
+    return Supervisor(specs, stop_timeout_s=settings.shutdown_grace_s + 30).start()
 
 
 def worker_log_path(log_dir: Path, worker_id: str) -> Path:
@@ -94,9 +128,17 @@ def pool_queue_name(pool: str) -> str:
     return pool_queue(pool)
 
 
-def ensure_admin_token(store: Store, settings: Settings) -> str:
-    """The local admin token: made on first start (team ``local``, user ``admin``) and kept in
-    ``$TUNER_HOME/admin-token`` with mode 0600, where the CLI finds it."""
+def ensure_admin_token(
+    store: Store,
+    settings: Settings,
+    *,
+    team: str = "local",
+    user: str = "admin",
+    label: str = "local admin (tuner-service up)",
+) -> str:
+    """The admin token: made on first start (team ``local``, user ``admin`` unless named) and kept in
+    ``$TUNER_HOME/admin-token`` with mode 0600, where the CLI finds it. Idempotent: a token already there
+    that still authenticates is kept (``tuner-service up`` and ``tuner-service admin bootstrap``)."""
     from tuner_service.accounts import admin_token_path
     from tuner_service.errors import Conflict
 
@@ -107,10 +149,10 @@ def ensure_admin_token(store: Store, settings: Settings) -> str:
             return secret
     # A second start finds the team and user already there: that is fine.
     with contextlib.suppress(Conflict):
-        store.create_team("local")
+        store.create_team(team)
     with contextlib.suppress(Conflict):
-        store.create_user("admin", "local", "admin")
-    token, _ = store.create_token("admin", label="local admin (tuner-service up)")
+        store.create_user(user, team, "admin")
+    token, _ = store.create_token(user, label=label)
     settings.home.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
@@ -119,7 +161,9 @@ def ensure_admin_token(store: Store, settings: Settings) -> str:
     return token.secret
 
 
-def stop_processes(procs: list[subprocess.Popen], timeout: float = 20.0) -> None:
+def stop_processes(procs: list[subprocess.Popen], timeout: float = 90.0) -> None:
+    """SIGTERM, then SIGKILL whatever still runs after ``timeout`` (a worker hands its trial back at the next
+    epoch end or within its grace period, ``TUNER_SHUTDOWN_GRACE``: keep ``timeout`` above that)."""
     for proc in procs:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -145,7 +189,7 @@ class LocalService:
     log_dir: Path | None = None
     _server: BaseWSGIServer | None = None
     _threads: list[threading.Thread] = field(default_factory=list)
-    _procs: list[subprocess.Popen] = field(default_factory=list)
+    _supervisor: Supervisor | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -167,8 +211,14 @@ class LocalService:
         self._spawn(self._server.serve_forever, "api")
         self._spawn(self._reap_loop, "reaper")
         if self.workers or self.gpus:
-            self._procs = start_workers(self.settings, self.gpus, self.workers, self.log_dir)
+            self._supervisor = start_workers(self.settings, self.gpus, self.workers, log_dir=self.log_dir)
+            self._spawn(self._supervise, "supervisor")
         return self
+
+    def _supervise(self) -> None:
+        while not self._stop.wait(1.0):
+            assert self._supervisor is not None
+            self._supervisor.poll()
 
     def _spawn(self, target: Any, name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -195,11 +245,12 @@ class LocalService:
                 print(f"reaper: {exc}", file=sys.stderr)
 
     def workers_alive(self) -> bool:
-        return all(p.poll() is None for p in self._procs)
+        return self._supervisor is None or self._supervisor.healthy()
 
     def stop(self) -> None:
         self._stop.set()
-        stop_processes(self._procs)
+        if self._supervisor is not None:
+            self._supervisor.stop()
         if self._server is not None:
             self._server.shutdown()
         for thread in self._threads:

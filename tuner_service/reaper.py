@@ -4,12 +4,19 @@ lost a dead worker's unacknowledged message)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from tuner_service.config import Settings
+from tuner_service.errors import DatabaseUnavailable
 from tuner_service.store import Store
+
+# When this process last failed to reach the database. Heartbeats cannot be written during an outage either,
+# so a trial's silence only counts once the database has been back for a whole heartbeat timeout: otherwise
+# the first pass after an outage would requeue every trial that is still training.
+_last_outage: float | None = None
 
 
 @dataclass(frozen=True)
@@ -31,9 +38,24 @@ def reap(
     enqueue_job: Callable[[str, int], Any],
 ) -> ReapReport:
     """One pass; ``enqueue(pool, count)`` wakes workers of a pool, ``enqueue_job(pool, job_id)`` sends a job."""
+    global _last_outage
+    try:
+        return _reap(store, settings, enqueue, enqueue_job)
+    except DatabaseUnavailable:
+        _last_outage = time.monotonic()
+        raise
+
+
+def _reap(
+    store: Store,
+    settings: Settings,
+    enqueue: Callable[[str, int], Any],
+    enqueue_job: Callable[[str, int], Any],
+) -> ReapReport:
     requeued = failed = woken = 0
     timeout = settings.heartbeat_timeout_s
-    for trial in store.stale_trials(timeout):
+    recovering = _last_outage is not None and time.monotonic() - _last_outage < timeout
+    for trial in [] if recovering else store.stale_trials(timeout):
         reason = f"worker {trial.worker} stopped reporting (no heartbeat for {timeout:.0f} s)"
         status = store.requeue_trial(trial.study_id, trial.id, max_retries=settings.max_trial_retries, reason=reason)
         if status == "pending":
@@ -42,7 +64,7 @@ def reap(
             store.mark_enqueued(trial.study_id)
         elif status == "failed":
             failed += 1
-    for job in store.requeue_stale_jobs(timeout):
+    for job in [] if recovering else store.requeue_stale_jobs(timeout):
         enqueue_job(job.pool, job.id)
         requeued += 1
     for study_id, pool, slots in store.idle_studies(idle_s=settings.wake_after_s):

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tuner_service.errors import FieldError, InvalidInput, NotFound
+from tuner_service.errors import BrokerUnavailable, FieldError, InvalidInput, NotFound
 from tuner_service.hypermodels.registry import ModelRef
 from tuner_service.pruning import PrunerSpec
 from tuner_service.space import SearchSpace
@@ -382,6 +382,16 @@ def budget_basis(spec: dict[str, Any]) -> str:
     )
 
 
+@dataclass(frozen=True)
+class Submission:
+    """A stored study, whether its first trials reached the broker, and whether an earlier request with the
+    same idempotency key had already stored it (``replayed``)."""
+
+    study: StudyRecord
+    enqueued: bool
+    replayed: bool = False
+
+
 def submit_study(
     store: Store,
     settings: Settings,
@@ -393,12 +403,33 @@ def submit_study(
 ) -> StudyRecord:
     """Validate ``doc`` in full, store the study as queued for the team and ask for its first trials.
 
-    ``enqueue(pool, count)`` wakes workers of the pool; nothing is stored if validation fails.
+    ``enqueue(pool, count)`` wakes workers of the pool; nothing is stored if validation fails. With the broker
+    away the study is stored all the same and the reaper enqueues it once the broker is back.
     """
+    return submit(store, settings, doc, enqueue, team_id=team_id, owner_id=owner_id).study
+
+
+def submit(
+    store: Store,
+    settings: Settings,
+    doc: object,
+    enqueue: Callable[[str, int], object],
+    *,
+    team_id: int | None = None,
+    owner_id: int | None = None,
+    idempotency_key: str | None = None,
+) -> Submission:
+    """:func:`submit_study`, saying whether the broker took the first trials; a retry with the same
+    ``idempotency_key`` returns the study the first request stored instead of storing another."""
     from tuner_service.catalog import find_dataset, register_dataset
     from tuner_service.datasets import check_task
     from tuner_service.hypermodels.validate import input_kind_problems, resolve_study_model
 
+    if idempotency_key is not None:
+        earlier = store.study_by_idempotency_key(team_id, idempotency_key)
+        if earlier is not None:
+            # Its first request enqueued it, or (broker away) left it to the reaper: nothing to send again.
+            return Submission(earlier, enqueued=True, replayed=True)
     doc = centre_learning_rate(store, doc, team_id)
     doc, offer = resolve_study_model(store, settings, doc)
     try:
@@ -431,10 +462,14 @@ def submit_study(
         owner_id=owner_id,
         pool=spec.pool,
         spec=stored,
+        idempotency_key=idempotency_key,
     )
-    enqueue(spec.pool, spec.parallelism)
+    try:
+        enqueue(spec.pool, spec.parallelism)
+    except BrokerUnavailable:
+        return Submission(store.get_study(study.id), enqueued=False)
     store.mark_enqueued(study.id)
-    return store.get_study(study.id)
+    return Submission(store.get_study(study.id), enqueued=True)
 
 
 def _dataset_problems(store: Store, doc: object, found: list[FieldError], team_id: int | None) -> list[FieldError]:

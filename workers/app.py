@@ -6,11 +6,14 @@ Importing this module is cheap (no TensorFlow): the API imports it to send messa
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 
 from celery import Celery
 
 from tuner_service.config import Settings, load_settings
+from tuner_service.errors import BrokerUnavailable
 
 RUN_TRIAL = "tuner.run_trial"
 RUN_JOB = "tuner.run_job"
@@ -48,6 +51,10 @@ def make_celery(settings: Settings) -> Celery:
         accept_content=["json"],
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
+        # A publish to a broker that is away fails within about two seconds (the API answers 202 or 503 then)
+        # instead of blocking the request; workers keep reconnecting on their own, forever.
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
+        broker_connection_timeout=2,
         worker_hijack_root_logger=False,
         worker_send_task_events=True,
         task_send_sent_event=True,
@@ -82,6 +89,23 @@ def enqueue_trials(app: Celery, pool: str, count: int = 1, *, countdown: float |
 
 
 app = celery_for(load_settings())
+
+
+@contextmanager
+def sending() -> Iterator[None]:
+    """Turn the broker's connection errors (Redis down, refused, timed out) into :class:`BrokerUnavailable`."""
+    from kombu.exceptions import OperationalError
+
+    try:
+        yield
+    except (OperationalError, ConnectionError, TimeoutError, OSError) as exc:
+        raise BrokerUnavailable(f"the broker does not answer: {exc}") from exc
+
+
+def broker_ping(app: Celery, timeout_s: float = 2.0) -> None:
+    """Raise :class:`BrokerUnavailable` unless a connection to the broker can be made within ``timeout_s``."""
+    with sending(), app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=timeout_s)
 
 
 def enqueue_job(app: Celery, pool: str, job_id: int) -> None:

@@ -9,11 +9,13 @@ from functools import lru_cache
 
 from celery.worker import state as worker_state
 
+from tuner_service import shutdown
 from tuner_service.config import Settings, load_settings
+from tuner_service.outage import wait_out
 from tuner_service.reaper import reap
 from tuner_service.search import Claim, Done, Wait, claim_next, finish_trial
 from tuner_service.store import Store
-from workers import announce
+from workers import announce, lifecycle
 from workers.app import REAP, RUN_JOB, RUN_TRIAL, app, enqueue_job, enqueue_trials
 
 log = logging.getLogger(__name__)
@@ -26,7 +28,23 @@ def runtime() -> tuple[Settings, Store]:
 
 
 def worker_name(settings: Settings) -> str:
-    return settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
+    """Unique across hosts and restarts: host, process id and the launcher's slot (``cpu0``, ``gpu1.0``)."""
+    base = f"{socket.gethostname()}:{os.getpid()}"
+    return f"{base}:{settings.worker_id}" if settings.worker_id else base
+
+
+def _wake(pool: str, study_id: int) -> None:
+    """Enqueue the pool's next trial; with the broker away, the reaper wakes the study once it is back."""
+    try:
+        enqueue_trials(app, pool)
+    except Exception as exc:  # noqa: BLE001 - any broker failure: the database still says what is owed
+        log.warning("could not enqueue the next trial of pool %s (%s); the reaper will", pool, exc)
+        return
+    wait_out(lambda: store_of().mark_enqueued(study_id), what="marking a study enqueued")
+
+
+def store_of() -> Store:
+    return runtime()[1]
 
 
 @app.task(name=RUN_TRIAL, bind=True, acks_late=True, reject_on_worker_lost=True)
@@ -40,15 +58,18 @@ def run_trial(self, pool: str, ticket: str) -> str:  # noqa: ANN001 - Celery's b
         # would strand it when the worker is killed. Hand the message back for another worker instead.
         self.apply_async(args=[pool, ticket], queue=self.request.delivery_info.get("routing_key"))
         return "worker stopping: message handed back"
-    claim = claim_next(
-        store,
-        pool,
-        ticket=ticket,
-        worker=worker_name(settings),
-        gpu=os.environ.get("CUDA_VISIBLE_DEVICES") or None,
-        heartbeat_timeout_s=settings.heartbeat_timeout_s,
-        window_s=settings.fair_share_window_s,
-        hypermodels=announce.offered_names(),
+    claim = wait_out(
+        lambda: claim_next(
+            store,
+            pool,
+            ticket=ticket,
+            worker=worker_name(settings),
+            gpu=os.environ.get("CUDA_VISIBLE_DEVICES") or None,
+            heartbeat_timeout_s=settings.heartbeat_timeout_s,
+            window_s=settings.fair_share_window_s,
+            hypermodels=announce.offered_names(),
+        ),
+        what="claiming a trial",
     )
     if isinstance(claim, Wait):
         self.apply_async(
@@ -59,13 +80,35 @@ def run_trial(self, pool: str, ticket: str) -> str:  # noqa: ANN001 - Celery's b
         return claim.reason
     assert isinstance(claim, Claim)
     study_id = claim.study.id
+    if shutdown.requested():  # told to stop while claiming: give the trial back before training any of it
+        return _hand_back(store, settings, claim, pool, shutdown.Handback("worker stopping before the trial started"))
     log.info("study %s: training trial %s %s", study_id, claim.trial.number, claim.values)
     outcome = train_trial(store, settings, claim)
-    finished = finish_trial(store, study_id, claim.trial.id, outcome)
-    if store.pool_has_work(pool):
-        enqueue_trials(app, pool)
-        store.mark_enqueued(study_id)
+    lifecycle.trial_done(settings)
+    if isinstance(outcome, shutdown.Handback):
+        return _hand_back(store, settings, claim, pool, outcome)
+    finished = wait_out(lambda: finish_trial(store, study_id, claim.trial.id, outcome), what="storing a result")
+    if wait_out(lambda: store.pool_has_work(pool), what="looking for more work"):
+        _wake(pool, study_id)
     return f"study {study_id} trial {finished.trial.number} {finished.trial.status} score={finished.trial.score}"
+
+
+def _hand_back(store: Store, settings: Settings, claim: Claim, pool: str, handback: shutdown.Handback) -> str:
+    """Requeue a trial this worker did not finish (it is stopping), at once and without spending a retry."""
+    trial = claim.trial
+    if handback.taken_over:
+        return f"trial {trial.id}: {handback.reason}"
+    status = wait_out(
+        lambda: store.preempt_trial(
+            claim.study.id, trial.id, ticket=trial.ticket or "", resume=handback.resume, reason=handback.reason
+        ),
+        what="handing back a trial",
+        max_wait_s=max(5.0, settings.shutdown_grace_s),
+    )
+    log.warning("study %s: trial %s handed back (%s): now %s", claim.study.id, trial.number, handback.reason, status)
+    if status == "pending":
+        _wake(pool, claim.study.id)
+    return f"trial {trial.id} {status}: {handback.reason}"
 
 
 @app.task(name=RUN_JOB, acks_late=True, reject_on_worker_lost=True)

@@ -35,19 +35,21 @@ def broker_enqueue(settings: Settings) -> Enqueue:
     """Enqueue through Celery on the configured broker (imported here, not at module load)."""
 
     def enqueue(pool: str, count: int) -> object:
-        from workers.app import celery_for, enqueue_trials
+        from workers.app import celery_for, enqueue_trials, sending
 
-        return enqueue_trials(celery_for(settings), pool, count)
+        with sending():
+            return enqueue_trials(celery_for(settings), pool, count)
 
     return enqueue
 
 
 def broker_enqueue_job(settings: Settings) -> EnqueueJob:
     def enqueue_job(pool: str, job_id: int) -> object:
-        from workers.app import celery_for
+        from workers.app import celery_for, sending
         from workers.app import enqueue_job as send
 
-        return send(celery_for(settings), pool, job_id)
+        with sending():
+            return send(celery_for(settings), pool, job_id)
 
     return enqueue_job
 

@@ -7,7 +7,8 @@ from typing import Any
 from flask import Flask, Response, json, request
 from werkzeug.exceptions import HTTPException
 
-from tuner_service.errors import InvalidInput, NotFound, TunerError
+from tuner_service.errors import InvalidInput, NotFound, ServiceUnavailable, TunerError
+from tuner_service.outage import OutageLog
 
 PROBLEM_TYPE = "urn:tuner-service:problem:"
 
@@ -43,6 +44,23 @@ def install(app: Flask) -> None:
         if exc.field:
             extra["errors"] = [{"field": exc.field, "reason": str(exc)}]
         return problem(404, "Not found", str(exc), **extra)
+
+    outages: dict[str, OutageLog] = {}
+
+    @app.errorhandler(ServiceUnavailable)
+    def _unavailable(exc: ServiceUnavailable) -> Response:
+        # One log line when a dependency goes away (and one when it is back), not a traceback per request.
+        outages.setdefault(exc.dependency, OutageLog(app.logger, exc.dependency)).failed(exc)
+        response = problem(503, exc.title, str(exc), slug=f"{exc.dependency}-unavailable", dependency=exc.dependency)
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
+
+    @app.after_request
+    def _recovered(response: Response) -> Response:
+        if response.status_code < 500:
+            for outage in outages.values():
+                outage.succeeded()
+        return response
 
     @app.errorhandler(TunerError)
     def _tuner_error(exc: TunerError) -> Response:

@@ -10,9 +10,9 @@ from tuner_service.api import services
 from tuner_service.api.auth import require_write, scope
 from tuner_service.api.openapi import describe
 from tuner_service.api.params import choice_arg, int_arg, json_body, page_args
-from tuner_service.errors import FieldError, InvalidInput, NotFound
+from tuner_service.errors import FieldError, InvalidHeader, InvalidInput, NotFound
 from tuner_service.store import STUDY_STATUSES, TRIAL_SORTS, TRIAL_STATUSES, StudyRecord, TrialRecord
-from tuner_service.study import PRIORITIES, budget_basis, submit_study
+from tuner_service.study import PRIORITIES, budget_basis, submit
 
 bp = Blueprint("studies", __name__, url_prefix="/api/v1/studies")
 
@@ -66,19 +66,51 @@ def _links(study_id: int) -> dict[str, str]:
     tag="studies",
     body="Study",
     responses={
+        200: "A retry with an Idempotency-Key already used: the study the first request stored",
         201: "Study stored as queued and its first trials enqueued",
+        202: "Study stored as queued; the broker is unavailable, so its trials are enqueued once it is back",
+        400: "Malformed Idempotency-Key header",
         415: "Not JSON",
         422: "Invalid study",
     },
 )
 def create() -> tuple[Response, int, dict[str, str]]:
-    """Submit a study: the search space, task and budget are validated in full before anything is stored."""
+    """Submit a study: the search space, task and budget are validated in full before anything is stored.
+
+    Send an ``Idempotency-Key`` header (up to 128 printable characters) to make retries safe: a request that
+    repeats a key the team already used returns that study (200) instead of storing a second one. With the
+    broker unavailable the study is still stored and the answer is 202; the reaper enqueues it later.
+    """
     svc = services()
     caller = require_write()
-    study = submit_study(
-        svc.store, svc.settings, json_body(), svc.enqueue, team_id=caller.team_id, owner_id=caller.user_id
+    key = idempotency_key()
+    outcome = submit(
+        svc.store,
+        svc.settings,
+        json_body(),
+        svc.enqueue,
+        team_id=caller.team_id,
+        owner_id=caller.user_id,
+        idempotency_key=key,
     )
-    return jsonify(study_json(study)), 201, {"Location": url_for("studies.show", study_id=study.id)}
+    body = study_json(outcome.study)
+    status = 200 if outcome.replayed else 201 if outcome.enqueued else 202
+    if not outcome.enqueued:
+        body["note"] = "the broker is unavailable: the study is stored and its trials are enqueued once it is back"
+    headers = {"Location": url_for("studies.show", study_id=outcome.study.id)}
+    if outcome.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return jsonify(body), status, headers
+
+
+def idempotency_key() -> str | None:
+    """The request's ``Idempotency-Key`` header, checked: 1-128 printable ASCII characters."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 128 or not all(32 < ord(c) < 127 for c in key):
+        raise InvalidHeader.one("Idempotency-Key", "must be 1-128 printable ASCII characters without spaces")
+    return key
 
 
 @bp.get("")

@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
+from tuner_service.errors import DatabaseUnavailable
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
@@ -21,12 +23,42 @@ def make_engine(url: str, *, foreign_keys: bool = True, **kwargs: Any) -> Engine
     if parsed.get_backend_name() != "sqlite":
         if parsed.drivername == "postgresql":
             url = str(parsed.set(drivername="postgresql+psycopg"))
-        return create_engine(url, pool_pre_ping=True, future=True, **kwargs)
+        engine = create_engine(url, pool_pre_ping=True, future=True, **kwargs)
+        _report_outages(engine)
+        return engine
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs)
     _configure_sqlite(engine, foreign_keys)
     return engine
+
+
+def _report_outages(engine: Engine) -> None:
+    """Turn "the server is not there" into :class:`DatabaseUnavailable`, which callers can wait out (workers)
+    or answer with 503 (the API), instead of a driver error that looks like a bug."""
+
+    @event.listens_for(engine, "handle_error")
+    def _on_error(context: Any) -> BaseException | None:
+        if context.is_pre_ping:
+            return None  # the pool reconnects on its own; a failure there surfaces on the real connect
+        if context.is_disconnect or _is_connection_failure(context.original_exception):
+            first_line = str(context.original_exception).strip().splitlines()[0:1] or ["connection lost"]
+            return DatabaseUnavailable(f"the database does not answer: {first_line[0]}")
+        return None
+
+
+def _is_connection_failure(exc: BaseException) -> bool:
+    # psycopg reports a refused or dropped connection as OperationalError without SQLSTATE, or with class 08
+    # (connection exception) / 57 (operator intervention: shutdown, admin shutdown, cannot connect now).
+    # Deadlocks, serialization failures and lock timeouts are OperationalErrors too, but are retried elsewhere.
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - only PostgreSQL engines get here, and they need psycopg
+        return False
+    if not isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return False
+    state = getattr(exc, "sqlstate", None)
+    return state is None or state[:2] in ("08", "57")
 
 
 def _configure_sqlite(engine: Engine, foreign_keys: bool) -> None:

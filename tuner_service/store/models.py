@@ -141,6 +141,8 @@ class StudyRow(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The client's Idempotency-Key of the submission: a retried POST finds this study instead of making another.
+    idempotency_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
     trials: Mapped[list[TrialRow]] = relationship(back_populates="study", passive_deletes=True)
 
@@ -149,6 +151,7 @@ class StudyRow(Base):
         Index("ix_studies_dataset", "dataset_id"),
         Index("ix_studies_pool_status", "pool", "status"),
         Index("ix_studies_team", "team_id"),
+        Index("uq_studies_team_idempotency_key", "team_id", "idempotency_key", unique=True),
     )
 
 
@@ -197,6 +200,9 @@ class TrialRow(Base):
     model_path: Mapped[str | None] = mapped_column(String(500), nullable=True)
     # Seed, library versions and backend the trial trained with: what a rerun needs to reproduce it.
     environment: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Where a preempted trial continues (its worker saved a checkpoint there); NULL: from the start.
+    resume_execution: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    resume_epoch: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     study: Mapped[StudyRow] = relationship(back_populates="trials")
     epochs: Mapped[list[EpochRow]] = relationship(back_populates="trial", passive_deletes=True)

@@ -119,6 +119,8 @@ class TrialRecord:
     error: str | None
     model_path: str | None
     environment: dict[str, Any] | None = None
+    resume_execution: int | None = None
+    resume_epoch: int | None = None
 
     @classmethod
     def of(cls, row: TrialRow) -> TrialRecord:
@@ -128,12 +130,12 @@ class TrialRecord:
             row.score, row.best_epoch, row.epochs_run, dict(row.metrics) if row.metrics else None,
             row.worker, row.pool, row.gpu, row.heartbeat_at, row.created_at, row.started_at, row.finished_at,
             row.duration_s, row.retries, row.error, row.model_path,
-            dict(row.environment) if row.environment else None,
+            dict(row.environment) if row.environment else None, row.resume_execution, row.resume_epoch,
         )  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
-        for key in ("oracle_trial_state", "ticket", "oracle_trial_id"):
+        for key in ("oracle_trial_state", "ticket", "oracle_trial_id", "resume_execution", "resume_epoch"):
             out.pop(key)
         out["has_model"] = out.pop("model_path") is not None
         out["best_epoch"] = human_epoch(self.best_epoch)

@@ -166,13 +166,20 @@ class StudyTransaction:
         return TrialRecord.of(row)
 
     def restart_trial(self, trial_id: int, *, ticket: str, worker: str, gpu: str | None = None) -> TrialRecord:
-        """Hand a requeued (or abandoned) trial to a new worker; its old epochs are dropped."""
+        """Hand a requeued (or abandoned) trial to a new worker. Its old epochs are dropped, except those before
+        the point a preempted run saved a checkpoint at (``resume_execution``/``resume_epoch``)."""
         row = self._row(trial_id)
         now = utcnow()
-        self._session.execute(delete(EpochRow).where(EpochRow.trial_id == trial_id))
+        dropped = delete(EpochRow).where(EpochRow.trial_id == trial_id)
+        if row.resume_epoch is not None and row.resume_execution is not None:
+            later_execution = EpochRow.execution > row.resume_execution
+            same_later_epoch = (EpochRow.execution == row.resume_execution) & (EpochRow.epoch >= row.resume_epoch)
+            dropped = dropped.where(later_execution | same_later_epoch)
+        self._session.execute(dropped)
         row.status, row.ticket, row.worker, row.gpu = "running", ticket, worker, gpu
         row.heartbeat_at = row.started_at = now
-        row.epochs_run, row.stop_requested, row.error = 0, False, None
+        row.epochs_run = row.resume_epoch if row.resume_epoch is not None else 0
+        row.stop_requested, row.error = False, None
         self._session.flush()
         return TrialRecord.of(row)
 
@@ -330,7 +337,23 @@ class Store(AccountQueries, QueueQueries, JobQueries, HypermodelQueries):
                 session.flush()
                 return StudyRecord.of(row)
 
-        return self._retrying(attempt)
+        key = fields.get("idempotency_key")
+        try:
+            return self._retrying(attempt)
+        except IntegrityError:
+            if key is None:
+                raise
+            found = self.study_by_idempotency_key(fields.get("team_id"), key)  # a concurrent retry won the insert
+            if found is None:
+                raise
+            return found
+
+    def study_by_idempotency_key(self, team_id: int | None, key: str) -> StudyRecord | None:
+        """The study the team submitted with this ``Idempotency-Key``, if any."""
+        team = StudyRow.team_id.is_(None) if team_id is None else StudyRow.team_id == team_id
+        with self._read() as session:
+            row = session.scalar(select(StudyRow).where(team, StudyRow.idempotency_key == key))
+            return StudyRecord.of(row) if row is not None else None
 
     def get_study(self, study_id: int, *, team_id: int | None = None) -> StudyRecord:
         """A study; another team's study does not exist for the caller (404, not 403)."""
@@ -505,8 +528,14 @@ class Store(AccountQueries, QueueQueries, JobQueries, HypermodelQueries):
                 out.setdefault(row.trial_id, []).append(EpochRecord.of(row))
         return out
 
-    def record_epoch(self, trial_id: int, execution: int, epoch: int, metrics: dict[str, float]) -> TrialControl:
-        """Store one epoch's metrics, refresh the heartbeat, and say whether training should stop."""
+    def record_epoch(
+        self, trial_id: int, execution: int, epoch: int, metrics: dict[str, float], *, ticket: str | None = None
+    ) -> TrialControl:
+        """Store one epoch's metrics, refresh the heartbeat, and say whether training should stop.
+
+        With ``ticket``, a worker whose trial was handed to another worker meanwhile (the reaper took it for
+        dead) is told to stop instead of writing over the new run's epochs.
+        """
         metrics = clean_json(metrics)
 
         def attempt() -> TrialControl:
@@ -514,6 +543,8 @@ class Store(AccountQueries, QueueQueries, JobQueries, HypermodelQueries):
                 trial = session.get(TrialRow, trial_id)
                 if trial is None:
                     return TrialControl(stop=True, reason="trial no longer exists")
+                if ticket is not None and (trial.ticket != ticket or trial.status != "running"):
+                    return TrialControl(stop=True, reason="trial taken over by another worker")
                 existing = session.scalar(
                     select(EpochRow).where(
                         EpochRow.trial_id == trial_id,
@@ -578,6 +609,29 @@ class Store(AccountQueries, QueueQueries, JobQueries, HypermodelQueries):
                 row.error = f"{reason}; gave up after {row.retries} retries"
             else:
                 row.status, row.retries, row.error = "pending", row.retries + 1, reason
+            return row.status
+
+        return self.with_study_lock(study_id, change)
+
+    def preempt_trial(
+        self, study_id: int, trial_id: int, *, ticket: str, resume: tuple[int, int] | None, reason: str
+    ) -> str:
+        """Hand a trial back to the queue because its worker is stopping: ``pending`` at once, retries unchanged.
+
+        ``resume`` is (execution, epoch) where the worker saved a checkpoint; ``None`` keeps the previous resume
+        point (if any). Only the worker holding the trial (``ticket``) may do this; returns the trial's status.
+        """
+
+        def change(tx: StudyTransaction) -> str:
+            row = tx._row(trial_id)
+            if row.status != "running" or row.ticket != ticket:
+                return row.status
+            if tx.study.is_terminal:
+                row.status, row.finished_at, row.error = "cancelled", utcnow(), reason
+                return row.status
+            row.status, row.error, row.worker = "pending", reason, None
+            if resume is not None:
+                row.resume_execution, row.resume_epoch = resume
             return row.status
 
         return self.with_study_lock(study_id, change)
