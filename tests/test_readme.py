@@ -166,6 +166,8 @@ def test_the_readme_blocks_work_when_pasted_in_order(workdir: Path, tmp_path: Pa
         assert shown.lang == "json", "only JSON outputs are checked"
         expected, actual = json.loads(shown.body), json.loads(path.read_text())
         assert contains(expected, actual), f"README shows {expected}\nthe command printed {actual}"
+    # The first command ends with the leaderboard (this also stands for a separate test of `run`).
+    assert "study 1: digits-quick: 2 completed trials, best first" in log and "\nstudy 1 completed" in log
     # What the pasted commands leave behind, where the README says.
     assert (workdir / "best.keras").read_bytes()[:2] == b"PK"
     assert (workdir / "lr.png").stat().st_size > 0
