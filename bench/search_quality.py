@@ -51,11 +51,11 @@ FULL = {
         "diabetes": {"budget": 40, "max_epochs": 4},
     },
 }
+# The smoke run (CI): one classification and one regression task (both directions), every contender, tiny budgets.
 QUICK = {
     "seeds": [1],
     "tasks": {
-        "digits": {"budget": 8, "max_epochs": 2},
-        "breast_cancer": {"budget": 4, "max_epochs": 2},
+        "digits": {"budget": 4, "max_epochs": 2},
         "diabetes": {"budget": 4, "max_epochs": 2},
     },
 }

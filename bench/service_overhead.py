@@ -289,7 +289,7 @@ def run(quick: bool) -> dict[str, Any]:
     from bench.common import REDIS_URL, redis_prefix
     from tuner_service.config import load_settings
 
-    trials = 4 if quick else 20
+    trials = 2 if quick else 20  # the smoke run: every mode, two trials each
     modes: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
         root = Path(tmp)

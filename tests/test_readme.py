@@ -3,9 +3,10 @@ makes a fresh `./.tuner`), against a fresh `tuner-service up` on a free port; ev
 
 Blocks are marked for this test by an HTML comment just above them (invisible on the rendered page):
 ``skip`` (not run: the tests, Docker), ``background`` (the server, started in the background),
-``expect-error`` (a request that must fail; its output is the next block) and ``output`` (what the previous
-block prints: JSON keys and values that must be in it). Only the studies a command waits for are made smaller
-(the README's own files take minutes); each such substitution must apply, so the README cannot drift from it.
+``expect-error`` (a request that must fail; its output is the next block), ``output`` (what the previous
+block prints: JSON keys and values that must be in it) and ``file PATH`` (a file of the checkout, shown whole).
+Only the studies a command waits for are made smaller (the README's own files take minutes); each such
+substitution must apply, so the README cannot drift from it.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ SUBSTITUTIONS = {
     "run examples/digits.json": "run examples/digits-quick.json",
     "submit examples/digits.json --wait": "submit examples/digits-quick.json --wait",
 }
-BLOCK = re.compile(r"(?:<!-- readme-test: (?P<mark>[\w-]+)[^>]*-->\n)?```(?P<lang>\w*)\n(?P<body>.*?)```", re.S)
+BLOCK = re.compile(
+    r"(?:<!-- readme-test: (?P<mark>[\w-]+)(?P<note>[^>]*)-->\n)?```(?P<lang>\w*)\n(?P<body>.*?)```", re.S
+)
 
 
 @dataclass
@@ -41,10 +44,20 @@ class Block:
     lang: str
     mark: str | None
     body: str
+    note: str = ""
 
 
 def readme_blocks() -> list[Block]:
-    return [Block(m["lang"], m["mark"], m["body"]) for m in BLOCK.finditer(README.read_text())]
+    return [
+        Block(m["lang"], m["mark"], m["body"], (m["note"] or "").strip()) for m in BLOCK.finditer(README.read_text())
+    ]
+
+
+def test_the_files_the_readme_shows_are_the_ones_shipped() -> None:
+    shown = [b for b in readme_blocks() if b.mark == "file"]
+    assert shown, "the README lost its file markers"
+    for block in shown:
+        assert json.loads(block.body) == json.loads((ROOT / block.note).read_text()), block.note
 
 
 def script_of(blocks: list[Block], out_dir: Path) -> tuple[str, dict[int, Path], set[str]]:
@@ -153,6 +166,8 @@ def test_the_readme_blocks_work_when_pasted_in_order(workdir: Path, tmp_path: Pa
         assert shown.lang == "json", "only JSON outputs are checked"
         expected, actual = json.loads(shown.body), json.loads(path.read_text())
         assert contains(expected, actual), f"README shows {expected}\nthe command printed {actual}"
+    # The first command ends with the leaderboard (this also stands for a separate test of `run`).
+    assert "study 1: digits-quick: 2 completed trials, best first" in log and "\nstudy 1 completed" in log
     # What the pasted commands leave behind, where the README says.
     assert (workdir / "best.keras").read_bytes()[:2] == b"PK"
     assert (workdir / "lr.png").stat().st_size > 0

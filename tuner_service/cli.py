@@ -724,14 +724,20 @@ def _api(call: Any, url: str | None = None) -> Any:
     try:
         return call()
     except ApiError as exc:
-        err_console.print(f"[red]{exc}[/]")
+        err_console.print(f"[red]{exc}[/]", soft_wrap=True)
         sys.exit(2)
     except OSError as exc:
+        from tuner_service.accounts import api_url_path
+
         where = url or DEFAULT_URL
+        recorded = api_url_path(load_settings().home)
+        stale = recorded.exists() and recorded.read_text().strip() == where
         err_console.print(
-            f"[red]cannot reach the API at {where}[/] ({type(exc).__name__}).\n"
-            "Start it with `tuner-service up` (in another terminal), or point the CLI at a running server "
-            "with TUNER_URL=http://host:port (or --url)."
+            f"[red]cannot reach the API at {where}[/] ({type(exc).__name__})"
+            + (f", the address recorded in {recorded} by an `up` that is no longer running" if stale else "")
+            + ".\nStart it with `tuner-service up` (in another terminal), or point the CLI at a running server "
+            "with TUNER_URL=http://host:port (or --url).",
+            soft_wrap=True,  # whole lines: the terminal wraps them, and they stay searchable in logs
         )
         sys.exit(2)
 

@@ -132,6 +132,15 @@ def test_without_a_server_the_cli_says_how_to_start_or_point_at_one(settings) ->
     assert "tuner-service up" in result.output and "TUNER_URL" in result.output
 
 
+def test_an_address_left_by_a_stopped_up_is_named_as_such(settings) -> None:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    stale = f"http://127.0.0.1:{free_port()}"
+    (settings.home / "api-url").write_text(stale + "\n")  # as an `up` killed without stopping leaves it
+    result = cli(settings, "show", "1")
+    assert result.exit_code == 2 and stale in result.output and "no longer running" in result.output
+    assert "tuner-service up" in result.output
+
+
 def test_the_cli_finds_the_address_up_recorded(settings) -> None:
     assert cli(settings, "url").output.strip() == "http://127.0.0.1:8750"
     settings.home.mkdir(parents=True, exist_ok=True)

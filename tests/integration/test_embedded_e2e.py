@@ -3,9 +3,6 @@ a real worker process), a study submitted over HTTP, trained, and ranked on the 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,7 +11,6 @@ import pytest
 import requests
 
 from tests.conftest import digits_study, free_port, running_up
-from tuner_service.launcher import settings_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -68,26 +64,6 @@ def test_digits_study_over_http_reaches_the_leaderboard(service, settings) -> No
     model = http.get(f"{base}/api/v1/studies/{study['id']}/best-model", timeout=30)
     assert model.status_code == 200
     assert model.content[:2] == b"PK"  # a .keras file is a zip archive
-
-
-def test_run_command_prints_the_leaderboard(settings, tmp_path: Path) -> None:
-    """The README's first command: one study on the embedded default, to a printed leaderboard."""
-    study_file = tmp_path / "study.json"
-    import json
-
-    study_file.write_text(json.dumps(digits_study(max_trials=2, name="readme-digits")))
-    env = {**os.environ, **settings_env(settings)}
-    result = subprocess.run(
-        [sys.executable, "-m", "tuner_service.cli", "run", str(study_file)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "completed" in result.stdout
-    assert "2 completed trials, best first" in result.stdout
-    assert "val_accuracy" in result.stdout
 
 
 def test_the_embedded_broker_forgets_delivered_messages(settings) -> None:
