@@ -16,7 +16,12 @@ class Settings:
     database_url: str
     broker_url: str
     artifacts: Path
+    # A data set file as sent (streamed to disk, never held in memory), and what it may take once
+    # decompressed (.npz) or parsed (.csv): a small compressed file can hold gigabytes of zeros.
     max_upload_bytes: int = 64 * 1024 * 1024
+    max_dataset_bytes: int = 512 * 1024 * 1024
+    # Every other request body (JSON, forms): a study is a few kilobytes.
+    max_body_bytes: int = 1024 * 1024
     max_parameters: int = 64
     max_trials_limit: int = 10_000
     heartbeat_timeout_s: float = 120.0
@@ -51,6 +56,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     settings = Settings(home=home, database_url=database_url, broker_url=broker_url, artifacts=artifacts)
     numeric = {
         "TUNER_MAX_UPLOAD_BYTES": ("max_upload_bytes", int),
+        "TUNER_MAX_DATASET_BYTES": ("max_dataset_bytes", int),
+        "TUNER_MAX_BODY_BYTES": ("max_body_bytes", int),
         "TUNER_MAX_PARAMETERS": ("max_parameters", int),
         "TUNER_HEARTBEAT_TIMEOUT": ("heartbeat_timeout_s", float),
         "TUNER_MAX_TRIAL_RETRIES": ("max_trial_retries", int),

@@ -60,19 +60,32 @@ def create_app(
     enqueue_job: EnqueueJob | None = None,
 ) -> Flask:
     """Build the API for ``settings`` (default: from the environment); the schema must be migrated."""
-    from tuner_service.api import auth, datasets, health, jobs, leaderboard, metrics, openapi, problems, queue, studies
+    from tuner_service.api import (
+        auth,
+        datasets,
+        health,
+        jobs,
+        leaderboard,
+        metrics,
+        openapi,
+        params,
+        problems,
+        queue,
+        studies,
+    )
 
     settings = settings or load_settings()
     store = store or Store(settings.database_url)
     app = Flask(__name__)
     app.secret_key = session_secret(settings)
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + 1024 * 1024
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes  # uploads get more: see params.install
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["tuner"] = Services(
         settings, store, enqueue or broker_enqueue(settings), enqueue_job or broker_enqueue_job(settings)
     )
     problems.install(app)
     auth.install(app)
+    params.install(app)  # after auth: an unknown caller hears 401 before anything about its input
     blueprints = (health.bp, metrics.bp, datasets.bp, studies.bp, leaderboard.bp, queue.bp, jobs.bp, openapi.bp)
     for blueprint in blueprints:
         app.register_blueprint(blueprint)

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
-from flask import request
+from flask import Flask, request
+from werkzeug.routing import IntegerConverter
 
-from tuner_service.errors import FieldError, InvalidInput
+from tuner_service.errors import FieldError, InvalidInput, NotFound
+from tuner_service.ids import MAX_ID, is_id
+
+# Deeper documents are no study: refusing them keeps every recursive walk (ours, the JSON encoder's,
+# the database driver's) far from Python's recursion limit.
+MAX_JSON_DEPTH = 32
+UPLOAD_ENDPOINTS = frozenset({"datasets.upload", "dashboard.upload"})
+_INTEGER = re.compile(r"-?[0-9]{1,18}")
 
 
 class BadRequest(InvalidInput):
@@ -25,9 +34,57 @@ def json_body() -> Any:
         raise exc
     raw = request.get_data(cache=True)
     try:
-        return json.loads(raw) if raw.strip() else _raise_empty()
+        doc = json.loads(raw) if raw.strip() else _raise_empty()
     except ValueError as exc:  # JSONDecodeError and undecodable bytes alike
         raise BadRequest.one("body", f"is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise BadRequest.one("body", f"is nested too deeply (at most {MAX_JSON_DEPTH} levels)") from None
+    check_document(doc)
+    return doc
+
+
+def check_document(doc: Any) -> None:
+    """Refuse what no field can hold, naming each place: nesting deeper than MAX_JSON_DEPTH (400), and
+    strings with a NUL character (PostgreSQL's text cannot store it) or a lone surrogate (not encodable
+    as UTF-8, so no database or response could carry it) (422)."""
+    errors: list[FieldError] = []
+    stack: list[tuple[Any, str, int]] = [(doc, "", 1)]
+    while stack:
+        value, path, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise BadRequest.one(path or "body", f"is nested too deeply (at most {MAX_JSON_DEPTH} levels)")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                child = f"{path}.{key}" if path else str(key)
+                reason = _text_problem(key)
+                if reason:
+                    errors.append(FieldError(_printable(child), f"has a name that {reason}"))
+                stack.append((item, child, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value))
+        elif isinstance(value, str):
+            reason = _text_problem(value)
+            if reason:
+                errors.append(FieldError(_printable(path or "body"), reason))
+    if errors:
+        raise InvalidInput(sorted(errors, key=lambda e: e.field))
+
+
+def _text_problem(text: object) -> str | None:
+    if not isinstance(text, str):
+        return None
+    if "\x00" in text:
+        return "contains a NUL character (\\u0000), which cannot be stored"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains a lone surrogate (an unpaired \\ud800-\\udfff escape), which is not valid Unicode"
+    return None
+
+
+def _printable(path: str) -> str:
+    """A field path that can itself be sent back in a JSON response."""
+    return path.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\u0000")
 
 
 def _raise_empty() -> None:
@@ -38,10 +95,9 @@ def int_arg(name: str, default: int, low: int, high: int) -> int:
     raw = request.args.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest.one(name, f"must be an integer, got {raw!r}") from None
+    if not _INTEGER.fullmatch(raw):  # int() would also take "1_0", " 1" and Unicode digits
+        raise BadRequest.one(name, f"must be an integer, got {raw!r}")
+    value = int(raw)
     if not low <= value <= high:
         raise BadRequest.one(name, f"must be between {low} and {high}")
     return value
@@ -56,3 +112,36 @@ def choice_arg(name: str, choices: frozenset[str] | tuple[str, ...], default: st
 
 def page_args(default_limit: int = 50) -> tuple[int, int]:
     return int_arg("limit", default_limit, 1, 500), int_arg("offset", 0, 0, 10**9)
+
+
+def id_arg(name: str) -> int | None:
+    """An optional query parameter naming a row id (1 .. MAX_ID)."""
+    return int_arg(name, 0, 1, MAX_ID) if name in request.args else None
+
+
+class IdConverter(IntegerConverter):
+    """``<int:...>`` in every route: ASCII digits only (``\\d`` would also match other scripts' digits)."""
+
+    regex = r"[0-9]+"
+
+
+def install(app: Flask) -> None:
+    """Route and query checks that hold for every route, before any view runs (after authentication)."""
+    app.url_map.converters["int"] = IdConverter
+
+    @app.before_request
+    def _body_limit() -> None:
+        # Uploads stream to disk and may be large; everything else is parsed in memory and stays small.
+        settings = app.extensions["tuner"].settings
+        upload = request.endpoint in UPLOAD_ENDPOINTS
+        request.max_content_length = (settings.max_upload_bytes + 1024 * 1024) if upload else settings.max_body_bytes
+
+    @app.before_request
+    def _check_request() -> None:
+        for name, value in (request.view_args or {}).items():
+            if isinstance(value, int) and not is_id(value):
+                # No row has this id; the database must not even be asked (it would overflow).
+                raise NotFound(name.removesuffix("_id"), value, field=name)
+        for name, value in request.args.items(multi=True):
+            if "\x00" in value or "\x00" in name:
+                raise BadRequest.one(_printable(name), "contains a NUL character (%00), which cannot be stored")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request, send_file, url_for
+from flask import Blueprint, Response, jsonify, send_file, url_for
 
 from tuner_service.api import services
 from tuner_service.api.auth import require_write, scope
 from tuner_service.api.openapi import describe
-from tuner_service.api.params import choice_arg, int_arg, json_body, page_args
+from tuner_service.api.params import choice_arg, id_arg, json_body, page_args
 from tuner_service.errors import FieldError, InvalidInput, NotFound
 from tuner_service.store import STUDY_STATUSES, TRIAL_SORTS, TRIAL_STATUSES, StudyRecord
 from tuner_service.study import PRIORITIES, submit_study
@@ -84,7 +84,7 @@ def index() -> Response:
     """List studies, newest first, optionally filtered by status and data set."""
     limit, offset = page_args()
     status = choice_arg("status", STUDY_STATUSES)
-    dataset = int_arg("dataset", -1, 1, 2**31) if "dataset" in request.args else None
+    dataset = id_arg("dataset")
     page = services().store.list_studies(status=status, dataset_id=dataset, team_id=scope(), limit=limit, offset=offset)
     out = page.to_json()
     out["items"] = [study_json(s) for s in page.items]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from urllib.parse import unquote, urlsplit
 
 from flask import Response, abort, g, jsonify, redirect, render_template, request, session, url_for
 
@@ -49,10 +50,21 @@ def _check_csrf() -> None:
 
 
 def safe_next(target: str | None) -> str:
-    """Only a path on this site: never another host (``//evil``, ``/\\evil``) after signing in."""
-    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
+    """Only a relative path on this site, never another host after signing in: ``//evil``, ``/\\evil``
+    and ``/%09/evil`` are refused because browsers drop tabs and newlines and read backslashes as slashes,
+    turning each into ``//evil``; control characters could also split the Location header."""
+    if not target or len(target) > 2048 or not _is_local_path(target) or not _is_local_path(unquote(target)):
         return url_for("dashboard.studies")
     return target
+
+
+def _is_local_path(target: str) -> bool:
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in target) or "\\" in target:
+        return False
+    if not target.startswith("/") or target.startswith("//"):
+        return False
+    parts = urlsplit(target)
+    return not parts.scheme and not parts.netloc
 
 
 @bp.before_request
