@@ -32,7 +32,7 @@ def upload() -> tuple[Response, int, dict[str, str]]:
         raise BadRequest.one("file", "attach the data set as a multipart form field named 'file'")
     target = request.form.get("target_column") or None
     record = upload_dataset(
-        services().store, services().settings, file.read(), file.filename, target_column=target, team_id=caller.team_id
+        services().store, services().settings, file.stream, file.filename, target_column=target, team_id=caller.team_id
     )
     location = url_for("datasets.show", dataset_id=record.id)
     return jsonify(record.to_json()), 201, {"Location": location}
