@@ -162,7 +162,15 @@ def create_team(name: str, weight: float, max_concurrent: int | None, gpu_hours:
 @click.option("--weight", type=float, default=None)
 @click.option("--max-concurrent", type=int, default=None)
 @click.option("--gpu-hours", type=float, default=None)
-def set_quota(team: str, weight: float | None, max_concurrent: int | None, gpu_hours: float | None) -> None:
+@click.option(
+    "--max-model-params",
+    type=click.IntRange(min=1),
+    default=None,
+    help="The largest model (parameters) the team's studies may ask for; below TUNER_MAX_MODEL_PARAMS.",
+)
+def set_quota(
+    team: str, weight: float | None, max_concurrent: int | None, gpu_hours: float | None, max_model_params: int | None
+) -> None:
     """Change a team's share weight or quotas."""
     changes = {
         k: v
@@ -170,6 +178,7 @@ def set_quota(team: str, weight: float | None, max_concurrent: int | None, gpu_h
             "share_weight": weight,
             "max_concurrent_trials": max_concurrent,
             "gpu_hours_per_day": gpu_hours,
+            "max_model_params": max_model_params,
         }.items()
         if v is not None
     }

@@ -23,6 +23,10 @@ class Settings:
     # Every other request body (JSON, forms): a study is a few kilobytes.
     max_body_bytes: int = 1024 * 1024
     max_parameters: int = 64
+    # The largest model a study or range test may ask for (its worst case over the search space), and the
+    # activation memory of its largest batch; a team's own limit (admin set-quota) can be lower.
+    max_model_params: int = 50_000_000
+    max_activation_bytes: int = 2 * 1024**3
     max_trials_limit: int = 10_000
     heartbeat_timeout_s: float = 120.0
     max_trial_retries: int = 2
@@ -59,6 +63,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "TUNER_MAX_DATASET_BYTES": ("max_dataset_bytes", int),
         "TUNER_MAX_BODY_BYTES": ("max_body_bytes", int),
         "TUNER_MAX_PARAMETERS": ("max_parameters", int),
+        "TUNER_MAX_MODEL_PARAMS": ("max_model_params", int),
+        "TUNER_MAX_ACTIVATION_BYTES": ("max_activation_bytes", int),
         "TUNER_HEARTBEAT_TIMEOUT": ("heartbeat_timeout_s", float),
         "TUNER_MAX_TRIAL_RETRIES": ("max_trial_retries", int),
         "TUNER_WAKE_AFTER": ("wake_after_s", float),

@@ -13,6 +13,7 @@ from tuner_service.task import Objective, TaskSpec
 
 if TYPE_CHECKING:
     from tuner_service.config import Settings
+    from tuner_service.datasets import DatasetInfo
     from tuner_service.store import Store, StudyRecord
 
 ALGORITHMS = ("random", "grid", "bayesian", "hyperband", "asha")
@@ -361,6 +362,8 @@ def submit_study(
     spec = StudySpec.from_json(doc, max_parameters=settings.max_parameters, max_trials_limit=settings.max_trials_limit)
     info, dataset_team = find_dataset(store, spec.dataset, team_id=team_id)
     problems = check_task(info, spec.task.type) + _warm_start_problems(store, spec, info.key, team_id)
+    if not problems:
+        problems = model_size_problems(store, settings, spec, info, team_id)
     if problems:
         raise InvalidInput(problems)
     dataset = register_dataset(store, info, team_id=dataset_team)
@@ -382,6 +385,24 @@ def submit_study(
     enqueue(spec.pool, spec.parallelism)
     store.mark_enqueued(study.id)
     return store.get_study(study.id)
+
+
+def model_size_problems(
+    store: Store, settings: Settings, spec: StudySpec, info: DatasetInfo, team_id: int | None
+) -> list[FieldError]:
+    """The space's largest model against the deployment's (or the team's lower) limits."""
+    from tuner_service.datasets import output_units
+    from tuner_service.model_size import limits_for, problems, space_worst_case
+
+    size = space_worst_case(
+        spec.search_space,
+        n_features=info.n_features,
+        n_outputs=output_units(info, spec.task.type),
+        wide_deep=spec.task.architecture == "wide_deep",
+    )
+    limits = limits_for(settings.max_model_params, settings.max_activation_bytes, store.team_model_limit(team_id))
+    given = {p.name for p in spec.search_space.parameters}
+    return problems(size, limits, prefix="search_space.", given=given)
 
 
 def _warm_start_problems(store: Store, spec: StudySpec, dataset_key: str, team_id: int | None) -> list[FieldError]:

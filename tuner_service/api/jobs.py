@@ -10,9 +10,11 @@ from tuner_service.api.auth import Forbidden, principal, require_write, scope
 from tuner_service.api.openapi import describe
 from tuner_service.api.params import json_body
 from tuner_service.catalog import find_dataset, register_dataset
-from tuner_service.datasets import check_task
+from tuner_service.datasets import DatasetInfo, check_task, output_units
 from tuner_service.errors import Conflict, FieldError, InvalidInput, NotFound
 from tuner_service.lr_range import RangeTestSpec
+from tuner_service.model_size import fixed_size, limits_for
+from tuner_service.model_size import problems as size_problems
 from tuner_service.store import JobRecord, StudyRecord, TrialRecord
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/v1")
@@ -32,7 +34,8 @@ def start_range_test(svc: Services, caller: Principal, doc: object) -> JobRecord
     _writer(caller)
     spec = RangeTestSpec.from_json(doc)
     info, owner = find_dataset(svc.store, spec.dataset, team_id=caller.scope)
-    problems = check_task(info, spec.task.type)
+    given = set(doc.get("architecture") or {}) if isinstance(doc, dict) else set()
+    problems = check_task(info, spec.task.type) or range_test_size_problems(svc, spec, info, caller.team_id, given)
     if problems:
         raise InvalidInput(problems)
     dataset = register_dataset(svc.store, info, team_id=owner)
@@ -41,6 +44,21 @@ def start_range_test(svc: Services, caller: Principal, doc: object) -> JobRecord
     )
     svc.enqueue_job(job.pool, job.id)
     return job
+
+
+def range_test_size_problems(
+    svc: Services, spec: RangeTestSpec, info: DatasetInfo, team_id: int, given: set[str]
+) -> list[FieldError]:
+    """The range test's fixed model against the deployment's (or the team's lower) model-size limits."""
+    size = fixed_size(
+        spec.architecture,
+        n_features=info.n_features,
+        n_outputs=output_units(info, spec.task.type),
+        wide_deep=spec.task.architecture == "wide_deep",
+    )
+    settings = svc.settings
+    limits = limits_for(settings.max_model_params, settings.max_activation_bytes, svc.store.team_model_limit(team_id))
+    return size_problems(size, limits, prefix="architecture.", given=given)
 
 
 def repeats_errors(repeats: object) -> list[FieldError]:

@@ -27,10 +27,13 @@ class TeamRecord:
     share_weight: float
     max_concurrent_trials: int | None
     gpu_hours_per_day: float | None
+    max_model_params: int | None = None
 
     @classmethod
     def of(cls, row: TeamRow) -> TeamRecord:
-        return cls(row.id, row.name, row.share_weight, row.max_concurrent_trials, row.gpu_hours_per_day)
+        return cls(
+            row.id, row.name, row.share_weight, row.max_concurrent_trials, row.gpu_hours_per_day, row.max_model_params
+        )
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,9 +66,12 @@ class AccountQueries:
         share_weight: float = 1.0,
         max_concurrent_trials: int | None = None,
         gpu_hours_per_day: float | None = None,
+        max_model_params: int | None = None,
     ) -> TeamRecord:
         if share_weight <= 0:
             raise InvalidInput.one("share_weight", "must be greater than 0")
+        if max_model_params is not None and max_model_params < 1:
+            raise InvalidInput.one("max_model_params", "must be at least 1")
 
         def attempt() -> TeamRecord:
             with self._write() as session:
@@ -74,6 +80,7 @@ class AccountQueries:
                     share_weight=share_weight,
                     max_concurrent_trials=max_concurrent_trials,
                     gpu_hours_per_day=gpu_hours_per_day,
+                    max_model_params=max_model_params,
                 )
                 session.add(row)
                 session.flush()
@@ -102,6 +109,13 @@ class AccountQueries:
             if row is None:
                 raise NotFound("team", name)
             return TeamRecord.of(row)
+
+    def team_model_limit(self, team_id: int | None) -> int | None:
+        """The team's own limit on model parameters (None: the deployment's applies)."""
+        if team_id is None:
+            return None
+        with self._read() as session:
+            return session.scalar(select(TeamRow.max_model_params).where(TeamRow.id == team_id))
 
     def list_teams(self) -> list[TeamRecord]:
         with self._read() as session:
