@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from typing import BinaryIO
 
 from tuner_service.config import Settings
@@ -36,7 +37,7 @@ def register_dataset(store: Store, info: DatasetInfo, *, team_id: int | None = N
 def upload_dataset(
     store: Store,
     settings: Settings,
-    source: BinaryIO,
+    source: BinaryIO | bytes,
     filename: str,
     *,
     target_column: str | None,
@@ -45,7 +46,7 @@ def upload_dataset(
     """Validate and store an uploaded .npz or .csv file (read from ``source`` in chunks) for a team; the
     same bytes give the same data set."""
     info = ingest_upload_stream(
-        source,
+        io.BytesIO(source) if isinstance(source, bytes) else source,
         filename,
         settings.artifacts,
         target_column=target_column,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
@@ -39,9 +40,12 @@ def up(port: int, workers: int, gpus: str | None) -> None:
     A team deployment serves the API with gunicorn instead (see docker-compose.yml).
     """
     from tuner_service.accounts import admin_token_path
+    from tuner_service.config import secure_home
     from tuner_service.launcher import LocalService
 
+    os.umask(0o077)  # everything the service writes (database, secret, tokens, artifacts) is its owner's alone
     settings = load_settings()
+    secure_home(settings)
     service = LocalService(settings, port=port, workers=workers, gpus=_gpu_list(gpus)).start()
     console.print(
         f"tuner-service is up at [bold]{service.url}[/]: dashboard {service.url}/, API docs {service.url}/api/v1/docs"
@@ -188,7 +192,9 @@ def set_quota(
 @admin.command("create-user")
 @click.argument("name")
 @click.option("--team", required=True)
-@click.option("--role", type=click.Choice(["admin", "member", "viewer"]), default="member", show_default=True)
+@click.option(
+    "--role", type=click.Choice(["admin", "team_admin", "member", "viewer"]), default="member", show_default=True
+)
 def create_user(name: str, team: str, role: str) -> None:
     """Create a user in a team."""
     user = _admin(lambda: _store().create_user(name, team, role))

@@ -41,6 +41,10 @@ class Settings:
     worker_id: str = ""
     # Signs the dashboard's session cookies; made once and kept in $TUNER_HOME/secret-key when not given.
     secret_key: str = ""
+    # Served over HTTPS (directly or behind a proxy): cookies are marked Secure and HSTS is sent.
+    secure_cookies: bool = False
+    # Failed bearer tokens a client address may send per minute before it is answered 429.
+    auth_failures_per_minute: int = 10
 
     @property
     def is_embedded_broker(self) -> bool:
@@ -70,6 +74,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "TUNER_WAKE_AFTER": ("wake_after_s", float),
         "TUNER_FAIR_SHARE_WINDOW": ("fair_share_window_s", float),
         "TUNER_BROKER_POLLING_INTERVAL": ("broker_polling_interval_s", float),
+        "TUNER_AUTH_FAILURES_PER_MINUTE": ("auth_failures_per_minute", int),
     }
     changes: dict[str, object] = {}
     for key, (field, kind) in numeric.items():
@@ -81,7 +86,19 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         changes["broker_key_prefix"] = env["TUNER_BROKER_KEY_PREFIX"]
     if env.get("TUNER_SECRET_KEY"):
         changes["secret_key"] = env["TUNER_SECRET_KEY"]
+    if env.get("TUNER_SECURE_COOKIES"):
+        changes["secure_cookies"] = env["TUNER_SECURE_COOKIES"].strip().lower() in ("1", "true", "yes", "on")
     return settings.with_overrides(**changes) if changes else settings
+
+
+def secure_home(settings: Settings) -> None:
+    """The home holds the database, the session secret and the admin token: only its owner may enter it
+    (0700), and the files directly in it are the owner's alone (0600)."""
+    settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(settings.home, 0o700)
+    for path in settings.home.iterdir():
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, 0o600)
 
 
 def session_secret(settings: Settings) -> str:
@@ -97,7 +114,7 @@ def session_secret(settings: Settings) -> str:
     if not path.exists():
         # Several processes (gunicorn workers) may start at once: write a whole file aside, then link it into
         # place, which only the first one wins; nobody can read a half-written or empty secret.
-        settings.home.mkdir(parents=True, exist_ok=True)
+        settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         temp = settings.home / f".secret-key.{os.getpid()}.{secrets.token_hex(4)}"
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:

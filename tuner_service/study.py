@@ -356,10 +356,15 @@ def submit_study(
     ``enqueue(pool, count)`` wakes workers of the pool; nothing is stored if validation fails.
     """
     from tuner_service.catalog import find_dataset, register_dataset
+    from tuner_service.contract import Study, contract_errors
     from tuner_service.datasets import check_task
 
+    sent = doc
     doc = centre_learning_rate(store, doc, team_id)
     spec = StudySpec.from_json(doc, max_parameters=settings.max_parameters, max_trials_limit=settings.max_trials_limit)
+    broken = contract_errors(Study, sent)  # after the precise checks: what they let through, the document refuses
+    if broken:
+        raise InvalidInput(broken)
     info, dataset_team = find_dataset(store, spec.dataset, team_id=team_id)
     problems = check_task(info, spec.task.type) + _warm_start_problems(store, spec, info.key, team_id)
     if not problems:

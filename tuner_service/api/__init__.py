@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from flask import Flask, current_app
 
-from tuner_service.config import Settings, load_settings, session_secret
+from tuner_service.config import Settings, load_settings, secure_home, session_secret
 from tuner_service.store import Store
 
 Enqueue = Callable[[str, int], object]  # (pool, count)
@@ -71,10 +71,13 @@ def create_app(
         params,
         problems,
         queue,
+        security,
         studies,
+        team,
     )
 
     settings = settings or load_settings()
+    secure_home(settings)
     store = store or Store(settings.database_url)
     app = Flask(__name__)
     app.secret_key = session_secret(settings)
@@ -84,9 +87,20 @@ def create_app(
         settings, store, enqueue or broker_enqueue(settings), enqueue_job or broker_enqueue_job(settings)
     )
     problems.install(app)
+    security.install(app, settings)
     auth.install(app)
     params.install(app)  # after auth: an unknown caller hears 401 before anything about its input
-    blueprints = (health.bp, metrics.bp, datasets.bp, studies.bp, leaderboard.bp, queue.bp, jobs.bp, openapi.bp)
+    blueprints = (
+        health.bp,
+        metrics.bp,
+        datasets.bp,
+        studies.bp,
+        leaderboard.bp,
+        queue.bp,
+        jobs.bp,
+        team.bp,
+        openapi.bp,
+    )
     for blueprint in blueprints:
         app.register_blueprint(blueprint)
     from tuner_service.dashboard import bp as dashboard  # the web pages under /, on the same accounts

@@ -11,7 +11,11 @@ bp = Blueprint("health", __name__)
 
 
 @bp.get("/healthz")
-@describe(tag="health", responses={200: "The service and its database answer", 503: "The database does not answer"})
+@describe(
+    tag="health",
+    responses={200: "The service and its database answer", 503: "The database does not answer"},
+    returns="Health",
+)
 def healthz() -> tuple[Response, int]:
     """Health check: the process is up and its database answers."""
     store = services().store

@@ -20,7 +20,10 @@ TASKS = ("regression", "binary", "multilabel", "multiclass")
 @describe(
     tag="leaderboard",
     query={
-        "dataset": "data set id or 'builtin:NAME'",
+        "dataset": {
+            "description": "data set id, 'builtin:NAME' or 'sha256:HEX'",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 100, "pattern": "^[A-Za-z0-9_:]+$"},
+        },
         "task": "regression|binary|multilabel|multiclass",
         "metric": "objective name, e.g. val_accuracy",
         "study": "study id",
@@ -28,6 +31,7 @@ TASKS = ("regression", "binary", "multilabel", "multiclass")
         "offset": ">= 0",
     },
     responses={200: "Completed trials best first", 400: "Bad filter", 422: "Unknown data set"},
+    returns="LeaderboardPage",
 )
 def index() -> Response:
     """Completed trials across studies, best first. Without ``metric``, studies with different objectives

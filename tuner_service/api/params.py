@@ -145,3 +145,22 @@ def install(app: Flask) -> None:
         for name, value in request.args.items(multi=True):
             if "\x00" in value or "\x00" in name:
                 raise BadRequest.one(_printable(name), "contains a NUL character (%00), which cannot be stored")
+        _check_query_names()
+
+
+def _check_query_names() -> None:
+    """A documented route takes only the query parameters its document lists: a misspelt filter
+    (``?stauts=running``) is an error, not a silently unfiltered answer."""
+    from flask import current_app
+
+    view = current_app.view_functions.get(request.endpoint or "")
+    note = getattr(view, "openapi", None)
+    if note is None or not request.path.startswith("/api/v1"):
+        return
+    known = set(note["query"])
+    unknown = sorted({name for name in request.args if name not in known})
+    if unknown:
+        listed = ", ".join(sorted(known)) or "none"
+        raise BadRequest(
+            [FieldError(_printable(name), f"unknown query parameter; known: {listed}") for name in unknown]
+        )
