@@ -20,11 +20,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tuner_service.errors import FieldError
+from tuner_service.errors import FieldError, InvalidInput
 from tuner_service.ids import MAX_ID
 from tuner_service.space import KNOWN_ACTIVATIONS, KNOWN_OPTIMIZERS, MAX_CHOICES, MAX_SAFE_INT, SAMPLINGS
 from tuner_service.task import ALL_METRICS, ARCHITECTURES, DIRECTIONS, TASK_TYPES
 
+# Deeper documents are no study: refusing them keeps every recursive walk (ours, the JSON encoder's,
+# the database driver's) far from Python's recursion limit.
+MAX_JSON_DEPTH = 32
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 NON_BLANK = r"\S"
 
@@ -265,6 +268,57 @@ class NewToken(Strict):
     user: str = Field(min_length=1, max_length=100)
     label: str | None = Field(None, max_length=200)
     expires_in_days: Annotated[float, Field(gt=0, le=3650)] | None = None
+
+
+class TooDeep(InvalidInput):
+    """A document nested deeper than any body of this API: malformed rather than invalid."""
+
+    status = 400
+    title = "Bad request"
+
+
+def check_document(doc: Any) -> None:
+    """Refuse what no field can hold, naming each place: nesting deeper than MAX_JSON_DEPTH (400), and
+    strings with a NUL character (PostgreSQL's text cannot store it) or a lone surrogate (not encodable
+    as UTF-8, so no database or response could carry it) (422)."""
+    errors: list[FieldError] = []
+    stack: list[tuple[Any, str, int]] = [(doc, "", 1)]
+    while stack:
+        value, path, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise TooDeep.one(path or "body", f"is nested too deeply (at most {MAX_JSON_DEPTH} levels)")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                child = f"{path}.{key}" if path else str(key)
+                reason = _text_problem(key)
+                if reason:
+                    errors.append(FieldError(printable(child), f"has a name that {reason}"))
+                stack.append((item, child, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value))
+        elif isinstance(value, str):
+            reason = _text_problem(value)
+            if reason:
+                errors.append(FieldError(printable(path or "body"), reason))
+    if errors:
+        raise InvalidInput(sorted(errors, key=lambda e: e.field))
+
+
+def _text_problem(text: object) -> str | None:
+    if not isinstance(text, str):
+        return None
+    if "\x00" in text:
+        return "contains a NUL character (\\u0000), which cannot be stored"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains a lone surrogate (an unpaired \\ud800-\\udfff escape), which is not valid Unicode"
+    return None
+
+
+def printable(path: str) -> str:
+    """A field path that can itself be sent back in a JSON response."""
+    return path.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\u0000")
 
 
 REQUEST_MODELS: dict[str, type[Strict]] = {

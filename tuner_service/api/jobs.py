@@ -10,7 +10,7 @@ from tuner_service.api.auth import Forbidden, principal, require_write, scope
 from tuner_service.api.openapi import describe
 from tuner_service.api.params import json_body
 from tuner_service.catalog import find_dataset, register_dataset
-from tuner_service.contract import RangeTest, Rerun, contract_errors
+from tuner_service.contract import RangeTest, Rerun, check_document, contract_errors
 from tuner_service.datasets import DatasetInfo, check_task, output_units
 from tuner_service.errors import Conflict, FieldError, InvalidInput, NotFound
 from tuner_service.lr_range import RangeTestSpec
@@ -33,6 +33,7 @@ def start_range_test(svc: Services, caller: Principal, doc: object) -> JobRecord
     """Validate a range-test document (the spec, then its data set as ``caller`` sees it and the task on it),
     store the test as queued in the caller's team and enqueue it. Shared by the API and the dashboard."""
     _writer(caller)
+    check_document(doc)
     spec = RangeTestSpec.from_json(doc)
     broken = contract_errors(RangeTest, doc)
     if broken:

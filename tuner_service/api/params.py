@@ -9,12 +9,10 @@ from typing import Any
 from flask import Flask, request
 from werkzeug.routing import IntegerConverter
 
+from tuner_service.contract import MAX_JSON_DEPTH, check_document, printable
 from tuner_service.errors import FieldError, InvalidInput, NotFound
 from tuner_service.ids import MAX_ID, is_id
 
-# Deeper documents are no study: refusing them keeps every recursive walk (ours, the JSON encoder's,
-# the database driver's) far from Python's recursion limit.
-MAX_JSON_DEPTH = 32
 UPLOAD_ENDPOINTS = frozenset({"datasets.upload", "dashboard.upload"})
 _INTEGER = re.compile(r"-?[0-9]{1,18}")
 
@@ -41,50 +39,6 @@ def json_body() -> Any:
         raise BadRequest.one("body", f"is nested too deeply (at most {MAX_JSON_DEPTH} levels)") from None
     check_document(doc)
     return doc
-
-
-def check_document(doc: Any) -> None:
-    """Refuse what no field can hold, naming each place: nesting deeper than MAX_JSON_DEPTH (400), and
-    strings with a NUL character (PostgreSQL's text cannot store it) or a lone surrogate (not encodable
-    as UTF-8, so no database or response could carry it) (422)."""
-    errors: list[FieldError] = []
-    stack: list[tuple[Any, str, int]] = [(doc, "", 1)]
-    while stack:
-        value, path, depth = stack.pop()
-        if depth > MAX_JSON_DEPTH:
-            raise BadRequest.one(path or "body", f"is nested too deeply (at most {MAX_JSON_DEPTH} levels)")
-        if isinstance(value, dict):
-            for key, item in value.items():
-                child = f"{path}.{key}" if path else str(key)
-                reason = _text_problem(key)
-                if reason:
-                    errors.append(FieldError(_printable(child), f"has a name that {reason}"))
-                stack.append((item, child, depth + 1))
-        elif isinstance(value, list):
-            stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value))
-        elif isinstance(value, str):
-            reason = _text_problem(value)
-            if reason:
-                errors.append(FieldError(_printable(path or "body"), reason))
-    if errors:
-        raise InvalidInput(sorted(errors, key=lambda e: e.field))
-
-
-def _text_problem(text: object) -> str | None:
-    if not isinstance(text, str):
-        return None
-    if "\x00" in text:
-        return "contains a NUL character (\\u0000), which cannot be stored"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return "contains a lone surrogate (an unpaired \\ud800-\\udfff escape), which is not valid Unicode"
-    return None
-
-
-def _printable(path: str) -> str:
-    """A field path that can itself be sent back in a JSON response."""
-    return path.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\u0000")
 
 
 def _raise_empty() -> None:
@@ -144,7 +98,7 @@ def install(app: Flask) -> None:
                 raise NotFound(name.removesuffix("_id"), value, field=name)
         for name, value in request.args.items(multi=True):
             if "\x00" in value or "\x00" in name:
-                raise BadRequest.one(_printable(name), "contains a NUL character (%00), which cannot be stored")
+                raise BadRequest.one(printable(name), "contains a NUL character (%00), which cannot be stored")
         _check_query_names()
 
 
@@ -161,6 +115,4 @@ def _check_query_names() -> None:
     unknown = sorted({name for name in request.args if name not in known})
     if unknown:
         listed = ", ".join(sorted(known)) or "none"
-        raise BadRequest(
-            [FieldError(_printable(name), f"unknown query parameter; known: {listed}") for name in unknown]
-        )
+        raise BadRequest([FieldError(printable(name), f"unknown query parameter; known: {listed}") for name in unknown])
