@@ -145,3 +145,17 @@ def test_a_compressed_bomb_is_refused_with_bounded_memory(tmp_path: Path) -> Non
     assert grown_mib < 64, f"peak memory grew by {grown_mib:.0f} MiB while refusing the bomb"
     assert [f for f in report["files"] if "small" not in f and not f.startswith("datasets/")] == []
     assert len(report["files"]) == 1  # only the small upload accepted before the bomb
+
+
+def test_json_bodies_have_a_smaller_limit_than_uploads(client, footprint) -> None:
+    """A study is a few kilobytes: 2 MiB of JSON is refused (TUNER_MAX_BODY_BYTES, 1 MiB), while an upload
+    of the same size is a data set like any other (TUNER_MAX_UPLOAD_BYTES, 64 MiB)."""
+    before = footprint()
+    padding = "x" * (2 * 1024 * 1024)
+    response = client.post("/api/v1/studies", data=f'{{"name": "{padding}"}}', content_type="application/json")
+    assert_problem(response, 413, ("body",))
+    assert footprint() == before
+    rng = np.random.default_rng(0)
+    content = npz(x=rng.normal(size=(20_000, 16)), y=rng.integers(0, 2, size=20_000))
+    assert len(content) > 2 * 1024 * 1024
+    assert upload(client, content, "big.npz").status_code == 201
