@@ -356,9 +356,10 @@ def submit_study(
     ``enqueue(pool, count)`` wakes workers of the pool; nothing is stored if validation fails.
     """
     from tuner_service.catalog import find_dataset, register_dataset
-    from tuner_service.contract import Study, contract_errors
+    from tuner_service.contract import Study, check_document, contract_errors
     from tuner_service.datasets import check_task
 
+    check_document(doc)  # NUL, lone surrogates, depth: whatever the entry point (API, dashboard form)
     sent = doc
     doc = centre_learning_rate(store, doc, team_id)
     spec = StudySpec.from_json(doc, max_parameters=settings.max_parameters, max_trials_limit=settings.max_trials_limit)

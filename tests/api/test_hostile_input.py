@@ -16,7 +16,9 @@ from tests.api.conftest import authorized
 from tests.conftest import digits_study, make_token
 from tuner_service.api import create_app
 from tuner_service.config import Settings
+from tuner_service.errors import InvalidInput
 from tuner_service.store import Store
+from tuner_service.study import submit_study
 
 BIG = str(2**70)
 PG_INT_OVERFLOW = str(2**31)  # in range for SQLite, one past PostgreSQL's INTEGER
@@ -169,6 +171,11 @@ def test_database_dependent_classes_get_a_problem_on_postgres(postgres_url, sett
         client = authorized(app.test_client(), make_token(store, "member-of-alpha"))
         for param in ID_CASES + TEXT_CASES + UNICODE_DIGIT_CASES:
             check(client, store, pg_settings, param.values[0])
+        # The dashboard's form reaches the core without the API's JSON parser: the core checks too.
+        with pytest.raises(InvalidInput) as refused:
+            submit_study(store, pg_settings, digits_study(name="form\u0000name"), lambda pool, count: None)
+        assert [e.field for e in refused.value.errors] == ["name"]
+        assert store.list_studies().total == 0
     finally:
         store.dispose()
 
