@@ -185,3 +185,12 @@ def test_a_405_names_the_allowed_methods(client) -> None:
     assert response.status_code == 405
     assert response.mimetype == "application/problem+json"
     assert {"GET", "POST"} <= {m.strip() for m in response.headers["Allow"].split(",")}
+
+
+def test_dashboard_pages_with_ids_beyond_the_range_are_404(app, member_token) -> None:
+    from tests.api.test_authorization import sign_in
+
+    client = app.test_client()
+    sign_in(client, member_token)
+    for path in (f"/studies/{BIG}", f"/studies/1/trials/{BIG}", f"/lr-range-tests/{PG_INT_OVERFLOW}"):
+        assert client.get(path).status_code == 404, path
