@@ -7,7 +7,9 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-ROLES = ("admin", "member", "viewer")
+# admin: the deployment's administrator, who sees and steers every team. team_admin: a team's own
+# administrator, who manages its team's users, tokens and studies and sees nothing of other teams.
+ROLES = ("admin", "team_admin", "member", "viewer")
 TOKEN_PREFIX = "tks_"
 
 
@@ -20,14 +22,22 @@ class Principal:
     team_id: int
     team_name: str
     role: str
+    # The user's session version when this principal was read; a dashboard session made under an older
+    # one was signed out.
+    session_version: int = 0
 
     @property
     def is_admin(self) -> bool:
+        """The deployment's admin (every team), not a team's."""
         return self.role == "admin"
 
     @property
     def can_write(self) -> bool:
-        return self.role in ("admin", "member")
+        return self.role in ("admin", "team_admin", "member")
+
+    def can_manage(self, team_id: int) -> bool:
+        """Whether this caller may manage the users and tokens of team ``team_id``."""
+        return self.is_admin or (self.role == "team_admin" and self.team_id == team_id)
 
     @property
     def scope(self) -> int | None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
+from typing import BinaryIO
+
 from tuner_service.config import Settings
-from tuner_service.datasets import BUILTIN_NAMES, DatasetInfo, describe_builtin, ingest_upload
+from tuner_service.datasets import BUILTIN_NAMES, DatasetInfo, describe_builtin, ingest_upload_stream
 from tuner_service.errors import InvalidInput, NotFound
 from tuner_service.store import DatasetRecord, Store
 
@@ -32,10 +35,22 @@ def register_dataset(store: Store, info: DatasetInfo, *, team_id: int | None = N
 
 
 def upload_dataset(
-    store: Store, settings: Settings, data: bytes, filename: str, *, target_column: str | None, team_id: int | None
+    store: Store,
+    settings: Settings,
+    source: BinaryIO | bytes,
+    filename: str,
+    *,
+    target_column: str | None,
+    team_id: int | None,
 ) -> DatasetRecord:
-    """Validate and store an uploaded .npz or .csv file for a team; the same bytes give the same data set."""
-    info = ingest_upload(
-        data, filename, settings.artifacts, target_column=target_column, max_bytes=settings.max_upload_bytes
+    """Validate and store an uploaded .npz or .csv file (read from ``source`` in chunks) for a team; the
+    same bytes give the same data set."""
+    info = ingest_upload_stream(
+        io.BytesIO(source) if isinstance(source, bytes) else source,
+        filename,
+        settings.artifacts,
+        target_column=target_column,
+        max_bytes=settings.max_upload_bytes,
+        max_dataset_bytes=settings.max_dataset_bytes,
     )
     return register_dataset(store, info, team_id=team_id)

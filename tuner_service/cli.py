@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
@@ -43,9 +44,12 @@ def up(port: int, workers: int, gpus: str | None, access_log: bool) -> None:
     A team deployment serves the API with gunicorn instead (see docker-compose.yml).
     """
     from tuner_service.accounts import admin_token_path, api_url_path
+    from tuner_service.config import secure_home
     from tuner_service.launcher import LocalService
 
+    os.umask(0o077)  # everything the service writes (database, secret, tokens, artifacts) is its owner's alone
     settings = load_settings()
+    secure_home(settings)
     logs = settings.home / "logs"
     service = LocalService(
         settings, port=port, workers=workers, gpus=_gpu_list(gpus), access_log=access_log, log_dir=logs
@@ -208,7 +212,15 @@ def create_team(name: str, weight: float, max_concurrent: int | None, gpu_hours:
 @click.option("--weight", type=float, default=None)
 @click.option("--max-concurrent", type=int, default=None)
 @click.option("--gpu-hours", type=float, default=None)
-def set_quota(team: str, weight: float | None, max_concurrent: int | None, gpu_hours: float | None) -> None:
+@click.option(
+    "--max-model-params",
+    type=click.IntRange(min=1),
+    default=None,
+    help="The largest model (parameters) the team's studies may ask for; below TUNER_MAX_MODEL_PARAMS.",
+)
+def set_quota(
+    team: str, weight: float | None, max_concurrent: int | None, gpu_hours: float | None, max_model_params: int | None
+) -> None:
     """Change a team's share weight or quotas."""
     changes = {
         k: v
@@ -216,6 +228,7 @@ def set_quota(team: str, weight: float | None, max_concurrent: int | None, gpu_h
             "share_weight": weight,
             "max_concurrent_trials": max_concurrent,
             "gpu_hours_per_day": gpu_hours,
+            "max_model_params": max_model_params,
         }.items()
         if v is not None
     }
@@ -225,7 +238,9 @@ def set_quota(team: str, weight: float | None, max_concurrent: int | None, gpu_h
 @admin.command("create-user")
 @click.argument("name")
 @click.option("--team", required=True)
-@click.option("--role", type=click.Choice(["admin", "member", "viewer"]), default="member", show_default=True)
+@click.option(
+    "--role", type=click.Choice(["admin", "team_admin", "member", "viewer"]), default="member", show_default=True
+)
 def create_user(name: str, team: str, role: str) -> None:
     """Create a user in a team."""
     user = _admin(lambda: _store().create_user(name, team, role))

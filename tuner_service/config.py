@@ -16,8 +16,17 @@ class Settings:
     database_url: str
     broker_url: str
     artifacts: Path
+    # A data set file as sent (streamed to disk, never held in memory), and what it may take once
+    # decompressed (.npz) or parsed (.csv): a small compressed file can hold gigabytes of zeros.
     max_upload_bytes: int = 64 * 1024 * 1024
+    max_dataset_bytes: int = 512 * 1024 * 1024
+    # Every other request body (JSON, forms): a study is a few kilobytes.
+    max_body_bytes: int = 1024 * 1024
     max_parameters: int = 64
+    # The largest model a study or range test may ask for (its worst case over the search space), and the
+    # activation memory of its largest batch; a team's own limit (admin set-quota) can be lower.
+    max_model_params: int = 50_000_000
+    max_activation_bytes: int = 2 * 1024**3
     max_trials_limit: int = 10_000
     heartbeat_timeout_s: float = 120.0
     max_trial_retries: int = 2
@@ -47,6 +56,10 @@ class Settings:
     hypermodels: str = ""
     # A worker announces itself (and the hypermodels it offers) this often; it counts as live for three times as long.
     announce_every_s: float = 15.0
+    # Served over HTTPS (directly or behind a proxy): cookies are marked Secure and HSTS is sent.
+    secure_cookies: bool = False
+    # Failed bearer tokens a client address may send per minute before it is answered 429.
+    auth_failures_per_minute: int = 10
 
     @property
     def is_embedded_broker(self) -> bool:
@@ -66,7 +79,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     settings = Settings(home=home, database_url=database_url, broker_url=broker_url, artifacts=artifacts)
     numeric = {
         "TUNER_MAX_UPLOAD_BYTES": ("max_upload_bytes", int),
+        "TUNER_MAX_DATASET_BYTES": ("max_dataset_bytes", int),
+        "TUNER_MAX_BODY_BYTES": ("max_body_bytes", int),
         "TUNER_MAX_PARAMETERS": ("max_parameters", int),
+        "TUNER_MAX_MODEL_PARAMS": ("max_model_params", int),
+        "TUNER_MAX_ACTIVATION_BYTES": ("max_activation_bytes", int),
         "TUNER_HEARTBEAT_TIMEOUT": ("heartbeat_timeout_s", float),
         "TUNER_MAX_TRIAL_RETRIES": ("max_trial_retries", int),
         "TUNER_WAKE_AFTER": ("wake_after_s", float),
@@ -76,6 +93,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "TUNER_SHUTDOWN_GRACE": ("shutdown_grace_s", float),
         "TUNER_MAX_TRIALS_PER_PROCESS": ("max_trials_per_process", int),
         "TUNER_MAX_MEMORY_MB": ("max_memory_mb", int),
+        "TUNER_AUTH_FAILURES_PER_MINUTE": ("auth_failures_per_minute", int),
     }
     changes: dict[str, object] = {}
     for key, (field, kind) in numeric.items():
@@ -93,7 +111,19 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         changes["hypermodels"] = env["TUNER_HYPERMODELS"]
     if env.get("TUNER_SECRET_KEY"):
         changes["secret_key"] = env["TUNER_SECRET_KEY"]
+    if env.get("TUNER_SECURE_COOKIES"):
+        changes["secure_cookies"] = env["TUNER_SECURE_COOKIES"].strip().lower() in ("1", "true", "yes", "on")
     return settings.with_overrides(**changes) if changes else settings
+
+
+def secure_home(settings: Settings) -> None:
+    """The home holds the database, the session secret and the admin token: only its owner may enter it
+    (0700), and the files directly in it are the owner's alone (0600)."""
+    settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(settings.home, 0o700)
+    for path in settings.home.iterdir():
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, 0o600)
 
 
 def session_secret(settings: Settings) -> str:
@@ -109,7 +139,7 @@ def session_secret(settings: Settings) -> str:
     if not path.exists():
         # Several processes (gunicorn workers) may start at once: write a whole file aside, then link it into
         # place, which only the first one wins; nobody can read a half-written or empty secret.
-        settings.home.mkdir(parents=True, exist_ok=True)
+        settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         temp = settings.home / f".secret-key.{os.getpid()}.{secrets.token_hex(4)}"
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:

@@ -15,9 +15,10 @@ import os
 import tempfile
 import zipfile
 import zlib
+from array import array
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -28,6 +29,13 @@ BUILTIN_PREFIX = "builtin:"
 UPLOAD_PREFIX = "sha256:"
 UPLOAD_FORMATS = ("npz", "csv")
 MIN_ROWS = 10
+# What an upload may take once decompressed (.npz) or parsed (.csv, as float64), whatever its size as sent;
+# the default of Settings.max_dataset_bytes (TUNER_MAX_DATASET_BYTES).
+DEFAULT_MAX_DATASET_BYTES = 512 * 1024 * 1024
+MAX_NPZ_MEMBERS = 16
+MAX_CSV_COLUMNS = 10_000
+_CHUNK = 1024 * 1024
+_CSV_ROWS_PER_BLOCK = 4096
 MAX_CLASSES = 100
 TARGET_KINDS = ("continuous", "binary", "multiclass", "multilabel")
 KERAS_SETS = ("mnist", "fashion_mnist", "boston_housing", "california_housing")
@@ -163,25 +171,67 @@ def ingest_upload(
     *,
     target_column: str | None = None,
     max_bytes: int,
+    max_dataset_bytes: int = DEFAULT_MAX_DATASET_BYTES,
+) -> DatasetInfo:
+    """:func:`ingest_upload_stream` for bytes already in memory."""
+    return ingest_upload_stream(
+        io.BytesIO(data),
+        filename,
+        artifacts,
+        target_column=target_column,
+        max_bytes=max_bytes,
+        max_dataset_bytes=max_dataset_bytes,
+    )
+
+
+def ingest_upload_stream(
+    source: BinaryIO,
+    filename: str,
+    artifacts: Path,
+    *,
+    target_column: str | None = None,
+    max_bytes: int,
+    max_dataset_bytes: int = DEFAULT_MAX_DATASET_BYTES,
 ) -> DatasetInfo:
     """Validate an uploaded .npz/.csv file and store it under ``artifacts/datasets/<sha256>.<ext>``.
 
-    The same bytes always land in the same file, so a repeated upload is harmless.
+    The file is copied to disk in chunks and hashed on the way (never held whole in memory), refused over
+    ``max_bytes`` as sent and over ``max_dataset_bytes`` once decompressed or parsed (read from the .npz
+    headers before anything is allocated). A refused upload leaves no file behind. The same bytes always
+    land in the same file, so a repeated upload is harmless.
     """
-    if len(data) > max_bytes:
-        raise PayloadTooLarge.one("file", f"the upload is {len(data)} bytes; the limit is {max_bytes} bytes")
     name = filename.replace("\\", "/").rsplit("/", 1)[-1]
     ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
     if ext not in UPLOAD_FORMATS:
-        raise InvalidDataset.one("file", f"unsupported file type {name!r}; upload a .npz or .csv file")
-    if not data:
-        raise InvalidDataset.one("file", "the file is empty")
-    arrays = _parse_npz(data) if ext == "npz" else _parse_csv(data, target_column)
-    y_all = arrays.y if arrays.y_val is None else np.concatenate([arrays.y, arrays.y_val])
-    kind, n_outputs = infer_target_kind(y_all)
-    digest = hashlib.sha256(data).hexdigest()
-    relative = f"datasets/{digest}.{ext}"
-    _write_atomic(artifacts / relative, data)
+        raise InvalidDataset.one("file", f"unsupported file type {_shown(name)}; upload a .npz or .csv file")
+    # Spooled beside the data sets folder (same file system, so the final rename is atomic), which is made
+    # only for an accepted upload.
+    artifacts.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=artifacts, prefix=".upload-", suffix=".tmp")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            digest, size = _copy_hashing(source, handle, max_bytes)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if size == 0:
+            raise InvalidDataset.one("file", "the file is empty")
+        if ext == "npz":
+            arrays = _parse_npz_file(tmp, max_dataset_bytes)
+        else:
+            arrays = _parse_csv_file(tmp, target_column, max_dataset_bytes)
+        y_all = arrays.y if arrays.y_val is None else np.concatenate([arrays.y, arrays.y_val])
+        kind, n_outputs = infer_target_kind(y_all)
+        relative = f"datasets/{digest}.{ext}"
+        final = artifacts / relative
+        if final.exists() and final.stat().st_size == size:
+            tmp.unlink()  # content-addressed: same name, same bytes
+        else:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return DatasetInfo(
         key=UPLOAD_PREFIX + digest,
         name=name,
@@ -192,11 +242,31 @@ def ingest_upload(
         target_kind=kind,
         n_outputs=n_outputs,
         target_column=target_column if ext == "csv" else None,
-        size_bytes=len(data),
+        size_bytes=size,
         path=relative,
         has_validation_split=arrays.x_val is not None,
         image_shape=arrays.image_shape,
     )
+
+
+def _copy_hashing(source: BinaryIO, sink: BinaryIO, max_bytes: int) -> tuple[str, int]:
+    """Copy ``source`` to ``sink`` in chunks, hashing as it goes; refuse (413) past ``max_bytes``."""
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := source.read(_CHUNK):
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge.one(
+                "file", f"the upload is over {max_bytes} bytes, the limit (TUNER_MAX_UPLOAD_BYTES)"
+            )
+        digest.update(chunk)
+        sink.write(chunk)
+    return digest.hexdigest(), size
+
+
+def _shown(text: str) -> str:
+    """``repr`` of a name the caller chose, safe to send back (no lone surrogates)."""
+    return repr(text.encode("utf-8", "backslashreplace").decode("utf-8"))
 
 
 def infer_target_kind(y: np.ndarray) -> tuple[str, int]:
@@ -217,38 +287,34 @@ def infer_target_kind(y: np.ndarray) -> tuple[str, int]:
     return "continuous", 1
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temporary file and rename, so a reader never sees half a file."""
-    if path.exists() and path.stat().st_size == len(data):
-        return  # content-addressed: same name, same bytes
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _file_error(reason: str) -> InvalidDataset:
     return InvalidDataset.one("file", reason)
 
 
-def _parse_npz(data: bytes) -> _Arrays:
+def _parse_npz_file(path: Path, max_bytes: int | None) -> _Arrays:
+    """Read an .npz archive: every member's header first (shape, dtype), refusing pickled, corrupt or
+    (in total) over-``max_bytes`` arrays before any of them is decompressed."""
     try:
-        archive = np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        # np.load raises ValueError for pickled content, OSError/BadZipFile for anything else unreadable.
+        archive = zipfile.ZipFile(path)
+    except (OSError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+        if _is_npy(path):
+            raise _file_error("this is a single .npy array; upload a .npz archive with arrays x and y") from exc
         raise _file_error("not a readable .npz archive (save it with numpy.savez)") from exc
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise _file_error("this is a single .npy array; upload a .npz archive with arrays x and y")
     with archive:
-        names = _npz_names(archive.files)
-        arrays = {role: _read_npz_array(archive, key) for role, key in names.items()}
+        members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
+        if len(members) > MAX_NPZ_MEMBERS:
+            raise _file_error(f"the archive has {len(members)} members; at most {MAX_NPZ_MEMBERS}")
+        names = _npz_names(list(members))
+        headers = {role: _npz_header(archive, members[key], key) for role, key in names.items()}
+        total = sum(_declared_bytes(shape, dtype) for shape, dtype in headers.values())
+        if max_bytes is not None and total > max_bytes:
+            shapes = ", ".join(f"{names[r]} {shape} {dtype}" for r, (shape, dtype) in headers.items())
+            raise PayloadTooLarge.one(
+                "file",
+                f"the arrays ({shapes}) take {total} bytes once decompressed; the limit is {max_bytes} bytes "
+                "(TUNER_MAX_DATASET_BYTES)",
+            )
+        arrays = {role: _read_npz_member(archive, members[key], key) for role, key in names.items()}
     image_shape = _image_shape(arrays["x"])
     if "x_val" in arrays and image_shape is not None and _image_shape(arrays["x_val"]) != image_shape:
         raise _file_error(f"x_val holds images of shape {arrays['x_val'].shape[1:]}; x_train's are {image_shape}")
@@ -267,6 +333,51 @@ def _image_shape(x: np.ndarray) -> tuple[int, ...] | None:
     if x.dtype.kind not in "uif" or x.ndim not in (3, 4):
         return None
     return (*x.shape[1:3], 1) if x.ndim == 3 else tuple(int(d) for d in x.shape[1:])
+
+
+def _is_npy(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(6) == b"\x93NUMPY"
+
+
+def _npz_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, key: str) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and dtype an .npy member declares, read from its header alone."""
+    try:
+        with archive.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            if version == (1, 0):
+                shape, _fortran, dtype = np.lib.format.read_array_header_1_0(member)
+            elif version == (2, 0):
+                shape, _fortran, dtype = np.lib.format.read_array_header_2_0(member)
+            else:
+                raise ValueError(f"unsupported .npy format version {version}")
+    except (ValueError, SyntaxError, TypeError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise _file_error(f"array {key!r} has a corrupt header ({_first_line(exc)}); save it with numpy.savez") from exc
+    if dtype.hasobject:
+        # allow_pickle=False makes numpy refuse object arrays; loading them would run pickled code.
+        raise _file_error(
+            f"array {key!r} holds Python objects (pickled data), which are not accepted; save plain numeric arrays"
+        )
+    return tuple(int(n) for n in shape), dtype
+
+
+def _declared_bytes(shape: tuple[int, ...], dtype: np.dtype) -> int:
+    count = 1
+    for n in shape:  # Python ints: an absurd shape cannot overflow
+        count *= n
+    return count * dtype.itemsize
+
+
+def _read_npz_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, key: str) -> np.ndarray:
+    try:
+        with archive.open(info) as member:
+            return np.lib.format.read_array(member, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise _file_error(f"array {key!r} cannot be read: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def _npz_names(files: list[str]) -> dict[str, str]:
@@ -289,18 +400,6 @@ def _npz_names(files: list[str]) -> dict[str, str]:
         # Keras' own layout (mnist.npz, fashion_mnist.npz): its test split is the validation split.
         names.update(x_val="x_test", y_val="y_test")
     return names
-
-
-def _read_npz_array(archive: Any, key: str) -> np.ndarray:
-    try:
-        return archive[key]
-    except ValueError as exc:
-        # allow_pickle=False makes numpy refuse object arrays; loading them would run pickled code.
-        raise _file_error(
-            f"array {key!r} holds Python objects (pickled data), which are not accepted; save plain numeric arrays"
-        ) from exc
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        raise _file_error(f"array {key!r} cannot be read: {exc}") from exc
 
 
 def _check_arrays(arrays: _Arrays, names: dict[str, str]) -> list[FieldError]:
@@ -353,36 +452,131 @@ def _check_val_matches(arrays: _Arrays) -> list[str]:
     return problems
 
 
-def _parse_csv(data: bytes, target_column: str | None) -> _Arrays:
+class _TextTarget(Exception):
+    """The target column holds text: parse again, reading it as class labels."""
+
+
+def _parse_csv_file(path: Path, target_column: str | None, max_bytes: int | None) -> _Arrays:
+    """Parse a CSV upload row by row into float64 blocks, so memory follows the parsed size (refused over
+    ``max_bytes``), not Python objects per cell. A text target needs a second pass, as class labels."""
     try:
-        text = data.decode("utf-8-sig")
+        return _read_csv(path, target_column, max_bytes, labels=False)
+    except _TextTarget:
+        return _read_csv(path, target_column, max_bytes, labels=True)
+
+
+def _read_csv(path: Path, target_column: str | None, max_bytes: int | None, *, labels: bool) -> _Arrays:
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            return _read_csv_rows(handle, target_column, max_bytes, labels=labels)
     except UnicodeDecodeError as exc:
         raise _file_error("a .csv upload must be UTF-8 text") from exc
-    reader = csv.reader(io.StringIO(text))
-    rows: list[tuple[int, list[str]]] = []
+
+
+def _read_csv_rows(handle: Any, target_column: str | None, max_bytes: int | None, *, labels: bool) -> _Arrays:
+    reader = csv.reader(handle)
+    rows = _nonblank_rows(reader)
+    first = next(rows, None)
+    if first is None:
+        raise _file_error("the file is empty")
+    header = _csv_header(first[1], target_column)
+    if len(header) > MAX_CSV_COLUMNS:
+        raise _file_error(f"the header has {len(header)} columns; at most {MAX_CSV_COLUMNS}")
+    assert target_column is not None  # _csv_header checked it
+    target_index = header.index(target_column)
+    feature_names = [c for j, c in enumerate(header) if j != target_index]
+    max_rows = None if max_bytes is None else max_bytes // (8 * len(header))
+    blocks: list[np.ndarray] = []
+    block = np.empty((_CSV_ROWS_PER_BLOCK, len(feature_names)))
+    targets = _TargetColumn(target_column, labels)
+    count = 0
+    for line, row in rows:
+        count += 1
+        if len(row) != len(header):
+            raise _file_error(f"row {count} (line {line}) has {len(row)} values; the header has {len(header)}")
+        if max_rows is not None and count > max_rows:
+            raise PayloadTooLarge.one(
+                "file",
+                f"more than {max_rows} rows of {len(header)} columns take over {max_bytes} bytes once parsed; "
+                f"the limit is {max_bytes} bytes (TUNER_MAX_DATASET_BYTES)",
+            )
+        features = row[:target_index] + row[target_index + 1 :]
+        slot = (count - 1) % _CSV_ROWS_PER_BLOCK
+        try:
+            block[slot] = features
+            ok = bool(np.isfinite(block[slot]).all())
+        except ValueError:
+            ok = False
+        if not ok:
+            _raise_bad_cell(features, feature_names, count, line)
+        targets.add(row[target_index], count, line)
+        if slot == _CSV_ROWS_PER_BLOCK - 1:
+            blocks.append(block)
+            block = np.empty_like(block)
+    if count < MIN_ROWS:
+        raise _file_error(f"the file has {count} data rows; at least {MIN_ROWS} are needed")
+    blocks.append(block[: count % _CSV_ROWS_PER_BLOCK] if count % _CSV_ROWS_PER_BLOCK else block[:0])
+    x = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
+    return _Arrays(x, targets.array())
+
+
+def _nonblank_rows(reader: Any) -> Any:
     try:
         for row in reader:
             if any(cell.strip() for cell in row):
-                rows.append((reader.line_num, row))
+                yield reader.line_num, row
     except csv.Error as exc:
         raise _file_error(f"not valid CSV at line {reader.line_num}: {exc}") from exc
-    if not rows:
-        raise _file_error("the file is empty")
-    header = _csv_header(rows[0][1], target_column)
-    body = rows[1:]
-    if len(body) < MIN_ROWS:
-        raise _file_error(f"the file has {len(body)} data rows; at least {MIN_ROWS} are needed")
-    for i, (line, row) in enumerate(body, start=1):
-        if len(row) != len(header):
-            raise _file_error(f"row {i} (line {line}) has {len(row)} values; the header has {len(header)}")
-    columns = list(zip(*(row for _, row in body), strict=True))
-    lines = [line for line, _ in body]
-    assert target_column is not None  # _csv_header checked it
-    target_index = header.index(target_column)
-    features = [_numeric_column(col, header[j], lines) for j, col in enumerate(columns) if j != target_index]
-    x = np.stack(features, axis=1)
-    y = _target_column(columns[target_index], target_column, lines)
-    return _Arrays(x, y)
+
+
+def _raise_bad_cell(values: list[str], names: list[str], row: int, line: int) -> None:
+    for value, name in zip(values, names, strict=True):
+        if not _is_number(value) or not np.isfinite(float(value)):
+            raise _file_error(f"column {name!r}, row {row} (line {line}): {value!r} is not a finite number")
+    raise _file_error(f"row {row} (line {line}) cannot be read as numbers")
+
+
+class _TargetColumn:
+    """The target as it is read: numbers stay numbers; text labels become class ids 0..k-1 in sorted order
+    (only in ``labels`` mode: the first text value in numeric mode asks for a second pass)."""
+
+    def __init__(self, name: str, labels: bool) -> None:
+        self.name = name
+        self.labels = labels
+        self.values = array("d")  # compact: 8 bytes a row, not a Python float object
+        self.codes = array("q")
+        self.classes: dict[str, int] = {}
+        self.problem: str | None = None  # a non-finite number, reported unless the column turns out to be text
+
+    def add(self, raw: str, row: int, line: int) -> None:
+        if not self.labels:
+            if not _is_number(raw):
+                raise _TextTarget
+            value = float(raw)
+            if not np.isfinite(value) and self.problem is None:
+                self.problem = f"column {self.name!r}, row {row} (line {line}): {raw!r} is not a finite number"
+            self.values.append(value)
+            return
+        label = raw.strip()
+        if not label:
+            raise _file_error(f"column {self.name!r}, row {row} (line {line}): the target is empty")
+        self.codes.append(self.classes.setdefault(label, len(self.classes)))
+
+    def array(self) -> np.ndarray:
+        if not self.labels:
+            if self.problem:
+                raise _file_error(self.problem)
+            return np.frombuffer(self.values, dtype=np.float64).copy()
+        if len(self.classes) > MAX_CLASSES:
+            raise InvalidDataset.one(
+                "target_column",
+                f"column {self.name!r} has {len(self.classes)} distinct text labels; at most {MAX_CLASSES} classes",
+            )
+        ordered = sorted(self.classes)  # ids in sorted label order, as before
+        remap = np.empty(len(ordered), dtype=np.int64)
+        for new, label in enumerate(ordered):
+            remap[self.classes[label]] = new
+        return remap[np.frombuffer(self.codes, dtype=np.int64)]
 
 
 def _csv_header(raw: list[str], target_column: str | None) -> list[str]:
@@ -408,37 +602,6 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _numeric_column(values: tuple[str, ...], name: str, lines: list[int]) -> np.ndarray:
-    """Parse one column as float64, naming the first bad cell when it fails."""
-    try:
-        column = np.array(values, dtype=np.float64)
-    except ValueError:
-        column = None
-    if column is not None and np.isfinite(column).all():
-        return column
-    for i, value in enumerate(values):
-        if not _is_number(value) or not np.isfinite(float(value)):
-            raise _file_error(f"column {name!r}, row {i + 1} (line {lines[i]}): {value!r} is not a finite number")
-    raise AssertionError("unreachable: a column that failed to parse has a bad cell")
-
-
-def _target_column(values: tuple[str, ...], name: str, lines: list[int]) -> np.ndarray:
-    """Numbers stay numbers; text labels become class ids 0..k-1 in sorted order."""
-    if all(_is_number(v) for v in values):
-        return _numeric_column(values, name, lines)
-    labels = [v.strip() for v in values]
-    for i, label in enumerate(labels):
-        if not label:
-            raise _file_error(f"column {name!r}, row {i + 1} (line {lines[i]}): the target is empty")
-    classes, codes = np.unique(np.array(labels), return_inverse=True)
-    if len(classes) > MAX_CLASSES:
-        raise InvalidDataset.one(
-            "target_column",
-            f"column {name!r} has {len(classes)} distinct text labels; at most {MAX_CLASSES} classes",
-        )
-    return codes.astype(np.int64)
 
 
 # --- tasks and splits -----------------------------------------------------------------------------------
@@ -522,8 +685,8 @@ def _cached_split(
     column = hashlib.sha256((target_column or "").encode()).hexdigest()[:12]
     cache = Path(path).parent / "splits" / f"{Path(path).stem}-{column}-{kind}-{fraction}-{seed}"
     if not (cache / "done").exists():
-        data = Path(path).read_bytes()
-        arrays = _parse_npz(data) if fmt == "npz" else _parse_csv(data, target_column)
+        # Checked against the limits when it was uploaded.
+        arrays = _parse_npz_file(Path(path), None) if fmt == "npz" else _parse_csv_file(Path(path), target_column, None)
         _write_split_cache(cache, _frozen(_split_arrays(arrays, kind, fraction, seed)))
     return _mapped_split(cache)
 

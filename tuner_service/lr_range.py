@@ -89,10 +89,17 @@ class RangeTestSpec:
 
 def _positive(doc: dict[str, Any], key: str, default: float, errors: list[FieldError]) -> float | None:
     value = doc.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not _finite(value) or value <= 0:
         errors.append(FieldError(key, "must be a number greater than 0"))
         return None
     return float(value)
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float (a 400-digit rate)
+        return False
 
 
 def _architecture(doc: object, errors: list[FieldError]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from tuner_service.task import Objective, TaskSpec, infer_direction
 
 if TYPE_CHECKING:
     from tuner_service.config import Settings
+    from tuner_service.datasets import DatasetInfo
     from tuner_service.store import Store, StudyRecord
 
 ALGORITHMS = ("random", "grid", "bayesian", "hyperband", "asha")
@@ -422,14 +423,17 @@ def submit(
     """:func:`submit_study`, saying whether the broker took the first trials; a retry with the same
     ``idempotency_key`` returns the study the first request stored instead of storing another."""
     from tuner_service.catalog import find_dataset, register_dataset
+    from tuner_service.contract import Study, check_document, contract_errors
     from tuner_service.datasets import check_task
     from tuner_service.hypermodels.validate import input_kind_problems, resolve_study_model
 
+    check_document(doc)  # NUL, lone surrogates, depth: whatever the entry point (API, dashboard form)
     if idempotency_key is not None:
         earlier = store.study_by_idempotency_key(team_id, idempotency_key)
         if earlier is not None:
             # Its first request enqueued it, or (broker away) left it to the reaper: nothing to send again.
             return Submission(earlier, enqueued=True, replayed=True)
+    sent = doc
     doc = centre_learning_rate(store, doc, team_id)
     doc, offer = resolve_study_model(store, settings, doc)
     try:
@@ -439,9 +443,14 @@ def submit(
     except InvalidInput as exc:
         # A data set that does not exist is reported with the other faults, not after they are fixed.
         raise InvalidInput(exc.errors + _dataset_problems(store, doc, exc.errors, team_id)) from None
+    broken = contract_errors(Study, sent)  # after the precise checks: what they let through, the document refuses
+    if broken:
+        raise InvalidInput(broken)
     info, dataset_team = find_dataset(store, spec.dataset, team_id=team_id)
     problems = check_task(info, spec.task.type) + _warm_start_problems(store, spec, info.key, team_id)
     problems += input_kind_problems(offer, info)
+    if not problems and offer is None:  # the built-in MLP: its size follows from the space (a hypermodel's does not)
+        problems = model_size_problems(store, settings, spec, info, team_id)
     if problems:
         raise InvalidInput(problems)
     dataset = register_dataset(store, info, team_id=dataset_team)
@@ -484,6 +493,24 @@ def _dataset_problems(store: Store, doc: object, found: list[FieldError], team_i
     except InvalidInput as exc:
         return list(exc.errors)
     return []
+
+
+def model_size_problems(
+    store: Store, settings: Settings, spec: StudySpec, info: DatasetInfo, team_id: int | None
+) -> list[FieldError]:
+    """The space's largest model against the deployment's (or the team's lower) limits."""
+    from tuner_service.datasets import output_units
+    from tuner_service.model_size import limits_for, problems, space_worst_case
+
+    size = space_worst_case(
+        spec.search_space,
+        n_features=info.n_features,
+        n_outputs=output_units(info, spec.task.type),
+        wide_deep=spec.task.architecture == "wide_deep",
+    )
+    limits = limits_for(settings.max_model_params, settings.max_activation_bytes, store.team_model_limit(team_id))
+    given = {p.name for p in spec.search_space.parameters}
+    return problems(size, limits, prefix="search_space.", given=given)
 
 
 def _warm_start_problems(store: Store, spec: StudySpec, dataset_key: str, team_id: int | None) -> list[FieldError]:

@@ -25,6 +25,9 @@ def test_create_team_user_token_then_revoke(settings, store) -> None:
     assert store.get_team("vision").share_weight == 2.0 and store.get_team("vision").max_concurrent_trials == 3
     assert run(settings, "admin", "set-quota", "vision", "--gpu-hours", "8").exit_code == 0
     assert store.get_team("vision").gpu_hours_per_day == 8.0
+    assert run(settings, "admin", "set-quota", "vision", "--max-model-params", "1000000").exit_code == 0
+    assert store.get_team("vision").max_model_params == 1_000_000
+    assert run(settings, "admin", "set-quota", "vision", "--max-model-params", "0").exit_code != 0
     assert run(settings, "admin", "revoke-token", secret[:12]).exit_code == 0
     assert store.authenticate(secret) is None
     again = run(settings, "admin", "revoke-token", secret[:12])

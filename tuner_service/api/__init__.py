@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from flask import Flask, current_app
 
-from tuner_service.config import Settings, load_settings, session_secret
+from tuner_service.config import Settings, load_settings, secure_home, session_secret
 from tuner_service.store import Store
 
 Enqueue = Callable[[str, int], object]  # (pool, count)
@@ -71,22 +71,28 @@ def create_app(
         leaderboard,
         metrics,
         openapi,
+        params,
         problems,
         queue,
+        security,
         studies,
+        team,
     )
 
     settings = settings or load_settings()
+    secure_home(settings)
     store = store or Store(settings.database_url)
     app = Flask(__name__)
     app.secret_key = session_secret(settings)
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + 1024 * 1024
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes  # uploads get more: see params.install
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["tuner"] = Services(
         settings, store, enqueue or broker_enqueue(settings), enqueue_job or broker_enqueue_job(settings)
     )
     problems.install(app)
+    security.install(app, settings)
     auth.install(app)
+    params.install(app)  # after auth: an unknown caller hears 401 before anything about its input
     blueprints = (
         health.bp,
         metrics.bp,
@@ -96,6 +102,7 @@ def create_app(
         queue.bp,
         jobs.bp,
         hypermodels.bp,
+        team.bp,
         openapi.bp,
     )
     for blueprint in blueprints:

@@ -52,7 +52,10 @@ def _signed_in_reader() -> Principal | None:
     if request.method not in ("GET", "HEAD") or not request.cookies:
         return None
     digest = session.get("token_digest")
-    return services().store.authenticate_digest(digest) if isinstance(digest, str) else None
+    caller = services().store.authenticate_digest(digest) if isinstance(digest, str) else None
+    if caller is None or session.get("session_version") != caller.session_version:
+        return None  # signed out since (on any copy of this cookie)
+    return caller
 
 
 def _unauthorized(detail: str) -> Response:
@@ -63,6 +66,7 @@ def _unauthorized(detail: str) -> Response:
 
 def install(app: Flask) -> None:
     from tuner_service.api import services
+    from tuner_service.api.security import record_failure, throttled
 
     @app.before_request
     def _authenticate() -> Response | None:
@@ -76,8 +80,14 @@ def install(app: Flask) -> None:
                 return _unauthorized("send an API token: Authorization: Bearer <token>")
             g.principal = caller
             return None
+        settings = services().settings
+        if throttled(app, settings):
+            response = problem(429, "Too many requests", "too many failed tokens from this address; retry later")
+            response.headers["Retry-After"] = "60"
+            return response
         caller = services().store.authenticate(secret.strip())
         if caller is None:
+            record_failure(app, "unknown, revoked or expired")
             return _unauthorized("the token is unknown, revoked or expired")
         g.principal = caller
         return None

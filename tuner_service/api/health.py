@@ -18,6 +18,7 @@ bp = Blueprint("health", __name__)
         200: "The service, its database and its broker answer",
         503: "A dependency does not answer (problem+json naming it in `dependency`)",
     },
+    returns="Health",
 )
 def healthz() -> Response | tuple[Response, int]:
     """Health check: the process is up and its database (and, for Redis, its broker) answer."""

@@ -10,9 +10,12 @@ from tuner_service.api.auth import Forbidden, principal, require_write, scope
 from tuner_service.api.openapi import describe
 from tuner_service.api.params import json_body
 from tuner_service.catalog import find_dataset, register_dataset
-from tuner_service.datasets import check_task
+from tuner_service.contract import RangeTest, Rerun, check_document, contract_errors
+from tuner_service.datasets import DatasetInfo, check_task, output_units
 from tuner_service.errors import Conflict, FieldError, InvalidInput, NotFound
 from tuner_service.lr_range import RangeTestSpec
+from tuner_service.model_size import fixed_size, limits_for
+from tuner_service.model_size import problems as size_problems
 from tuner_service.store import JobRecord, StudyRecord, TrialRecord
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/v1")
@@ -30,9 +33,14 @@ def start_range_test(svc: Services, caller: Principal, doc: object) -> JobRecord
     """Validate a range-test document (the spec, then its data set as ``caller`` sees it and the task on it),
     store the test as queued in the caller's team and enqueue it. Shared by the API and the dashboard."""
     _writer(caller)
+    check_document(doc)
     spec = RangeTestSpec.from_json(doc)
+    broken = contract_errors(RangeTest, doc)
+    if broken:
+        raise InvalidInput(broken)
     info, owner = find_dataset(svc.store, spec.dataset, team_id=caller.scope)
-    problems = check_task(info, spec.task.type)
+    given = set(doc.get("architecture") or {}) if isinstance(doc, dict) else set()
+    problems = check_task(info, spec.task.type) or range_test_size_problems(svc, spec, info, caller.team_id, given)
     if problems:
         raise InvalidInput(problems)
     dataset = register_dataset(svc.store, info, team_id=owner)
@@ -41,6 +49,21 @@ def start_range_test(svc: Services, caller: Principal, doc: object) -> JobRecord
     )
     svc.enqueue_job(job.pool, job.id)
     return job
+
+
+def range_test_size_problems(
+    svc: Services, spec: RangeTestSpec, info: DatasetInfo, team_id: int, given: set[str]
+) -> list[FieldError]:
+    """The range test's fixed model against the deployment's (or the team's lower) model-size limits."""
+    size = fixed_size(
+        spec.architecture,
+        n_features=info.n_features,
+        n_outputs=output_units(info, spec.task.type),
+        wide_deep=spec.task.architecture == "wide_deep",
+    )
+    settings = svc.settings
+    limits = limits_for(settings.max_model_params, settings.max_activation_bytes, svc.store.team_model_limit(team_id))
+    return size_problems(size, limits, prefix="architecture.", given=given)
 
 
 def repeats_errors(repeats: object) -> list[FieldError]:
@@ -86,6 +109,8 @@ def start_rerun(svc: Services, caller: Principal, study_id: int, number: int, re
     tag="lr-range-tests",
     body="RangeTest",
     responses={202: "Queued; poll its Location", 403: "Viewer", 422: "Invalid range or data set"},
+    returns="JobOut",
+    links={"GetRangeTest": {"operationId": "jobs_show_range_test", "parameters": {"job_id": "$response.body#/id"}}},
 )
 def create_range_test() -> tuple[Response, int, dict[str, str]]:
     """Start a learning-rate range test: train a fixed architecture while raising the rate exponentially
@@ -96,7 +121,7 @@ def create_range_test() -> tuple[Response, int, dict[str, str]]:
 
 
 @bp.get("/lr-range-tests")
-@describe(tag="lr-range-tests", responses={200: "The team's range tests, newest first"})
+@describe(tag="lr-range-tests", responses={200: "The team's range tests, newest first"}, returns="JobList")
 def list_range_tests() -> Response:
     """The caller's team's learning-rate range tests."""
     tests = services().store.list_jobs(kind="lr_range_test", team_id=scope())
@@ -105,7 +130,9 @@ def list_range_tests() -> Response:
 
 @bp.get("/lr-range-tests/<int:job_id>")
 @describe(
-    tag="lr-range-tests", responses={200: "Status, progress and, when done, curve and suggestion", 404: "No such test"}
+    tag="lr-range-tests",
+    responses={200: "Status, progress and, when done, curve and suggestion", 404: "No such test"},
+    returns="JobOut",
 )
 def show_range_test(job_id: int) -> Response:
     """One range test: its status and progress, and once completed the loss-against-rate curve and the
@@ -118,6 +145,7 @@ def show_range_test(job_id: int) -> Response:
     tag="trials",
     body="Rerun",
     responses={202: "Queued; poll its Location", 404: "No such trial", 409: "Trial not finished", 422: "Bad repeats"},
+    returns="JobOut",
 )
 def create_rerun(study_id: int, number: int) -> tuple[Response, int, dict[str, str]]:
     """Retrain a finished trial's hyperparameters: once with its own seed (is it reproducible?) and with
@@ -132,13 +160,19 @@ def create_rerun(study_id: int, number: int) -> tuple[Response, int, dict[str, s
     unknown = [FieldError(k, "unknown field; known: repeats") for k in body if k != "repeats"]
     if unknown:
         raise InvalidInput(unknown + repeats_errors(repeats))
+    if "repeats" in body and not repeats_errors(repeats) and contract_errors(Rerun, body):
+        raise InvalidInput(contract_errors(Rerun, body))
     job = start_rerun(svc, caller, study_id, number, repeats)
     location = url_for("jobs.show_rerun", study_id=study_id, number=number, job_id=job.id)
     return jsonify(job.to_json()), 202, {"Location": location}
 
 
 @bp.get("/studies/<int:study_id>/trials/<int:number>/reruns/<int:job_id>")
-@describe(tag="trials", responses={200: "Status and, when done, the scores and their spread", 404: "No such rerun"})
+@describe(
+    tag="trials",
+    responses={200: "Status and, when done, the scores and their spread", 404: "No such rerun"},
+    returns="JobOut",
+)
 def show_rerun(study_id: int, number: int, job_id: int) -> Response:
     """One rerun of a trial with the same-seed score, the other seeds' scores and their spread."""
     services().store.get_study(study_id, team_id=scope())

@@ -7,7 +7,7 @@ from flask import Blueprint, Response, jsonify, request
 from tuner_service.api import services
 from tuner_service.api.auth import scope
 from tuner_service.api.openapi import describe
-from tuner_service.api.params import choice_arg, int_arg, page_args
+from tuner_service.api.params import choice_arg, id_arg, page_args
 from tuner_service.catalog import find_dataset
 from tuner_service.errors import NotFound
 from tuner_service.store import Page
@@ -20,7 +20,10 @@ TASKS = ("regression", "binary", "multilabel", "multiclass")
 @describe(
     tag="leaderboard",
     query={
-        "dataset": "data set id or 'builtin:NAME'",
+        "dataset": {
+            "description": "data set id, 'builtin:NAME' or 'sha256:HEX'",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 100, "pattern": "^[A-Za-z0-9_:]+$"},
+        },
         "task": "regression|binary|multilabel|multiclass",
         "metric": "objective name, e.g. val_accuracy",
         "study": "study id",
@@ -28,6 +31,7 @@ TASKS = ("regression", "binary", "multilabel", "multiclass")
         "offset": ">= 0",
     },
     responses={200: "Completed trials best first", 400: "Bad filter", 422: "Unknown data set"},
+    returns="LeaderboardPage",
 )
 def index() -> Response:
     """Completed trials across studies, best first. Without ``metric``, studies with different objectives
@@ -36,11 +40,11 @@ def index() -> Response:
     limit, offset = page_args(20)
     task = choice_arg("task", TASKS)
     metric = request.args.get("metric") or None
-    study = int_arg("study", 0, 1, 2**31) if "study" in request.args else None
+    study = id_arg("study")
     dataset_id = None
     if request.args.get("dataset"):
         ref = request.args["dataset"]
-        ref = ref if ref.isdigit() or ":" in ref else f"builtin:{ref}"
+        ref = ref if ref.isdigit() or ":" in ref else f"builtin:{ref}"  # "²" is a digit: no data set has it
         info, _owner = find_dataset(store, ref, team_id=scope())
         try:
             dataset_id = store.get_dataset(info.key, team_id=scope()).id

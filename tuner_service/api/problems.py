@@ -71,8 +71,13 @@ def install(app: Flask) -> None:
         status = exc.code or 500
         detail = exc.description or exc.name
         if status == 413:
-            return problem(413, "Payload too large", detail, errors=[{"field": "file", "reason": detail}])
-        return problem(status, exc.name, detail)
+            field = "file" if request.mimetype == "multipart/form-data" else "body"
+            return problem(413, "Payload too large", detail, errors=[{"field": field, "reason": detail}])
+        response = problem(status, exc.name, detail)
+        for name, value in exc.get_headers():
+            if name == "Allow":  # a 405 says which methods the resource does take (RFC 9110)
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

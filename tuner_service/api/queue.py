@@ -16,7 +16,9 @@ bp = Blueprint("queue", __name__, url_prefix="/api/v1/queue")
 
 
 @bp.get("")
-@describe(tag="queue", query={"pool": "cpu|gpu"}, responses={200: "Running trials and waiting studies"})
+@describe(
+    tag="queue", query={"pool": "cpu|gpu"}, responses={200: "Running trials and waiting studies"}, returns="QueueOut"
+)
 def index() -> Response:
     """Running trials (study, team, worker, GPU, elapsed) and waiting studies in the order the scheduler
     serves them, each with its position, why it waits (quota, parallelism, paused) and an ETA estimated

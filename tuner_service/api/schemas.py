@@ -1,162 +1,195 @@
-"""JSON schemas of the request bodies and the problem response, for the OpenAPI document."""
+"""Schemas of what the API answers, and the components of the OpenAPI document.
+
+Request bodies come from the models that validate them (:mod:`tuner_service.contract`); the answers are
+described here by pydantic models too, each naming the fields a client relies on (more may be present).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-_PARAMETER: dict[str, Any] = {
-    "type": "object",
-    "required": ["type"],
-    "properties": {
-        "type": {"type": "string", "enum": ["int", "float", "choice", "boolean", "fixed"]},
-        "min": {"type": "number"},
-        "max": {"type": "number"},
-        "step": {"type": "number"},
-        "sampling": {"type": "string", "enum": ["linear", "log", "reverse_log"]},
-        "values": {"type": "array", "items": {}},
-        "value": {},
-        "default": {},
-        "ordered": {"type": "boolean"},
-        "per_layer": {"type": "boolean", "description": "neurons only: one width per hidden layer"},
-        "condition": {
-            "type": "object",
-            "properties": {"parent": {"type": "string"}, "values": {"type": "array", "items": {}}},
-        },
-    },
-}
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import models_json_schema
 
-COMPONENTS: dict[str, Any] = {
-    "schemas": {
-        "SearchSpace": {
-            "type": "object",
-            "description": "Parameters by name (hidden_layers, neurons, activation, learning_rate, optimizer, "
-            "momentum, batch_size, dropout, l2, ...), or Keras Tuner's HyperParameters.get_config() JSON.",
-            "additionalProperties": _PARAMETER,
+from tuner_service.contract import REQUEST_MODELS
+
+REF = "#/components/schemas/{model}"
+
+
+class Answer(BaseModel):
+    """An answer object: the fields listed are always there; others may be added."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class Problem(Answer):
+    """An RFC 9457 problem; ``errors`` names each field at fault."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str
+    errors: list[dict[str, str]] | None = None
+
+
+class Progress(Answer):
+    budget: int
+    done: int
+    percent: float
+    trials: dict[str, int]
+    eta_s: float | None
+
+
+class StudyLinks(Answer):
+    self: str
+    trials: str
+    leaderboard: str
+    best_model: str
+
+
+class StudyOut(Answer):
+    id: int
+    name: str
+    status: Literal["queued", "running", "paused", "completed", "cancelled", "failed"]
+    dataset_id: int
+    task_type: str
+    algorithm: str
+    priority: str
+    best_trial_id: int | None
+    best_score: float | None
+    spec: dict[str, Any]
+    progress: Progress
+    links: StudyLinks
+
+
+class TrialOut(Answer):
+    id: int
+    study_id: int
+    number: int
+    status: str
+    hyperparameters: dict[str, Any]
+    score: float | None
+    has_model: bool
+
+
+class TrialDetail(TrialOut):
+    epochs: list[dict[str, Any]]
+
+
+class DatasetOut(Answer):
+    id: int
+    key: str
+    name: str
+    source: str
+    info: dict[str, Any]
+
+
+class JobOut(Answer):
+    id: int
+    kind: Literal["lr_range_test", "rerun"]
+    status: str
+    progress: float
+    spec: dict[str, Any]
+    result: dict[str, Any] | None
+
+
+class _Page(Answer):
+    total: int = Field(ge=0)
+    limit: int
+    offset: int
+
+
+class StudyPage(_Page):
+    items: list[StudyOut]
+
+
+class TrialPage(_Page):
+    items: list[TrialOut]
+
+
+class DatasetPage(_Page):
+    items: list[DatasetOut]
+    builtin: list[str]
+
+
+class LeaderboardPage(_Page):
+    items: list[dict[str, Any]]
+
+
+class JobList(Answer):
+    items: list[JobOut]
+    total: int
+
+
+class QueueOut(Answer):
+    running: list[dict[str, Any]]
+    waiting: list[dict[str, Any]]
+    teams: list[dict[str, Any]]
+
+
+class UserOut(Answer):
+    id: int
+    name: str
+    team: str
+    role: str
+
+
+class UserList(Answer):
+    items: list[UserOut]
+    total: int
+
+
+class TokenOut(Answer):
+    secret: str = Field(description="shown this once")
+    prefix: str
+    user: str
+    label: str | None
+    expires_at: str | None
+
+
+class Health(Answer):
+    status: Literal["ok", "unavailable"]
+    database: str
+
+
+class DatasetUpload(BaseModel):
+    """multipart/form-data: ``file`` (.npz with arrays x, y, or .csv with a header) and ``target_column``."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"required": ["file"]})
+
+    file: bytes = Field(json_schema_extra={"format": "binary", "type": "string"})
+    target_column: str | None = Field(None, min_length=1, max_length=200)
+
+
+RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
+    Problem, StudyOut, StudyPage, TrialDetail, TrialPage, DatasetOut, DatasetPage, LeaderboardPage, JobOut,
+    JobList, QueueOut, UserOut, UserList, TokenOut, Health, DatasetUpload,
+)  # fmt: skip
+
+
+def component_schemas() -> dict[str, Any]:
+    """Every schema the document refers to, generated from the models."""
+    models: list[tuple[type[BaseModel], Literal["validation", "serialization"]]] = [
+        (model, "validation") for model in (*REQUEST_MODELS.values(), *RESPONSE_MODELS)
+    ]
+    _, top = models_json_schema(models, ref_template=REF)
+    schemas: dict[str, Any] = top.get("$defs", {})
+    upload = schemas["DatasetUpload"]
+    upload["properties"]["file"] = {"type": "string", "format": "binary"}
+    return schemas
+
+
+def components() -> dict[str, Any]:
+    return {
+        "schemas": component_schemas(),
+        "responses": {
+            "Problem": {
+                "description": "An RFC 9457 problem",
+                "content": {"application/problem+json": {"schema": {"$ref": REF.format(model="Problem")}}},
+            }
         },
-        "Study": {
-            "type": "object",
-            "required": ["name", "dataset", "task", "search_space"],
-            "properties": {
-                "name": {"type": "string", "maxLength": 200},
-                "dataset": {
-                    "type": "string",
-                    "description": "'digits', 'builtin:NAME', 'sha256:HEX' or an id",
-                },
-                "task": {
-                    "type": "object",
-                    "required": ["type"],
-                    "properties": {
-                        "type": {
-                            "type": "string",
-                            "enum": ["regression", "binary", "multilabel", "multiclass"],
-                        },
-                        "architecture": {"type": "string", "enum": ["sequential", "wide_deep"]},
-                        "loss": {"type": "string"},
-                        "output_activation": {"type": "string", "nullable": True},
-                        "metrics": {"type": "array", "items": {"type": "string"}},
-                        "normalize": {"type": "boolean"},
-                    },
-                },
-                "objective": {
-                    "oneOf": [
-                        {"type": "string"},
-                        {
-                            "type": "object",
-                            "properties": {"name": {"type": "string"}, "direction": {"enum": ["min", "max"]}},
-                        },
-                    ]
-                },
-                "search_space": {"$ref": "#/components/schemas/SearchSpace"},
-                "algorithm": {
-                    "oneOf": [
-                        {"type": "string", "enum": ["random", "grid", "bayesian", "hyperband"]},
-                        {"type": "object", "properties": {"name": {"type": "string"}}},
-                    ]
-                },
-                "max_trials": {"type": "integer", "minimum": 1},
-                "executions_per_trial": {"type": "integer", "minimum": 1, "maximum": 10},
-                "parallelism": {"type": "integer", "minimum": 1, "maximum": 64},
-                "seed": {"type": "integer", "minimum": 0},
-                "early_stopping": {
-                    "type": "object",
-                    "properties": {
-                        "patience": {"type": "integer"},
-                        "min_delta": {"type": "number"},
-                        "max_epochs": {"type": "integer"},
-                        "restore_best_weights": {"type": "boolean"},
-                    },
-                },
-                "validation": {
-                    "type": "object",
-                    "properties": {"fraction": {"type": "number"}, "seed": {"type": "integer"}},
-                },
-                "priority": {"type": "string", "enum": ["low", "normal", "high"]},
-                "resources": {"type": "object", "description": '{"gpu": 1} or {"cpu": 1}'},
-                "pruner": {"description": "none, median or asha, or an object with its options"},
-                "warm_start": {
-                    "type": "object",
-                    "properties": {"studies": {"type": "array", "items": {"type": "integer"}}},
-                },
-                "learning_rate_from": {
-                    "type": "object",
-                    "description": "Centre learning_rate (log scale) on a finished range test's suggestion",
-                    "properties": {"lr_range_test": {"type": "integer"}, "factor": {"type": "number"}},
-                },
-            },
+        "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "An API token: tuner-service token create"},
         },
-        "StudyPatch": {
-            "type": "object",
-            "properties": {"priority": {"type": "string", "enum": ["low", "normal", "high"]}},
-        },
-        "RangeTest": {
-            "type": "object",
-            "required": ["dataset", "task"],
-            "properties": {
-                "dataset": {"type": "string"},
-                "task": {"type": "object"},
-                "architecture": {
-                    "type": "object",
-                    "description": "Fixed hidden_layers, neurons, activation, optimizer, momentum, batch_size, "
-                    "dropout, l2",
-                },
-                "min_lr": {"type": "number", "default": 1e-5},
-                "max_lr": {"type": "number", "default": 10},
-                "steps": {"type": "integer", "default": 500},
-                "smoothing": {"type": "number", "default": 0.98},
-                "seed": {"type": "integer"},
-            },
-        },
-        "Rerun": {"type": "object", "properties": {"repeats": {"type": "integer", "minimum": 1, "maximum": 10}}},
-        "DatasetUpload": {
-            "type": "object",
-            "required": ["file"],
-            "properties": {
-                "file": {"type": "string", "format": "binary"},
-                "target_column": {"type": "string"},
-            },
-        },
-        "Problem": {
-            "type": "object",
-            "properties": {
-                "type": {"type": "string"},
-                "title": {"type": "string"},
-                "status": {"type": "integer"},
-                "detail": {"type": "string"},
-                "instance": {"type": "string"},
-                "errors": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "properties": {"field": {"type": "string"}, "reason": {"type": "string"}},
-                    },
-                },
-            },
-        },
-    },
-    "responses": {
-        "Problem": {
-            "description": "An RFC 9457 problem",
-            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
-        }
-    },
-}
+    }

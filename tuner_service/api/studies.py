@@ -9,12 +9,14 @@ from flask import Blueprint, Response, jsonify, request, send_file, url_for
 from tuner_service.api import services
 from tuner_service.api.auth import require_write, scope
 from tuner_service.api.openapi import describe
-from tuner_service.api.params import choice_arg, int_arg, json_body, page_args
+from tuner_service.api.params import choice_arg, id_arg, json_body, page_args
+from tuner_service.contract import StudyPatch, contract_errors
 from tuner_service.errors import FieldError, InvalidHeader, InvalidInput, NotFound
 from tuner_service.store import STUDY_STATUSES, TRIAL_SORTS, TRIAL_STATUSES, StudyRecord, TrialRecord
 from tuner_service.study import PRIORITIES, budget_basis, submit
 
 bp = Blueprint("studies", __name__, url_prefix="/api/v1/studies")
+MODEL_FILE = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
 
 
 def progress(study: StudyRecord) -> dict[str, Any]:
@@ -73,6 +75,12 @@ def _links(study_id: int) -> dict[str, str]:
         415: "Not JSON",
         422: "Invalid study",
     },
+    returns="StudyOut",
+    links={
+        "GetStudy": {"operationId": "studies_show", "parameters": {"study_id": "$response.body#/id"}},
+        "ListTrials": {"operationId": "studies_trials", "parameters": {"study_id": "$response.body#/id"}},
+        "GetLeaderboard": {"operationId": "studies_leaderboard", "parameters": {"study_id": "$response.body#/id"}},
+    },
 )
 def create() -> tuple[Response, int, dict[str, str]]:
     """Submit a study: the search space, task and budget are validated in full before anything is stored.
@@ -117,18 +125,19 @@ def idempotency_key() -> str | None:
 @describe(
     tag="studies",
     query={
-        "status": "queued|running|completed|cancelled|failed",
+        "status": "|".join(sorted(STUDY_STATUSES)),
         "dataset": "data set id",
         "limit": "",
         "offset": "",
     },
     responses={200: "Studies, newest first"},
+    returns="StudyPage",
 )
 def index() -> Response:
     """List studies, newest first, optionally filtered by status and data set."""
     limit, offset = page_args()
     status = choice_arg("status", STUDY_STATUSES)
-    dataset = int_arg("dataset", -1, 1, 2**31) if "dataset" in request.args else None
+    dataset = id_arg("dataset")
     page = services().store.list_studies(status=status, dataset_id=dataset, team_id=scope(), limit=limit, offset=offset)
     out = page.to_json()
     numbers = services().store.trial_numbers([s.best_trial_id for s in page.items if s.best_trial_id is not None])
@@ -137,7 +146,7 @@ def index() -> Response:
 
 
 @bp.get("/<int:study_id>")
-@describe(tag="studies", responses={200: "The study with its progress", 404: "No such study"})
+@describe(tag="studies", responses={200: "The study with its progress", 404: "No such study"}, returns="StudyOut")
 def show(study_id: int) -> Response:
     """One study with its status, progress (trials done / budget, ETA) and best score."""
     return jsonify(study_json(services().store.get_study(study_id, team_id=scope())))
@@ -151,7 +160,9 @@ def _writable(study_id: int) -> StudyRecord:
 
 
 @bp.post("/<int:study_id>/cancel")
-@describe(tag="studies", responses={200: "Cancelled", 404: "No such study", 409: "Already finished"})
+@describe(
+    tag="studies", responses={200: "Cancelled", 404: "No such study", 409: "Already finished"}, returns="StudyOut"
+)
 def cancel(study_id: int) -> Response:
     """Cancel a study: no new trials start, running ones stop at their next epoch end."""
     _writable(study_id)
@@ -159,7 +170,11 @@ def cancel(study_id: int) -> Response:
 
 
 @bp.post("/<int:study_id>/pause")
-@describe(tag="studies", responses={200: "Paused", 404: "No such study", 409: "Finished or already paused"})
+@describe(
+    tag="studies",
+    responses={200: "Paused", 404: "No such study", 409: "Finished or already paused"},
+    returns="StudyOut",
+)
 def pause(study_id: int) -> Response:
     """Pause a study: running trials finish, no new trial starts until it is resumed."""
     _writable(study_id)
@@ -167,7 +182,7 @@ def pause(study_id: int) -> Response:
 
 
 @bp.post("/<int:study_id>/resume")
-@describe(tag="studies", responses={200: "Resumed", 404: "No such study", 409: "Not paused"})
+@describe(tag="studies", responses={200: "Resumed", 404: "No such study", 409: "Not paused"}, returns="StudyOut")
 def resume(study_id: int) -> Response:
     """Resume a paused study; workers are woken for it."""
     _writable(study_id)
@@ -183,6 +198,7 @@ def resume(study_id: int) -> Response:
     tag="studies",
     body="StudyPatch",
     responses={200: "Changed", 404: "No such study", 409: "Already finished", 422: "Bad priority"},
+    returns="StudyOut",
 )
 def patch(study_id: int) -> Response:
     """Change a study's priority (low, normal, high); it takes effect at the next claim."""
@@ -195,6 +211,9 @@ def patch(study_id: int) -> Response:
         raise InvalidInput([FieldError(key, "cannot be changed; only priority can") for key in unknown])
     if body.get("priority") not in PRIORITIES:
         raise InvalidInput.one("priority", f"must be one of {', '.join(PRIORITIES)}")
+    broken = contract_errors(StudyPatch, body)
+    if broken:
+        raise InvalidInput(broken)
     return jsonify(study_json(services().store.control_study(study_id, priority=body["priority"])))
 
 
@@ -202,13 +221,14 @@ def patch(study_id: int) -> Response:
 @describe(
     tag="trials",
     query={
-        "status": "trial status",
-        "sort": "score|number|duration|created",
+        "status": "|".join(sorted(TRIAL_STATUSES)),
+        "sort": "|".join(TRIAL_SORTS),
         "order": "asc|desc",
         "limit": "",
         "offset": "",
     },
     responses={200: "Trials of the study", 404: "No such study"},
+    returns="TrialPage",
 )
 def trials(study_id: int) -> Response:
     """A study's trials, sorted (best score first by default) and filtered by status."""
@@ -223,7 +243,11 @@ def trials(study_id: int) -> Response:
 
 
 @bp.get("/<int:study_id>/trials/<int:number>")
-@describe(tag="trials", responses={200: "The trial with every epoch's metrics", 404: "No such study or trial"})
+@describe(
+    tag="trials",
+    responses={200: "The trial with every epoch's metrics", 404: "No such study or trial"},
+    returns="TrialDetail",
+)
 def trial(study_id: int, number: int) -> Response:
     """Trial ``number`` of the study (as on its leaderboard, counted from 0) with its hyperparameters, final
     metrics and its epoch curve (epochs and ``best_epoch`` counted from 1)."""
@@ -234,7 +258,12 @@ def trial(study_id: int, number: int) -> Response:
 
 
 @bp.get("/<int:study_id>/leaderboard")
-@describe(tag="leaderboard", query={"limit": "", "offset": ""}, responses={200: "Finished trials, best first"})
+@describe(
+    tag="leaderboard",
+    query={"limit": "", "offset": ""},
+    responses={200: "Finished trials, best first"},
+    returns="LeaderboardPage",
+)
 def leaderboard(study_id: int) -> Response:
     """The study's completed trials ranked by its objective."""
     store = services().store
@@ -244,7 +273,9 @@ def leaderboard(study_id: int) -> Response:
 
 
 @bp.get("/<int:study_id>/best-model")
-@describe(tag="models", responses={200: "The best trial's model (.keras)", 404: "No finished trial yet"})
+@describe(
+    tag="models", responses={200: "The best trial's model (.keras)", 404: "No finished trial yet"}, returns=MODEL_FILE
+)
 def best_model(study_id: int) -> Response:
     """Download the best trial's trained model as a ``.keras`` file."""
     study = services().store.get_study(study_id, team_id=scope())
@@ -254,7 +285,9 @@ def best_model(study_id: int) -> Response:
 
 
 @bp.get("/<int:study_id>/trials/<int:number>/model")
-@describe(tag="models", responses={200: "The trial's model (.keras)", 404: "No model for this trial"})
+@describe(
+    tag="models", responses={200: "The trial's model (.keras)", 404: "No model for this trial"}, returns=MODEL_FILE
+)
 def trial_model(study_id: int, number: int) -> Response:
     """Download trial ``number``'s trained model as a ``.keras`` file."""
     services().store.get_study(study_id, team_id=scope())

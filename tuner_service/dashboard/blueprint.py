@@ -33,6 +33,11 @@ def _configure_cookies(state: BlueprintSetupState) -> None:
 
 @bp.after_request
 def _security_headers(response: Response) -> Response:
+    return security_headers(response)
+
+
+def security_headers(response: Response) -> Response:
+    """The headers every page and API answer carries (set only where a view has not set its own)."""
     response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "same-origin")

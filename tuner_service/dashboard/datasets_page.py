@@ -43,7 +43,7 @@ def upload() -> Response | tuple[str, int]:
     svc = services()
     try:
         record = upload_dataset(
-            svc.store, svc.settings, file.read(), file.filename, target_column=target or None, team_id=caller.team_id
+            svc.store, svc.settings, file.stream, file.filename, target_column=target or None, team_id=caller.team_id
         )
     except InvalidInput as exc:
         errors: dict[str, list[str]] = {}

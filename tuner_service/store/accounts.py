@@ -27,10 +27,13 @@ class TeamRecord:
     share_weight: float
     max_concurrent_trials: int | None
     gpu_hours_per_day: float | None
+    max_model_params: int | None = None
 
     @classmethod
     def of(cls, row: TeamRow) -> TeamRecord:
-        return cls(row.id, row.name, row.share_weight, row.max_concurrent_trials, row.gpu_hours_per_day)
+        return cls(
+            row.id, row.name, row.share_weight, row.max_concurrent_trials, row.gpu_hours_per_day, row.max_model_params
+        )
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,9 +66,12 @@ class AccountQueries:
         share_weight: float = 1.0,
         max_concurrent_trials: int | None = None,
         gpu_hours_per_day: float | None = None,
+        max_model_params: int | None = None,
     ) -> TeamRecord:
         if share_weight <= 0:
             raise InvalidInput.one("share_weight", "must be greater than 0")
+        if max_model_params is not None and max_model_params < 1:
+            raise InvalidInput.one("max_model_params", "must be at least 1")
 
         def attempt() -> TeamRecord:
             with self._write() as session:
@@ -74,6 +80,7 @@ class AccountQueries:
                     share_weight=share_weight,
                     max_concurrent_trials=max_concurrent_trials,
                     gpu_hours_per_day=gpu_hours_per_day,
+                    max_model_params=max_model_params,
                 )
                 session.add(row)
                 session.flush()
@@ -102,6 +109,13 @@ class AccountQueries:
             if row is None:
                 raise NotFound("team", name)
             return TeamRecord.of(row)
+
+    def team_model_limit(self, team_id: int | None) -> int | None:
+        """The team's own limit on model parameters (None: the deployment's applies)."""
+        if team_id is None:
+            return None
+        with self._read() as session:
+            return session.scalar(select(TeamRow.max_model_params).where(TeamRow.id == team_id))
 
     def list_teams(self) -> list[TeamRecord]:
         with self._read() as session:
@@ -192,7 +206,53 @@ class AccountQueries:
             return None
         if touch and (token.last_used_at is None or now - as_utc(token.last_used_at) > LAST_USED_RESOLUTION):
             self._touch(token.id, now)
-        return Principal(user.id, user.name, team.id, team.name, user.role)
+        return Principal(user.id, user.name, team.id, team.name, user.role, user.session_version)
+
+    def end_sessions(self, user_id: int) -> int:
+        """Sign the user's dashboard sessions out everywhere (copies of their cookies included); returns the
+        new session version."""
+
+        def attempt() -> int:
+            with self._write() as session:
+                row = session.get(UserRow, user_id)
+                if row is None:
+                    raise NotFound("user", user_id)
+                row.session_version = (row.session_version or 0) + 1
+                return row.session_version
+
+        return self._retrying(attempt)
+
+    def team_users(self, team_id: int | None) -> list[Principal]:
+        """The users of a team (every team's for None), with their roles."""
+        query = select(UserRow, TeamRow).join(TeamRow, TeamRow.id == UserRow.team_id).order_by(UserRow.id)
+        if team_id is not None:
+            query = query.where(UserRow.team_id == team_id)
+        with self._read() as session:
+            return [Principal(u.id, u.name, t.id, t.name, u.role, u.session_version) for u, t in session.execute(query)]
+
+    def find_user(self, name: str) -> Principal:
+        with self._read() as session:
+            found = session.execute(
+                select(UserRow, TeamRow).join(TeamRow, TeamRow.id == UserRow.team_id).where(UserRow.name == name)
+            ).first()
+            if found is None:
+                raise NotFound("user", name, field="user")
+            user, team = found
+            return Principal(user.id, user.name, team.id, team.name, user.role, user.session_version)
+
+    def token_owner(self, prefix: str) -> Principal | None:
+        """Who owns the token with this displayed prefix (None when no active token has it)."""
+        with self._read() as session:
+            found = session.execute(
+                select(UserRow, TeamRow)
+                .join(TokenRow, TokenRow.user_id == UserRow.id)
+                .join(TeamRow, TeamRow.id == UserRow.team_id)
+                .where(TokenRow.prefix == prefix, TokenRow.revoked_at.is_(None))
+            ).first()
+            if found is None:
+                return None
+            user, team = found
+            return Principal(user.id, user.name, team.id, team.name, user.role, user.session_version)
 
     def user_names(self, ids: Iterable[int | None]) -> dict[int, str]:
         """Names of the users with these ids (owners shown next to studies)."""

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import select
 
 from tuner_service.errors import NotFound
+from tuner_service.ids import is_id
 from tuner_service.store.models import JobRow, utcnow
 from tuner_service.store.records import JobRecord
 
@@ -35,7 +36,7 @@ class JobQueries:
     def get_job(self, job_id: int, *, kind: str | None = None, team_id: int | None = None) -> JobRecord:
         """A job; another team's job, or one of another kind, does not exist for the caller."""
         with self._read() as session:
-            row = session.get(JobRow, job_id)
+            row = session.get(JobRow, job_id) if is_id(job_id) else None
             if row is None or (kind and row.kind != kind) or (team_id is not None and row.team_id != team_id):
                 raise NotFound(kind or "job", job_id)
             return JobRecord.of(row)

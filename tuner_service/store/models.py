@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -46,6 +47,8 @@ class TeamRow(Base):
     share_weight: Mapped[float] = mapped_column(Float, default=1.0)
     max_concurrent_trials: Mapped[int | None] = mapped_column(Integer, nullable=True)
     gpu_hours_per_day: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # The largest model (parameters) a study may ask for; at most the deployment's TUNER_MAX_MODEL_PARAMS.
+    max_model_params: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -57,7 +60,10 @@ class UserRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="RESTRICT"))
-    role: Mapped[str] = mapped_column(String(8))
+    role: Mapped[str] = mapped_column(String(16))
+    # Kept in the dashboard's session cookie and compared on each request: signing out raises it, which
+    # ends that session everywhere, including copies of its cookie.
+    session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tuner_service.errors import Conflict, NotFound
+from tuner_service.ids import is_id, looks_like_id, parse_id
 from tuner_service.store.accounts import AccountQueries
 from tuner_service.store.engine import is_sqlite, make_engine
 from tuner_service.store.hypermodels import HypermodelQueries
@@ -307,8 +308,11 @@ class Store(AccountQueries, QueueQueries, JobQueries, HypermodelQueries):
     def get_dataset(self, ref: str | int, *, team_id: int | None = None) -> DatasetRecord:
         """A data set by id or key, as ``team_id`` sees it (its own uploads and the shared sets)."""
         query = select(DatasetRow)
-        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-            query = query.where(DatasetRow.id == int(ref))
+        if isinstance(ref, int) or looks_like_id(ref) or ref.isdigit():
+            dataset_id = ref if isinstance(ref, int) else parse_id(ref)
+            if not is_id(dataset_id):  # no row has it; the database could not even compare it
+                raise NotFound("dataset", ref, field="dataset")
+            query = query.where(DatasetRow.id == dataset_id)
         else:
             query = query.where(DatasetRow.key == ref)
         if team_id is not None:
@@ -358,7 +362,7 @@ class Store(AccountQueries, QueueQueries, JobQueries, HypermodelQueries):
     def get_study(self, study_id: int, *, team_id: int | None = None) -> StudyRecord:
         """A study; another team's study does not exist for the caller (404, not 403)."""
         with self._read() as session:
-            row = session.get(StudyRow, study_id)
+            row = session.get(StudyRow, study_id) if is_id(study_id) else None
             if row is None or (team_id is not None and row.team_id != team_id):
                 raise NotFound("study", study_id)
             return StudyRecord.of(row)
@@ -464,7 +468,7 @@ class Store(AccountQueries, QueueQueries, JobQueries, HypermodelQueries):
     # -- trials -------------------------------------------------------------------------------
     def get_trial(self, study_id: int, trial_id: int) -> TrialRecord:
         with self._read() as session:
-            row = session.get(TrialRow, trial_id)
+            row = session.get(TrialRow, trial_id) if is_id(trial_id) else None
             if row is None or row.study_id != study_id:
                 raise NotFound("trial", trial_id)
             return TrialRecord.of(row)
