@@ -59,7 +59,7 @@ ID_CASES = [
     pytest.param(Hostile("GET", f"/api/v1/studies/{PG_INT_OVERFLOW}", 404, ("study_id",)), id="study-id-2^31"),
     pytest.param(Hostile("GET", f"/api/v1/datasets/{BIG}", 404, ("dataset_id",)), id="dataset-id"),
     pytest.param(Hostile("GET", f"/api/v1/lr-range-tests/{BIG}", 404, ("job_id",)), id="range-test-id"),
-    pytest.param(Hostile("GET", f"/api/v1/studies/1/trials/{BIG}", 404, ("trial_id",)), id="trial-id"),
+    pytest.param(Hostile("GET", f"/api/v1/studies/1/trials/{BIG}", 404, ("number",)), id="trial-number"),
     pytest.param(Hostile("POST", f"/api/v1/studies/{BIG}/cancel", 404, ("study_id",)), id="cancel-id"),
     pytest.param(Hostile("PATCH", f"/api/v1/studies/{BIG}", 404, ("study_id",), '{"priority": "low"}'), id="patch-id"),
     pytest.param(Hostile("GET", f"/api/v1/studies?dataset={PG_INT_OVERFLOW}", 400, ("dataset",)), id="query-dataset"),

@@ -18,7 +18,12 @@ bp = Blueprint("hypermodels", __name__, url_prefix="/api/v1/hypermodels")
 
 
 @bp.get("")
-@describe(tag="hypermodels", query={"pool": "cpu|gpu"}, responses={200: "Hypermodels offered per pool"})
+@describe(
+    tag="hypermodels",
+    query={"pool": "cpu|gpu"},
+    responses={200: "Hypermodels offered per pool"},
+    returns="HypermodelList",
+)
 def index() -> Response:
     """Every hypermodel a worker announced, one entry per pool and name: package, version, the search space
     its ``hp`` calls declare, the input kinds it accepts (vectors, images), whether a live worker offers it

@@ -96,7 +96,7 @@ def install(app: Flask) -> None:
             valid = is_trial_number(value) if name == "number" else is_id(value)
             if isinstance(value, int) and not valid:
                 # No row has this id; the database must not even be asked (it would overflow).
-                raise NotFound(name.removesuffix("_id"), value, field=name)
+                raise NotFound("trial" if name == "number" else name.removesuffix("_id"), value, field=name)
         for name, value in request.args.items(multi=True):
             if "\x00" in value or "\x00" in name:
                 raise BadRequest.one(printable(name), "contains a NUL character (%00), which cannot be stored")

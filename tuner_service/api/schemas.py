@@ -153,6 +153,22 @@ class Health(Answer):
     database: str
 
 
+class HypermodelOut(Answer):
+    name: str
+    pool: str
+    package: str | None
+    version: str | None
+    search_space: dict[str, Any] | None
+    input_kinds: list[str]
+    live: bool
+    error: str | None
+
+
+class HypermodelList(Answer):
+    items: list[HypermodelOut]
+    builtin: str = Field(description="the built-in hypermodel every worker runs")
+
+
 class DatasetUpload(BaseModel):
     """multipart/form-data: ``file`` (.npz with arrays x, y, or .csv with a header) and ``target_column``."""
 
@@ -164,7 +180,7 @@ class DatasetUpload(BaseModel):
 
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     Problem, StudyOut, StudyPage, TrialDetail, TrialPage, DatasetOut, DatasetPage, LeaderboardPage, JobOut,
-    JobList, QueueOut, UserOut, UserList, TokenOut, Health, DatasetUpload,
+    JobList, QueueOut, UserOut, UserList, TokenOut, Health, HypermodelList, DatasetUpload,
 )  # fmt: skip
 
 

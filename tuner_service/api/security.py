@@ -56,27 +56,41 @@ class MemoryCounter:
 
 
 class RedisCounter:
-    """Counts shared by every API replica of a team deployment, under the broker's key prefix."""
+    """Counts shared by every API replica of a team deployment, under the broker's key prefix.
+
+    With Redis away, each replica counts on its own meanwhile: an outage of the broker must neither open
+    the door to guessing tokens nor turn every request into a 500.
+    """
 
     def __init__(self, url: str, prefix: str) -> None:
         import redis
 
-        self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._redis = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self._errors = (redis.RedisError, OSError)
         self._prefix = f"{prefix}tuner:auth-failures:"
+        self._local = MemoryCounter()
 
     def _key(self, address: str) -> str:
         return f"{self._prefix}{address}:{int(time.time() // WINDOW_S)}"
 
     def add(self, address: str) -> int:
         key = self._key(address)
-        with self._redis.pipeline() as pipe:
-            pipe.incr(key)
-            pipe.expire(key, WINDOW_S * 2)
-            count, _ = pipe.execute()
+        local = self._local.add(address)
+        try:
+            with self._redis.pipeline() as pipe:
+                pipe.incr(key)
+                pipe.expire(key, WINDOW_S * 2)
+                count, _ = pipe.execute()
+        except self._errors as exc:
+            log.warning("failed-token counts are per process while Redis does not answer (%s)", exc)
+            return local
         return int(count)
 
     def count(self, address: str) -> int:
-        return int(self._redis.get(self._key(address)) or 0)
+        try:
+            return int(self._redis.get(self._key(address)) or 0)
+        except self._errors:
+            return self._local.count(address)
 
 
 def failure_counter(settings: Settings) -> FailureCounter:
