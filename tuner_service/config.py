@@ -30,6 +30,9 @@ class Settings:
     # share one Redis database without seeing each other's messages.
     broker_key_prefix: str = ""
     worker_id: str = ""
+    # Extra seconds spent in each model-based proposal (bayesian, tpe): only for tests and benchmarks that
+    # show a slow model holds up no claim.
+    proposal_delay_s: float = 0.0
     # Signs the dashboard's session cookies; made once and kept in $TUNER_HOME/secret-key when not given.
     secret_key: str = ""
 
@@ -57,6 +60,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "TUNER_WAKE_AFTER": ("wake_after_s", float),
         "TUNER_FAIR_SHARE_WINDOW": ("fair_share_window_s", float),
         "TUNER_BROKER_POLLING_INTERVAL": ("broker_polling_interval_s", float),
+        "TUNER_PROPOSAL_DELAY": ("proposal_delay_s", float),
     }
     changes: dict[str, object] = {}
     for key, (field, kind) in numeric.items():

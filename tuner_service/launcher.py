@@ -32,6 +32,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "TUNER_FAIR_SHARE_WINDOW": str(settings.fair_share_window_s),
         "TUNER_BROKER_POLLING_INTERVAL": str(settings.broker_polling_interval_s),
         "TUNER_BROKER_KEY_PREFIX": settings.broker_key_prefix,
+        "TUNER_PROPOSAL_DELAY": str(settings.proposal_delay_s),
     }
 
 

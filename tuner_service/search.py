@@ -2,7 +2,11 @@
 
 Any worker process may claim the next trial or report a finished one. Each does so under the study's
 row lock: restore the oracle from the stored state, ask it, and store the new state before the lock is
-released. Keras Tuner is imported only when an oracle is needed (in workers), never by the API.
+released. Those oracles (random, grid, Hyperband, ASHA) answer in milliseconds. Model-based studies
+(``bayesian``, ``tpe``) never fit a model under a lock: the claim takes a proposal computed beforehand
+(see :mod:`tuner_service.proposals`), or answers :class:`Propose` so that the worker computes one after
+it released the locks and claims again. Keras Tuner is imported only when an oracle is needed (in
+workers), never by the API.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from tuner_service import proposals
 from tuner_service.queue import runnable
 from tuner_service.space import SearchSpace
 from tuner_service.store import Store, StudyRecord, StudyTransaction, TrialRecord
@@ -48,6 +53,13 @@ class Wait:
     """No trial can start now (Hyperband waits for a round to finish); ask again later."""
 
     seconds: float
+
+
+@dataclass(frozen=True)
+class Propose:
+    """The study served next has no proposal ready: compute one outside the locks, then claim again."""
+
+    study_id: int
 
 
 @dataclass(frozen=True)
@@ -243,6 +255,11 @@ def _fit_values(space: Any, values: dict[str, Any]) -> dict[str, Any] | None:
     return {name: v for name, v in fitted.items() if active.is_active(name)}
 
 
+# A worker that found no proposal ready computes one and claims again at most this often, then waits.
+PROPOSE_ROUNDS = 3
+WAIT_FOR_PROPOSAL_S = 0.5
+
+
 def claim_next(
     store: Store,
     pool: str,
@@ -252,11 +269,40 @@ def claim_next(
     gpu: str | None = None,
     heartbeat_timeout_s: float,
     window_s: float = 3600.0,
+    proposal_delay_s: float = 0.0,
 ) -> Claim | Wait | Done:
     """Give a free worker of ``pool`` its next trial, from whichever study the queue serves next.
 
-    Idempotent per ``ticket``: a redelivered message never creates a second trial.
+    Idempotent per ``ticket``: a redelivered message never creates a second trial. When the study served
+    next needs a model-based proposal, this worker computes it with no lock held and claims again.
     """
+    for _ in range(PROPOSE_ROUNDS):
+        result = claim_once(
+            store,
+            pool,
+            ticket=ticket,
+            worker=worker,
+            gpu=gpu,
+            heartbeat_timeout_s=heartbeat_timeout_s,
+            window_s=window_s,
+        )
+        if not isinstance(result, Propose):
+            return result
+        proposals.compute_proposal(store, result.study_id, delay_s=proposal_delay_s)
+    return Wait(WAIT_FOR_PROPOSAL_S)
+
+
+def claim_once(
+    store: Store,
+    pool: str,
+    *,
+    ticket: str,
+    worker: str,
+    gpu: str | None = None,
+    heartbeat_timeout_s: float,
+    window_s: float = 3600.0,
+) -> Claim | Wait | Done | Propose:
+    """One pass under the queue lock: a claim, or what the worker should do instead (never fits a model)."""
     return store.with_queue_lock(
         lambda queue: _claim_next(
             queue,
@@ -279,7 +325,7 @@ def _claim_next(
     gpu: str | None,
     heartbeat_timeout_s: float,
     window_s: float,
-) -> Claim | Wait | Done:
+) -> Claim | Wait | Done | Propose:
     mine = queue.trial_by_ticket(ticket)
     if mine is not None:
         # The broker delivered this message again: resume only a trial nobody is working on.
@@ -292,7 +338,7 @@ def _claim_next(
     for candidate in runnable(studies, teams):
         tx = queue.lock_study(candidate.study_id)
         result = _claim_in_study(tx, ticket=ticket, worker=worker, gpu=gpu)
-        if isinstance(result, Claim):
+        if isinstance(result, (Claim, Propose)):
             return result
         waited = waited or isinstance(result, Wait)
     if waited:
@@ -300,7 +346,9 @@ def _claim_next(
     return Done(f"no study of pool {pool!r} can start a trial now")
 
 
-def _claim_in_study(tx: StudyTransaction, *, ticket: str, worker: str, gpu: str | None) -> Claim | Wait | Done:
+def _claim_in_study(
+    tx: StudyTransaction, *, ticket: str, worker: str, gpu: str | None
+) -> Claim | Wait | Done | Propose:
     study = tx.study
     if study.is_terminal or study.is_paused:
         return Done(f"study is {study.status}")
@@ -309,6 +357,8 @@ def _claim_in_study(tx: StudyTransaction, *, ticket: str, worker: str, gpu: str 
         return Claim(tx.restart_trial(pending.id, ticket=ticket, worker=worker, gpu=gpu), tx.study)
     if tx.count() >= study.max_trials:
         return _maybe_complete(tx, "budget spent")
+    if study.algorithm in proposals.MODEL_BASED:
+        return _claim_proposal(tx, ticket=ticket, worker=worker, gpu=gpu)
     oracle = restore_oracle(tx)
     trial = oracle.create_trial(ticket)
     if trial.status == "IDLE":
@@ -327,6 +377,28 @@ def _claim_in_study(tx: StudyTransaction, *, ticket: str, worker: str, gpu: str 
     )
     save_oracle(tx, oracle)
     if study.status == "queued":
+        tx.set_status("running")
+    return Claim(record, tx.study)
+
+
+def _claim_proposal(tx: StudyTransaction, *, ticket: str, worker: str, gpu: str | None) -> Claim | Done | Propose:
+    values = proposals.take(tx)
+    if values == proposals.EXHAUSTED:
+        return _maybe_complete(tx, "search space exhausted")
+    if values == proposals.NOT_READY:
+        return Propose(tx.study.id)
+    assert isinstance(values, dict)
+    number = tx.count()
+    record = tx.add_trial(
+        number=number,
+        oracle_trial_id=f"{number:0{len(str(tx.study.max_trials))}d}",
+        ticket=ticket,
+        hyperparameters=values,
+        oracle_trial_state=None,
+        worker=worker,
+        gpu=gpu,
+    )
+    if tx.study.status == "queued":
         tx.set_status("running")
     return Claim(record, tx.study)
 
@@ -353,7 +425,8 @@ def _finish(tx: StudyTransaction, trial_id: int, outcome: TrialOutcome) -> Finis
     record = tx.trial(trial_id)
     if record.status != "running":
         return Finished(record, tx.study.status, more_work=False)
-    study = tx.study
+    if tx.study.algorithm in proposals.MODEL_BASED:
+        return _finish_model_based(tx, record, outcome)
     oracle = restore_oracle(tx)
     kt_trial = oracle.trials[record.oracle_trial_id]
     status = outcome.status
@@ -383,6 +456,40 @@ def _finish(tx: StudyTransaction, trial_id: int, outcome: TrialOutcome) -> Finis
         environment=outcome.environment,
     )
     save_oracle(tx, oracle)
+    return _after_finish(tx, finished, study_error)
+
+
+MAX_CONSECUTIVE_FAILURES = 3  # as the Keras Tuner oracles are configured in make_oracle
+
+
+def _finish_model_based(tx: StudyTransaction, record: TrialRecord, outcome: TrialOutcome) -> Finished:
+    """Store a model-based study's result; its proposer reads the trial rows, so no oracle is restored."""
+    status, score = outcome.status, None
+    if status in ("completed", "pruned"):
+        score = (outcome.metrics or {}).get(tx.study.objective_name)
+        if score is None or not math.isfinite(score):
+            status, score = "failed", None
+    finished = tx.finish_trial(
+        record.id,
+        status=status,
+        score=score,
+        best_epoch=outcome.best_epoch,
+        metrics=outcome.metrics,
+        error=outcome.error,
+        model_path=outcome.model_path,
+        environment=outcome.environment,
+    )
+    study_error = None
+    recent = tx.last_finished(MAX_CONSECUTIVE_FAILURES)
+    if len(recent) == MAX_CONSECUTIVE_FAILURES and all(t.status == "failed" for t in recent):
+        study_error = (
+            f"Number of consecutive failures exceeded the limit of {MAX_CONSECUTIVE_FAILURES}.\n{outcome.error or ''}"
+        )
+    return _after_finish(tx, finished, study_error)
+
+
+def _after_finish(tx: StudyTransaction, finished: TrialRecord, study_error: str | None) -> Finished:
+    study = tx.study
     if study_error is not None and not study.is_terminal:
         tx.set_status("failed", error=study_error)
     if tx.study.is_terminal:

@@ -10,6 +10,7 @@ from functools import lru_cache
 from celery.worker import state as worker_state
 
 from tuner_service.config import Settings, load_settings
+from tuner_service.proposals import refill
 from tuner_service.reaper import reap
 from tuner_service.search import Claim, Done, Wait, claim_next, finish_trial
 from tuner_service.store import Store
@@ -47,6 +48,7 @@ def run_trial(self, pool: str, ticket: str) -> str:  # noqa: ANN001 - Celery's b
         gpu=os.environ.get("CUDA_VISIBLE_DEVICES") or None,
         heartbeat_timeout_s=settings.heartbeat_timeout_s,
         window_s=settings.fair_share_window_s,
+        proposal_delay_s=settings.proposal_delay_s,
     )
     if isinstance(claim, Wait):
         self.apply_async(
@@ -60,6 +62,9 @@ def run_trial(self, pool: str, ticket: str) -> str:  # noqa: ANN001 - Celery's b
     log.info("study %s: training trial %s %s", study_id, claim.trial.number, claim.values)
     outcome = train_trial(store, settings, claim)
     finished = finish_trial(store, study_id, claim.trial.id, outcome)
+    if finished.more_work:
+        # Every lock is released: fit the study's model now, so the next claim only takes the result.
+        refill(store, study_id, delay_s=settings.proposal_delay_s)
     if store.pool_has_work(pool):
         enqueue_trials(app, pool)
         store.mark_enqueued(study_id)

@@ -110,6 +110,16 @@ class StudyTransaction:
         )
         return [TrialRecord.of(r) for r in rows]
 
+    def last_finished(self, limit: int) -> list[TrialRecord]:
+        """The study's ``limit`` most recently finished trials, newest first."""
+        rows = self._session.scalars(
+            select(TrialRow)
+            .where(TrialRow.study_id == self._study.id, TrialRow.finished_at.is_not(None))
+            .order_by(TrialRow.finished_at.desc(), TrialRow.id.desc())
+            .limit(limit)
+        )
+        return [TrialRecord.of(r) for r in rows]
+
     def count(self, *statuses: str) -> int:
         query = select(func.count()).where(TrialRow.study_id == self._study.id)
         if statuses:
@@ -136,7 +146,7 @@ class StudyTransaction:
         oracle_trial_id: str,
         ticket: str,
         hyperparameters: dict[str, Any],
-        oracle_trial_state: dict[str, Any],
+        oracle_trial_state: dict[str, Any] | None,
         worker: str,
         gpu: str | None = None,
     ) -> TrialRecord:
@@ -227,9 +237,10 @@ class Store(AccountQueries, QueueQueries, JobQueries):
     Reads that take ``team_id`` return only that team's rows; ``None`` means every team (an admin).
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, **engine_options: Any) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        # engine_options (e.g. pool_size) are for processes that run many claims at once, such as benchmarks.
+        self.engine = make_engine(url, **engine_options)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     # -- schema -------------------------------------------------------------------------------
@@ -358,6 +369,15 @@ class Store(AccountQueries, QueueQueries, JobQueries):
             total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
             rows = session.scalars(query.order_by(StudyRow.id.desc()).limit(limit).offset(offset))
             return Page([StudyRecord.of(r) for r in rows], total, limit, offset)
+
+    def study_snapshot(self, study_id: int) -> tuple[StudyRecord, list[TrialRecord]]:
+        """A study and all its trials (by number) as of one moment, read without taking its lock."""
+        with self._read() as session:
+            row = session.get(StudyRow, study_id)
+            if row is None:
+                raise NotFound("study", study_id)
+            trials = session.scalars(select(TrialRow).where(TrialRow.study_id == study_id).order_by(TrialRow.number))
+            return StudyRecord.of(row), [TrialRecord.of(t) for t in trials]
 
     def trial_counts(self, study_id: int) -> dict[str, int]:
         with self._read() as session:
