@@ -11,6 +11,8 @@ workers), never by the API.
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -114,10 +116,9 @@ def make_oracle(study: StudyRecord) -> Any:
     import keras_tuner as kt
 
     spec = study.spec
-    space = SearchSpace.from_json(spec["search_space"], max_parameters=10_000)
     common: dict[str, Any] = {
         "objective": kt.Objective(study.objective_name, direction=study.direction),
-        "hyperparameters": kt.HyperParameters.from_config(space.to_keras_tuner_config()),
+        "hyperparameters": _hyperparameters(json.dumps(spec["search_space"])),
         "seed": spec.get("seed"),
         "max_consecutive_failed_trials": 3,
     }
@@ -183,20 +184,55 @@ def make_oracle(study: StudyRecord) -> Any:
 WARM_START_KEY = "warm_start_trials"
 
 
-def restore_oracle(tx: StudyTransaction) -> Any:
-    """The study's oracle as it was when its state was last saved (a new one, seeded, on first use)."""
-    from keras_tuner.engine.trial import Trial
+def _hyperparameters(space_json: str) -> Any:
+    """A fresh ``HyperParameters`` for the space, sharing entries parsed once per process: every claim
+    builds an oracle under the queue lock, and Keras' deserialization costs about a millisecond per entry."""
+    from keras_tuner.engine.hyperparameters import HyperParameters
 
+    parsed = _parsed_space(space_json)
+    hyperparameters = HyperParameters()
+    for hp in parsed.space:  # what HyperParameters.from_config does, with entries parsed before
+        hyperparameters._hps[hp.name].append(hp)
+        hyperparameters._space.append(hp)
+    hyperparameters.values = dict(parsed.values)
+    return hyperparameters
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_space(space_json: str) -> Any:
+    import keras_tuner as kt
+
+    space = SearchSpace.from_json(json.loads(space_json), max_parameters=10_000)
+    return kt.HyperParameters.from_config(space.to_keras_tuner_config())
+
+
+def restore_oracle(tx: StudyTransaction, *, with_metrics: str | None = None) -> Any:
+    """The study's oracle as it was when its state was last saved (a new one, seeded, on first use).
+
+    Runs under the queue or study lock, so it must stay cheap however many trials the study has: every
+    trial shares the oracle's (fixed) space instead of deserializing its own copy, and only the trial
+    ``with_metrics`` (the one being reported) gets its metric history back; the oracles rank the others
+    by their score alone.
+    """
     oracle = make_oracle(tx.study)
     state = tx.study.oracle_state
     seeds = state.get(WARM_START_KEY, []) if state else _warm_start_seeds(tx, oracle)
     for seed in seeds:
-        oracle.trials[seed["trial_id"]] = Trial.from_state(seed)
+        oracle.trials[seed["trial_id"]] = _trial_from_state(oracle, seed, with_metrics=False)
     if seeds and oracle.max_trials:
         oracle.max_trials += len(seeds)  # seeds are the oracle's trials, but not this study's budget
-    for record in tx.trials():
-        if record.oracle_trial_state:
-            oracle.trials[record.oracle_trial_id] = Trial.from_state(record.oracle_trial_state)
+    study_key = (tx.database, tx.study.id, str(tx.study.created_at))
+    cached = _FINISHED_TRIALS.get(study_key, {})
+    for trial_id, status, trial_state in tx.oracle_trial_states(skip=set(cached)):
+        if trial_state is None:  # finished, and already restored once by this process
+            oracle.trials[trial_id] = cached[trial_id]
+            continue
+        trial = _trial_from_state(oracle, trial_state, with_metrics=trial_id == with_metrics)
+        oracle.trials[trial_id] = trial
+        if status in FINISHED_STATUSES and trial_id != with_metrics:
+            if len(_FINISHED_TRIALS) > 1000:
+                _FINISHED_TRIALS.clear()
+            _FINISHED_TRIALS.setdefault(study_key, {})[trial_id] = trial
     if state:
         oracle.set_state(state)
     else:
@@ -204,6 +240,38 @@ def restore_oracle(tx: StudyTransaction) -> Any:
             oracle._record_values(oracle.trials[seed["trial_id"]])  # random search will not repeat them
     oracle.warm_start_states = seeds
     return oracle
+
+
+# Finished trials never change, and every claim restores all of a study's trials: each process keeps the
+# ones it restored, keyed by database, study and the study's creation time (ids repeat across databases).
+FINISHED_STATUSES = frozenset({"completed", "failed", "cancelled", "pruned"})
+_FINISHED_TRIALS: dict[tuple[str, int, str], dict[str, Any]] = {}
+
+
+def _trial_from_state(oracle: Any, state: dict[str, Any], *, with_metrics: bool) -> Any:
+    """``Trial.from_state`` without deserializing the space again (the costly part: ~1 ms per trial)."""
+    from keras_tuner.engine.hyperparameters import HyperParameters
+    from keras_tuner.engine.trial import Trial
+    from keras_tuner.src.engine.metrics_tracking import MetricsTracker
+
+    shared = oracle.hyperparameters
+    hyperparameters = HyperParameters()
+    for hp in shared.space:  # what HyperParameters.from_config does, with the oracle's parsed entries
+        hyperparameters._hps[hp.name].append(hp)
+        hyperparameters._space.append(hp)
+    hyperparameters.values = dict(state["hyperparameters"]["values"])
+    trial = Trial(hyperparameters, trial_id=state["trial_id"], status=state["status"])
+    if with_metrics:
+        trial.metrics = MetricsTracker.from_config(state["metrics"])
+    trial.score, trial.best_step, trial.message = state["score"], state["best_step"], state.get("message")
+    return trial
+
+
+def trial_state(trial: Any) -> dict[str, Any]:
+    """A trial's state as stored on its row: its values without another copy of the study's space."""
+    state = trial.get_state()
+    state["hyperparameters"] = {"values": state["hyperparameters"]["values"]}
+    return state
 
 
 def save_oracle(tx: StudyTransaction, oracle: Any) -> None:
@@ -371,7 +439,7 @@ def _claim_in_study(
         oracle_trial_id=trial.trial_id,
         ticket=ticket,
         hyperparameters=dict(trial.hyperparameters.values),
-        oracle_trial_state=trial.get_state(),
+        oracle_trial_state=trial_state(trial),
         worker=worker,
         gpu=gpu,
     )
@@ -427,7 +495,7 @@ def _finish(tx: StudyTransaction, trial_id: int, outcome: TrialOutcome) -> Finis
         return Finished(record, tx.study.status, more_work=False)
     if tx.study.algorithm in proposals.MODEL_BASED:
         return _finish_model_based(tx, record, outcome)
-    oracle = restore_oracle(tx)
+    oracle = restore_oracle(tx, with_metrics=record.oracle_trial_id)
     kt_trial = oracle.trials[record.oracle_trial_id]
     status = outcome.status
     if status in ("completed", "pruned") and outcome.metrics:
@@ -450,7 +518,7 @@ def _finish(tx: StudyTransaction, trial_id: int, outcome: TrialOutcome) -> Finis
         score=score,
         best_epoch=outcome.best_epoch,
         metrics=outcome.metrics,
-        oracle_trial_state=kt_trial.get_state(),
+        oracle_trial_state=trial_state(kt_trial),
         error=outcome.error,
         model_path=outcome.model_path,
         environment=outcome.environment,

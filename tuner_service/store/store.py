@@ -83,6 +83,41 @@ class StudyTransaction:
         )
         return [TrialRecord.of(r) for r in rows]
 
+    @property
+    def database(self) -> str:
+        """Which database this transaction writes to (for caches kept across transactions)."""
+        bind = self._session.get_bind()
+        return str(bind.engine.url if hasattr(bind, "engine") else bind.url)
+
+    def oracle_trial_states(self, skip: set[str] = frozenset()) -> list[tuple[str, str, dict[str, Any] | None]]:
+        """(oracle trial id, status, saved oracle state) of the study's trials, by number; the state is None
+        for finished trials named in ``skip`` (the caller has them). Only these columns are read, so that
+        restoring an oracle stays cheap on a large study."""
+        rows = self._session.execute(
+            select(TrialRow.oracle_trial_id, TrialRow.status)
+            .where(TrialRow.study_id == self._study.id, TrialRow.oracle_trial_state.is_not(None))
+            .order_by(TrialRow.number)
+        ).all()
+        finished = {"completed", "failed", "cancelled", "pruned"}
+        wanted = [trial_id for trial_id, status in rows if trial_id not in skip or status not in finished]
+        states: dict[str, Any] = {}
+        for start in range(0, len(wanted), 500):
+            states.update(
+                self._session.execute(
+                    select(TrialRow.oracle_trial_id, TrialRow.oracle_trial_state).where(
+                        TrialRow.study_id == self._study.id, TrialRow.oracle_trial_id.in_(wanted[start : start + 500])
+                    )
+                ).all()
+            )
+        out = []
+        for trial_id, status in rows:
+            if trial_id in states:
+                if states[trial_id]:
+                    out.append((trial_id, status, states[trial_id]))
+            else:
+                out.append((trial_id, status, None))
+        return out
+
     def trial(self, trial_id: int) -> TrialRecord:
         return TrialRecord.of(self._row(trial_id))
 
