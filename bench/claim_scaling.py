@@ -335,7 +335,8 @@ def markdown(result: dict[str, Any]) -> str:
         "two helper processes (the machine's two cores), after `finish_trial` or when a claim answered Propose; a "
         "claim call never fits a model. Claims/s counts calls that started a trial. A claim is about 14 SQL "
         "statements under the queue lock, so its latency is also given in round trips of a `SELECT 1` measured on "
-        "the same database just before (the shared server's round trip varied with the machine's load). Rebuilding TPE's in-memory "
+        "the same database just before (the shared server's round trip varied with the machine's load). "
+        "Rebuilding TPE's in-memory "
         f"Optuna study from 1,000 trial records took {result['tpe_rebuild_1000_ms']:.1f} ms (median)."
     )
     return setup + "\n\n" + verdict + md_table(headers, rows)
