@@ -27,6 +27,7 @@ from bench import (
     claim_scaling,
     gpu_packing,
     leaderboard_scale,
+    parallel_quality,
     search_quality,
     service_overhead,
 )
@@ -40,6 +41,7 @@ BENCHMARKS: list[ModuleType] = [
     api_load,
     gpu_packing,
     claim_scaling,
+    parallel_quality,
 ]
 
 RESULTS = Path(__file__).resolve().parent / "results"
