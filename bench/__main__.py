@@ -24,10 +24,12 @@ from typing import Any
 from bench import (
     api_load,
     broker_transports,
+    claim_scaling,
     gpu_packing,
     gpu_service,
     hypermodel_overhead,
     leaderboard_scale,
+    parallel_quality,
     search_quality,
     service_overhead,
     worker_start,
@@ -44,6 +46,8 @@ BENCHMARKS: list[ModuleType] = [
     hypermodel_overhead,
     worker_start,
     gpu_service,
+    claim_scaling,
+    parallel_quality,
 ]
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -32,11 +32,13 @@ TASKS: dict[str, tuple[str, str, str]] = {  # data set: (task type, objective, d
     "digits": ("multiclass", "val_accuracy", "max"),
     "breast_cancer": ("binary", "val_accuracy", "max"),
     "diabetes": ("regression", "val_mae", "min"),
+    "wine": ("multiclass", "val_accuracy", "max"),
 }
 KT_CONTENDERS = {"kt_random": "RandomSearch", "kt_bayesian": "BayesianOptimization", "kt_hyperband": "Hyperband"}
 SERVICE_CONTENDERS = {
     "svc_random": "random",
     "svc_bayesian": "bayesian",
+    "svc_tpe": "tpe",
     "svc_hyperband": "hyperband",
     "svc_asha": "asha",
 }

@@ -33,12 +33,13 @@ LABELS = {
     "optuna_tpe": "Optuna TPE + MedianPruner",
     "svc_random": "service `random`",
     "svc_bayesian": "service `bayesian`",
+    "svc_tpe": "service `tpe`",
     "svc_hyperband": "service `hyperband`",
     "svc_asha": "service `asha`",
 }
 FAMILIES = {
     "others": ["kt_random", "kt_bayesian", "kt_hyperband", "optuna_tpe"],
-    "service": ["svc_random", "svc_bayesian", "svc_hyperband", "svc_asha"],
+    "service": ["svc_random", "svc_bayesian", "svc_tpe", "svc_hyperband", "svc_asha"],
 }
 # Per task: epoch budget per run and the longest a trial may train (every contender's cap: RandomSearch,
 # Bayesian and Optuna fit up to it with early stopping, Hyperband's max_epochs, ASHA's top rung). Sized so that the
@@ -49,6 +50,7 @@ FULL = {
         "digits": {"budget": 120, "max_epochs": 9},
         "breast_cancer": {"budget": 40, "max_epochs": 4},
         "diabetes": {"budget": 40, "max_epochs": 4},
+        "wine": {"budget": 40, "max_epochs": 4},
     },
 }
 # The smoke run (CI): one classification and one regression task (both directions), every contender, tiny budgets.

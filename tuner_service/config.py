@@ -48,6 +48,9 @@ class Settings:
     max_memory_mb: int = 0
     # Import Keras, train one tiny model and load the default data set before a worker takes its first trial.
     worker_warm_up: bool = True
+    # Extra seconds spent in each model-based proposal (bayesian, tpe): only for tests and benchmarks that
+    # show a slow model holds up no claim.
+    proposal_delay_s: float = 0.0
     # Signs the dashboard's session cookies; made once and kept in $TUNER_HOME/secret-key when not given.
     secret_key: str = ""
     # The pool this worker process serves (set per process by the launcher) and hypermodels to offer
@@ -94,6 +97,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "TUNER_MAX_TRIALS_PER_PROCESS": ("max_trials_per_process", int),
         "TUNER_MAX_MEMORY_MB": ("max_memory_mb", int),
         "TUNER_AUTH_FAILURES_PER_MINUTE": ("auth_failures_per_minute", int),
+        "TUNER_PROPOSAL_DELAY": ("proposal_delay_s", float),
     }
     changes: dict[str, object] = {}
     for key, (field, kind) in numeric.items():

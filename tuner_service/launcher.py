@@ -39,6 +39,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "TUNER_SHUTDOWN_GRACE": str(settings.shutdown_grace_s),
         "TUNER_MAX_TRIALS_PER_PROCESS": str(settings.max_trials_per_process),
         "TUNER_MAX_MEMORY_MB": str(settings.max_memory_mb),
+        "TUNER_PROPOSAL_DELAY": str(settings.proposal_delay_s),
     }
 
 

@@ -2,16 +2,23 @@
 
 Any worker process may claim the next trial or report a finished one. Each does so under the study's
 row lock: restore the oracle from the stored state, ask it, and store the new state before the lock is
-released. Keras Tuner is imported only when an oracle is needed (in workers), never by the API.
+released. Those oracles (random, grid, Hyperband, ASHA) answer in milliseconds. Model-based studies
+(``bayesian``, ``tpe``) never fit a model under a lock: the claim takes a proposal computed beforehand
+(see :mod:`tuner_service.proposals`), or answers :class:`Propose` so that the worker computes one after
+it released the locks and claims again. Keras Tuner is imported only when an oracle is needed (in
+workers), never by the API.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from tuner_service import proposals
 from tuner_service.queue import runnable
 from tuner_service.space import SearchSpace
 from tuner_service.store import Store, StudyRecord, StudyTransaction, TrialRecord
@@ -48,6 +55,13 @@ class Wait:
     """No trial can start now (Hyperband waits for a round to finish); ask again later."""
 
     seconds: float
+
+
+@dataclass(frozen=True)
+class Propose:
+    """The study served next has no proposal ready: compute one outside the locks, then claim again."""
+
+    study_id: int
 
 
 @dataclass(frozen=True)
@@ -102,14 +116,9 @@ def make_oracle(study: StudyRecord) -> Any:
     import keras_tuner as kt
 
     spec = study.spec
-    from tuner_service.hypermodels.registry import model_ref
-
-    space = SearchSpace.from_json(
-        spec["search_space"], max_parameters=10_000, mlp_domains=model_ref(spec).is_builtin_mlp
-    )
     common: dict[str, Any] = {
         "objective": kt.Objective(study.objective_name, direction=study.direction),
-        "hyperparameters": kt.HyperParameters.from_config(space.to_keras_tuner_config()),
+        "hyperparameters": _hyperparameters(json.dumps(spec["search_space"]), _is_mlp(spec)),
         "seed": spec.get("seed"),
         "max_consecutive_failed_trials": 3,
     }
@@ -175,20 +184,62 @@ def make_oracle(study: StudyRecord) -> Any:
 WARM_START_KEY = "warm_start_trials"
 
 
-def restore_oracle(tx: StudyTransaction) -> Any:
-    """The study's oracle as it was when its state was last saved (a new one, seeded, on first use)."""
-    from keras_tuner.engine.trial import Trial
+def _is_mlp(spec: dict[str, Any]) -> bool:
+    """Whether the study tunes the built-in MLP, whose parameter names have fixed domains."""
+    from tuner_service.hypermodels.registry import model_ref
 
+    return model_ref(spec).is_builtin_mlp
+
+
+def _hyperparameters(space_json: str, mlp_domains: bool = True) -> Any:
+    """A fresh ``HyperParameters`` for the space, sharing entries parsed once per process: every claim
+    builds an oracle under the queue lock, and Keras' deserialization costs about a millisecond per entry."""
+    from keras_tuner.engine.hyperparameters import HyperParameters
+
+    parsed = _parsed_space(space_json, mlp_domains)
+    hyperparameters = HyperParameters()
+    for hp in parsed.space:  # what HyperParameters.from_config does, with entries parsed before
+        hyperparameters._hps[hp.name].append(hp)
+        hyperparameters._space.append(hp)
+    hyperparameters.values = dict(parsed.values)
+    return hyperparameters
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_space(space_json: str, mlp_domains: bool) -> Any:
+    import keras_tuner as kt
+
+    space = SearchSpace.from_json(json.loads(space_json), max_parameters=10_000, mlp_domains=mlp_domains)
+    return kt.HyperParameters.from_config(space.to_keras_tuner_config())
+
+
+def restore_oracle(tx: StudyTransaction, *, with_metrics: str | None = None) -> Any:
+    """The study's oracle as it was when its state was last saved (a new one, seeded, on first use).
+
+    Runs under the queue or study lock, so it must stay cheap however many trials the study has: every
+    trial shares the oracle's (fixed) space instead of deserializing its own copy, and only the trial
+    ``with_metrics`` (the one being reported) gets its metric history back; the oracles rank the others
+    by their score alone.
+    """
     oracle = make_oracle(tx.study)
     state = tx.study.oracle_state
     seeds = state.get(WARM_START_KEY, []) if state else _warm_start_seeds(tx, oracle)
     for seed in seeds:
-        oracle.trials[seed["trial_id"]] = Trial.from_state(seed)
+        oracle.trials[seed["trial_id"]] = _trial_from_state(oracle, seed, with_metrics=False)
     if seeds and oracle.max_trials:
         oracle.max_trials += len(seeds)  # seeds are the oracle's trials, but not this study's budget
-    for record in tx.trials():
-        if record.oracle_trial_state:
-            oracle.trials[record.oracle_trial_id] = Trial.from_state(record.oracle_trial_state)
+    study_key = (tx.database, tx.study.id, str(tx.study.created_at))
+    cached = _FINISHED_TRIALS.get(study_key, {})
+    for trial_id, status, trial_state in tx.oracle_trial_states(skip=set(cached)):
+        if trial_state is None:  # finished, and already restored once by this process
+            oracle.trials[trial_id] = cached[trial_id]
+            continue
+        trial = _trial_from_state(oracle, trial_state, with_metrics=trial_id == with_metrics)
+        oracle.trials[trial_id] = trial
+        if status in FINISHED_STATUSES and trial_id != with_metrics:
+            if len(_FINISHED_TRIALS) > 1000:
+                _FINISHED_TRIALS.clear()
+            _FINISHED_TRIALS.setdefault(study_key, {})[trial_id] = trial
     if state:
         oracle.set_state(state)
     else:
@@ -196,6 +247,38 @@ def restore_oracle(tx: StudyTransaction) -> Any:
             oracle._record_values(oracle.trials[seed["trial_id"]])  # random search will not repeat them
     oracle.warm_start_states = seeds
     return oracle
+
+
+# Finished trials never change, and every claim restores all of a study's trials: each process keeps the
+# ones it restored, keyed by database, study and the study's creation time (ids repeat across databases).
+FINISHED_STATUSES = frozenset({"completed", "failed", "cancelled", "pruned"})
+_FINISHED_TRIALS: dict[tuple[str, int, str], dict[str, Any]] = {}
+
+
+def _trial_from_state(oracle: Any, state: dict[str, Any], *, with_metrics: bool) -> Any:
+    """``Trial.from_state`` without deserializing the space again (the costly part: ~1 ms per trial)."""
+    from keras_tuner.engine.hyperparameters import HyperParameters
+    from keras_tuner.engine.trial import Trial
+    from keras_tuner.src.engine.metrics_tracking import MetricsTracker
+
+    shared = oracle.hyperparameters
+    hyperparameters = HyperParameters()
+    for hp in shared.space:  # what HyperParameters.from_config does, with the oracle's parsed entries
+        hyperparameters._hps[hp.name].append(hp)
+        hyperparameters._space.append(hp)
+    hyperparameters.values = dict(state["hyperparameters"]["values"])
+    trial = Trial(hyperparameters, trial_id=state["trial_id"], status=state["status"])
+    if with_metrics:
+        trial.metrics = MetricsTracker.from_config(state["metrics"])
+    trial.score, trial.best_step, trial.message = state["score"], state["best_step"], state.get("message")
+    return trial
+
+
+def trial_state(trial: Any) -> dict[str, Any]:
+    """A trial's state as stored on its row: its values without another copy of the study's space."""
+    state = trial.get_state()
+    state["hyperparameters"] = {"values": state["hyperparameters"]["values"]}
+    return state
 
 
 def save_oracle(tx: StudyTransaction, oracle: Any) -> None:
@@ -247,6 +330,11 @@ def _fit_values(space: Any, values: dict[str, Any]) -> dict[str, Any] | None:
     return {name: v for name, v in fitted.items() if active.is_active(name)}
 
 
+# A worker that found no proposal ready computes one and claims again at most this often, then waits.
+PROPOSE_ROUNDS = 3
+WAIT_FOR_PROPOSAL_S = 0.5
+
+
 def claim_next(
     store: Store,
     pool: str,
@@ -257,12 +345,44 @@ def claim_next(
     heartbeat_timeout_s: float,
     window_s: float = 3600.0,
     hypermodels: frozenset[str] | None = None,
+    proposal_delay_s: float = 0.0,
 ) -> Claim | Wait | Done:
     """Give a free worker of ``pool`` its next trial, from whichever study the queue serves next.
 
     Idempotent per ``ticket``: a redelivered message never creates a second trial. A worker that names
     the ``hypermodels`` it offers skips studies of other hypermodels (they wait for a worker that has them).
+    When the study served next needs a model-based proposal, this worker computes it with no lock held and
+    claims again.
     """
+    for _ in range(PROPOSE_ROUNDS):
+        result = claim_once(
+            store,
+            pool,
+            ticket=ticket,
+            worker=worker,
+            gpu=gpu,
+            heartbeat_timeout_s=heartbeat_timeout_s,
+            window_s=window_s,
+            hypermodels=hypermodels,
+        )
+        if not isinstance(result, Propose):
+            return result
+        proposals.compute_proposal(store, result.study_id, delay_s=proposal_delay_s)
+    return Wait(WAIT_FOR_PROPOSAL_S)
+
+
+def claim_once(
+    store: Store,
+    pool: str,
+    *,
+    ticket: str,
+    worker: str,
+    gpu: str | None = None,
+    heartbeat_timeout_s: float,
+    window_s: float = 3600.0,
+    hypermodels: frozenset[str] | None = None,
+) -> Claim | Wait | Done | Propose:
+    """One pass under the queue lock: a claim, or what the worker should do instead (never fits a model)."""
     return store.with_queue_lock(
         lambda queue: _claim_next(
             queue,
@@ -287,7 +407,7 @@ def _claim_next(
     heartbeat_timeout_s: float,
     window_s: float,
     hypermodels: frozenset[str] | None = None,
-) -> Claim | Wait | Done:
+) -> Claim | Wait | Done | Propose:
     mine = queue.trial_by_ticket(ticket)
     if mine is not None:
         # The broker delivered this message again: resume only a trial nobody is working on.
@@ -302,7 +422,7 @@ def _claim_next(
         if hypermodels is not None and _hypermodel_of(tx.study) not in hypermodels:
             continue
         result = _claim_in_study(tx, ticket=ticket, worker=worker, gpu=gpu)
-        if isinstance(result, Claim):
+        if isinstance(result, (Claim, Propose)):
             return result
         waited = waited or isinstance(result, Wait)
     if waited:
@@ -316,7 +436,9 @@ def _hypermodel_of(study: StudyRecord) -> str:
     return model_ref(study.spec).hypermodel
 
 
-def _claim_in_study(tx: StudyTransaction, *, ticket: str, worker: str, gpu: str | None) -> Claim | Wait | Done:
+def _claim_in_study(
+    tx: StudyTransaction, *, ticket: str, worker: str, gpu: str | None
+) -> Claim | Wait | Done | Propose:
     study = tx.study
     if study.is_terminal or study.is_paused:
         return Done(f"study is {study.status}")
@@ -325,6 +447,8 @@ def _claim_in_study(tx: StudyTransaction, *, ticket: str, worker: str, gpu: str 
         return Claim(tx.restart_trial(pending.id, ticket=ticket, worker=worker, gpu=gpu), tx.study)
     if tx.count() >= study.max_trials:
         return _maybe_complete(tx, "budget spent")
+    if study.algorithm in proposals.MODEL_BASED:
+        return _claim_proposal(tx, ticket=ticket, worker=worker, gpu=gpu)
     oracle = restore_oracle(tx)
     trial = oracle.create_trial(ticket)
     if trial.status == "IDLE":
@@ -337,12 +461,34 @@ def _claim_in_study(tx: StudyTransaction, *, ticket: str, worker: str, gpu: str 
         oracle_trial_id=trial.trial_id,
         ticket=ticket,
         hyperparameters=dict(trial.hyperparameters.values),
-        oracle_trial_state=trial.get_state(),
+        oracle_trial_state=trial_state(trial),
         worker=worker,
         gpu=gpu,
     )
     save_oracle(tx, oracle)
     if study.status == "queued":
+        tx.set_status("running")
+    return Claim(record, tx.study)
+
+
+def _claim_proposal(tx: StudyTransaction, *, ticket: str, worker: str, gpu: str | None) -> Claim | Done | Propose:
+    values = proposals.take(tx)
+    if values == proposals.EXHAUSTED:
+        return _maybe_complete(tx, "search space exhausted")
+    if values == proposals.NOT_READY:
+        return Propose(tx.study.id)
+    assert isinstance(values, dict)
+    number = tx.count()
+    record = tx.add_trial(
+        number=number,
+        oracle_trial_id=f"{number:0{len(str(tx.study.max_trials))}d}",
+        ticket=ticket,
+        hyperparameters=values,
+        oracle_trial_state=None,
+        worker=worker,
+        gpu=gpu,
+    )
+    if tx.study.status == "queued":
         tx.set_status("running")
     return Claim(record, tx.study)
 
@@ -369,8 +515,9 @@ def _finish(tx: StudyTransaction, trial_id: int, outcome: TrialOutcome) -> Finis
     record = tx.trial(trial_id)
     if record.status != "running":
         return Finished(record, tx.study.status, more_work=False)
-    study = tx.study
-    oracle = restore_oracle(tx)
+    if tx.study.algorithm in proposals.MODEL_BASED:
+        return _finish_model_based(tx, record, outcome)
+    oracle = restore_oracle(tx, with_metrics=record.oracle_trial_id)
     kt_trial = oracle.trials[record.oracle_trial_id]
     status = outcome.status
     if status in ("completed", "pruned") and outcome.metrics:
@@ -393,12 +540,46 @@ def _finish(tx: StudyTransaction, trial_id: int, outcome: TrialOutcome) -> Finis
         score=score,
         best_epoch=outcome.best_epoch,
         metrics=outcome.metrics,
-        oracle_trial_state=kt_trial.get_state(),
+        oracle_trial_state=trial_state(kt_trial),
         error=outcome.error,
         model_path=outcome.model_path,
         environment=outcome.environment,
     )
     save_oracle(tx, oracle)
+    return _after_finish(tx, finished, study_error)
+
+
+MAX_CONSECUTIVE_FAILURES = 3  # as the Keras Tuner oracles are configured in make_oracle
+
+
+def _finish_model_based(tx: StudyTransaction, record: TrialRecord, outcome: TrialOutcome) -> Finished:
+    """Store a model-based study's result; its proposer reads the trial rows, so no oracle is restored."""
+    status, score = outcome.status, None
+    if status in ("completed", "pruned"):
+        score = (outcome.metrics or {}).get(tx.study.objective_name)
+        if score is None or not math.isfinite(score):
+            status, score = "failed", None
+    finished = tx.finish_trial(
+        record.id,
+        status=status,
+        score=score,
+        best_epoch=outcome.best_epoch,
+        metrics=outcome.metrics,
+        error=outcome.error,
+        model_path=outcome.model_path,
+        environment=outcome.environment,
+    )
+    study_error = None
+    recent = tx.last_finished(MAX_CONSECUTIVE_FAILURES)
+    if len(recent) == MAX_CONSECUTIVE_FAILURES and all(t.status == "failed" for t in recent):
+        study_error = (
+            f"Number of consecutive failures exceeded the limit of {MAX_CONSECUTIVE_FAILURES}.\n{outcome.error or ''}"
+        )
+    return _after_finish(tx, finished, study_error)
+
+
+def _after_finish(tx: StudyTransaction, finished: TrialRecord, study_error: str | None) -> Finished:
+    study = tx.study
     if study_error is not None and not study.is_terminal:
         tx.set_status("failed", error=study_error)
     if tx.study.is_terminal:

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from tuner_service.datasets import DatasetInfo
     from tuner_service.store import Store, StudyRecord
 
-ALGORITHMS = ("random", "grid", "bayesian", "hyperband", "asha")
+ALGORITHMS = ("random", "grid", "bayesian", "tpe", "hyperband", "asha")
 SAMPLERS = ("random", "bayesian")
 PRIORITIES = ("low", "normal", "high")
 STUDY_KEYS = frozenset(
@@ -31,10 +31,12 @@ ALGORITHM_OPTIONS: dict[str, dict[str, tuple[type, float, float]]] = {
     "random": {},
     "grid": {},
     "bayesian": {
-        "num_initial_points": (int, 1, 1000),
+        "initial_points": (int, 1, 10_000),
+        "num_initial_points": (int, 1, 1000),  # Keras Tuner's name, kept as an alias of initial_points
         "alpha": (float, 0.0, 1.0),
         "beta": (float, 0.0, 100.0),
     },
+    "tpe": {"initial_points": (int, 1, 10_000)},
     "hyperband": {"max_epochs": (int, 2, 1000), "factor": (int, 2, 10), "hyperband_iterations": (int, 1, 10)},
     "asha": {"min_epochs": (int, 1, 1000), "max_epochs": (int, 2, 10_000), "reduction_factor": (int, 2, 10)},
 }
@@ -190,6 +192,8 @@ class StudySpec:
         if algorithm.name == "hyperband":
             # Hyperband's own epoch budget defaults to early stopping's, within its valid range 2..27.
             algorithm.options.setdefault("max_epochs", max(2, min(early.max_epochs, 27)))
+        if algorithm.name in ("bayesian", "tpe"):
+            _initial_points(algorithm, max_trials)
         if algorithm.name == "asha":
             algorithm.options.setdefault("max_epochs", max(2, early.max_epochs))
             min_epochs = algorithm.options.get("min_epochs", 1)
@@ -219,6 +223,17 @@ def _hypermodel_objective(doc: object, task: TaskSpec, errors: list[FieldError])
         errors.append(FieldError("objective.direction", f"must be 'min' or 'max', not {direction!r}"))
         return None
     return Objective(name, direction or infer_direction(name))
+
+
+def _initial_points(algorithm: AlgorithmSpec, max_trials: int) -> None:
+    """Random trials before the model proposes: at most the budget. When not given, the proposer chooses
+    them from the budget (``tuner_service.proposals.default_initial_points``) and keeps them in its state."""
+    options = algorithm.options
+    if "num_initial_points" in options and "initial_points" in options:
+        raise InvalidInput.one("algorithm.num_initial_points", "give initial_points or num_initial_points, not both")
+    for key in ("initial_points", "num_initial_points"):
+        if key in options and options[key] > max_trials:
+            raise InvalidInput.one(f"algorithm.{key}", f"must be at most max_trials ({max_trials})")
 
 
 def _pool(value: object, errors: list[FieldError]) -> str:

@@ -12,6 +12,7 @@ from celery.worker import state as worker_state
 from tuner_service import shutdown
 from tuner_service.config import Settings, load_settings
 from tuner_service.outage import wait_out
+from tuner_service.proposals import refill
 from tuner_service.reaper import reap
 from tuner_service.search import Claim, Done, Wait, claim_next, finish_trial
 from tuner_service.store import Store
@@ -68,6 +69,7 @@ def run_trial(self, pool: str, ticket: str) -> str:  # noqa: ANN001 - Celery's b
             heartbeat_timeout_s=settings.heartbeat_timeout_s,
             window_s=settings.fair_share_window_s,
             hypermodels=announce.offered_names(),
+            proposal_delay_s=settings.proposal_delay_s,
         ),
         what="claiming a trial",
     )
@@ -88,9 +90,21 @@ def run_trial(self, pool: str, ticket: str) -> str:  # noqa: ANN001 - Celery's b
     if isinstance(outcome, shutdown.Handback):
         return _hand_back(store, settings, claim, pool, outcome)
     finished = wait_out(lambda: finish_trial(store, study_id, claim.trial.id, outcome), what="storing a result")
+    if finished.more_work:
+        # Every lock is released: fit the study's model now, so the next claim only takes the result.
+        _refill(store, study_id, settings)
     if wait_out(lambda: store.pool_has_work(pool), what="looking for more work"):
         _wake(pool, study_id)
     return f"study {study_id} trial {finished.trial.number} {finished.trial.status} score={finished.trial.score}"
+
+
+def _refill(store: Store, study_id: int, settings: Settings) -> None:
+    """Compute the study's next proposals; a failure costs only speed (a claim that finds none computes
+    one itself, outside the locks), never the result already stored."""
+    try:
+        refill(store, study_id, delay_s=settings.proposal_delay_s)
+    except Exception:  # noqa: BLE001 - logged; the claim path has its own way to a proposal
+        log.exception("study %s: computing the next proposals failed", study_id)
 
 
 def _hand_back(store: Store, settings: Settings, claim: Claim, pool: str, handback: shutdown.Handback) -> str:

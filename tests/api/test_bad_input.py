@@ -155,7 +155,12 @@ CASES = [
     pytest.param(study("task.type", task={"type": "ranking"}), id="unknown-task-type"),
     pytest.param(study("task.loss", task={"type": "multiclass", "loss": "huber"}), id="huber-on-multiclass"),
     pytest.param(study("objective.name", objective={"name": "val_mae"}), id="objective-not-reported"),
-    pytest.param(study("algorithm.name", algorithm={"name": "tpe"}), id="unknown-algorithm"),
+    pytest.param(study("algorithm.name", algorithm={"name": "cmaes"}), id="unknown-algorithm"),
+    pytest.param(study("algorithm.initial_points", algorithm={"name": "tpe", "initial_points": 0}), id="tpe-initial-0"),
+    pytest.param(
+        study("algorithm.initial_points", algorithm={"name": "bayesian", "initial_points": 99}),
+        id="initial-over-budget",
+    ),
     pytest.param(
         study("algorithm.max_trials_per_bracket", algorithm={"name": "hyperband", "max_trials_per_bracket": 3}),
         id="unknown-hyperband-option",

@@ -172,8 +172,8 @@ INVALID = [
     # algorithm
     pytest.param(minimal(algorithm=5), ["algorithm"], id="algorithm-a-number"),
     pytest.param(minimal(algorithm=["random"]), ["algorithm"], id="algorithm-a-list"),
-    pytest.param(minimal(algorithm="tpe"), ["algorithm.name"], id="algorithm-unknown-string"),
-    pytest.param(minimal(algorithm={"name": "tpe"}), ["algorithm.name"], id="algorithm-unknown-object"),
+    pytest.param(minimal(algorithm="cmaes"), ["algorithm.name"], id="algorithm-unknown-string"),
+    pytest.param(minimal(algorithm={"name": "cmaes"}), ["algorithm.name"], id="algorithm-unknown-object"),
     pytest.param(minimal(algorithm={"name": "random", "seed": 1}), ["algorithm.seed"], id="random-has-no-options"),
     pytest.param(
         minimal(algorithm={"name": "hyperband", "max_trials_per_bracket": 3}),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -124,11 +125,17 @@ class QueueQueries:
     _write: Any
     _retrying: Any
 
+    # Called with the seconds each claim waited for the queue lock (benchmarks and metrics may set it).
+    on_queue_lock_wait: Callable[[float], None] | None = None
+
     @contextmanager
     def _queue_session(self) -> Iterator[QueueSession]:
         with self._write() as session:
+            started = time.perf_counter()
             if self.engine.dialect.name == "postgresql":
                 session.execute(select(func.pg_advisory_xact_lock(QUEUE_LOCK_KEY)))
+            if self.on_queue_lock_wait is not None:
+                self.on_queue_lock_wait(time.perf_counter() - started)
             # SQLite: the write transaction began IMMEDIATE and already excludes every other writer.
             yield QueueSession(session)
 

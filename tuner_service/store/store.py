@@ -86,6 +86,41 @@ class StudyTransaction:
         )
         return [TrialRecord.of(r) for r in rows]
 
+    @property
+    def database(self) -> str:
+        """Which database this transaction writes to (for caches kept across transactions)."""
+        bind = self._session.get_bind()
+        return str(bind.engine.url if hasattr(bind, "engine") else bind.url)
+
+    def oracle_trial_states(self, skip: set[str] = frozenset()) -> list[tuple[str, str, dict[str, Any] | None]]:
+        """(oracle trial id, status, saved oracle state) of the study's trials, by number; the state is None
+        for finished trials named in ``skip`` (the caller has them). Only these columns are read, so that
+        restoring an oracle stays cheap on a large study."""
+        rows = self._session.execute(
+            select(TrialRow.oracle_trial_id, TrialRow.status)
+            .where(TrialRow.study_id == self._study.id, TrialRow.oracle_trial_state.is_not(None))
+            .order_by(TrialRow.number)
+        ).all()
+        finished = {"completed", "failed", "cancelled", "pruned"}
+        wanted = [trial_id for trial_id, status in rows if trial_id not in skip or status not in finished]
+        states: dict[str, Any] = {}
+        for start in range(0, len(wanted), 500):
+            states.update(
+                self._session.execute(
+                    select(TrialRow.oracle_trial_id, TrialRow.oracle_trial_state).where(
+                        TrialRow.study_id == self._study.id, TrialRow.oracle_trial_id.in_(wanted[start : start + 500])
+                    )
+                ).all()
+            )
+        out = []
+        for trial_id, status in rows:
+            if trial_id in states:
+                if states[trial_id]:
+                    out.append((trial_id, status, states[trial_id]))
+            else:
+                out.append((trial_id, status, None))
+        return out
+
     def trial(self, trial_id: int) -> TrialRecord:
         return TrialRecord.of(self._row(trial_id))
 
@@ -110,6 +145,16 @@ class StudyTransaction:
             select(TrialRow)
             .where(TrialRow.study_id.in_(study_ids), TrialRow.status == "completed", TrialRow.score.is_not(None))
             .order_by(TrialRow.study_id, TrialRow.number)
+        )
+        return [TrialRecord.of(r) for r in rows]
+
+    def last_finished(self, limit: int) -> list[TrialRecord]:
+        """The study's ``limit`` most recently finished trials, newest first."""
+        rows = self._session.scalars(
+            select(TrialRow)
+            .where(TrialRow.study_id == self._study.id, TrialRow.finished_at.is_not(None))
+            .order_by(TrialRow.finished_at.desc(), TrialRow.id.desc())
+            .limit(limit)
         )
         return [TrialRecord.of(r) for r in rows]
 
@@ -139,7 +184,7 @@ class StudyTransaction:
         oracle_trial_id: str,
         ticket: str,
         hyperparameters: dict[str, Any],
-        oracle_trial_state: dict[str, Any],
+        oracle_trial_state: dict[str, Any] | None,
         worker: str,
         gpu: str | None = None,
     ) -> TrialRecord:
@@ -237,9 +282,10 @@ class Store(AccountQueries, QueueQueries, JobQueries, HypermodelQueries):
     Reads that take ``team_id`` return only that team's rows; ``None`` means every team (an admin).
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, **engine_options: Any) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        # engine_options (e.g. pool_size) are for processes that run many claims at once, such as benchmarks.
+        self.engine = make_engine(url, **engine_options)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     # -- schema -------------------------------------------------------------------------------
@@ -387,6 +433,15 @@ class Store(AccountQueries, QueueQueries, JobQueries, HypermodelQueries):
             total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
             rows = session.scalars(query.order_by(StudyRow.id.desc()).limit(limit).offset(offset))
             return Page([StudyRecord.of(r) for r in rows], total, limit, offset)
+
+    def study_snapshot(self, study_id: int) -> tuple[StudyRecord, list[TrialRecord]]:
+        """A study and all its trials (by number) as of one moment, read without taking its lock."""
+        with self._read() as session:
+            row = session.get(StudyRow, study_id)
+            if row is None:
+                raise NotFound("study", study_id)
+            trials = session.scalars(select(TrialRow).where(TrialRow.study_id == study_id).order_by(TrialRow.number))
+            return StudyRecord.of(row), [TrialRecord.of(t) for t in trials]
 
     def trial_counts(self, study_id: int) -> dict[str, int]:
         with self._read() as session:

@@ -1,0 +1,107 @@
+"""Model-based search with several workers on PostgreSQL (and Redis): no repeated configuration, values in
+range, the budget exact, and a slow model that holds up no other study's claim."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+
+from tests.conftest import digits_study, wait_for_study
+from tuner_service import proposals
+from tuner_service.config import load_settings
+from tuner_service.search import Claim, TrialOutcome, claim_next, claim_once, finish_trial
+from tuner_service.space import SearchSpace
+from tuner_service.store import Store
+from tuner_service.study import submit_study
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SPACE = {
+    "hidden_layers": {"type": "int", "min": 0, "max": 1},
+    "neurons": {"type": "int", "min": 16, "max": 256, "sampling": "log"},
+    "learning_rate": {"type": "float", "min": 1e-3, "max": 3e-2, "sampling": "log"},
+    "optimizer": {"type": "choice", "values": ["sgd", "adam"]},
+    "momentum": {"type": "float", "min": 0.0, "max": 0.9, "condition": {"parent": "optimizer", "values": ["sgd"]}},
+}
+
+
+def test_three_workers_run_bayesian_and_tpe_studies_without_repeating_a_configuration(team, workers) -> None:
+    settings, store, client = team
+    pool = workers(settings)
+    pool.start(3)
+    ids = []
+    for algorithm in ("bayesian", "tpe"):
+        doc = digits_study(
+            name=f"parallel-{algorithm}",
+            algorithm=algorithm,
+            search_space=SPACE,
+            max_trials=12,
+            parallelism=3,
+            early_stopping={"patience": 1, "max_epochs": 1},
+        )
+        response = client.post("/api/v1/studies", json=doc)
+        assert response.status_code == 201, response.json
+        ids.append(response.json["id"])
+    params = proposals.tuned(SearchSpace.from_json(SPACE))
+    for study_id in ids:
+        study = wait_for_study(store, study_id, timeout_s=420, logs=pool.logs)
+        assert study.status == "completed", study.error
+        trials = store.list_trials(study_id, sort="number", limit=100).items
+        assert [t.number for t in trials] == list(range(12)), "the budget is exact"
+        assert all(t.status == "completed" for t in trials)
+        keys = [proposals.config_key(t.hyperparameters) for t in trials]
+        assert len(set(keys)) == 12, f"{study.algorithm}: a configuration was trained twice"
+        for t in trials:
+            assert proposals.clamp(params, t.hyperparameters) == t.hyperparameters, t.hyperparameters
+            assert 16 <= t.hyperparameters.get("neurons", 16) <= 256
+            assert 1e-3 <= t.hyperparameters["learning_rate"] <= 3e-2
+        assert len({t.worker for t in trials}) >= 2, "several workers should have shared the study"
+        state = study.oracle_state["proposer"]
+        assert state["initial_points"] == 3 and state["proposals"] == []
+
+
+def test_a_slow_model_proposal_holds_up_no_claim_for_another_study(tmp_path, postgres_url) -> None:
+    import keras_tuner  # noqa: F401 - a worker has imported it before it claims (tasks.py imports training)
+
+    settings = load_settings({"TUNER_HOME": str(tmp_path / "home"), "TUNER_DATABASE_URL": postgres_url})
+    store = Store(postgres_url)
+    proposer_store = Store(postgres_url)  # the proposing worker's own connections, as in its own process
+    store.upgrade()
+    try:
+        space = {"learning_rate": SPACE["learning_rate"], "optimizer": SPACE["optimizer"]}
+        doc = digits_study(name="slow", algorithm={"name": "bayesian", "initial_points": 1}, search_space=space)
+        slow = submit_study(store, settings, doc, lambda pool, n: None)
+        first = claim_next(store, "cpu", ticket=uuid.uuid4().hex, worker="a", heartbeat_timeout_s=60)
+        assert isinstance(first, Claim) and first.study.id == slow.id
+        finish_trial(store, slow.id, first.trial.id, TrialOutcome("completed", {"val_accuracy": 0.5}, 0))
+
+        # Worker "a" claims next: the study needs a GP proposal, which this worker now computes (slowly).
+        in_claim = threading.Event()
+        proposer_store.on_queue_lock_wait = lambda _seconds: in_claim.set()
+        answer: dict[str, object] = {}
+
+        def slow_worker() -> None:
+            answer["claim"] = claim_next(
+                proposer_store, "cpu", ticket=uuid.uuid4().hex, worker="a", heartbeat_timeout_s=60, proposal_delay_s=10
+            )
+
+        thread = threading.Thread(target=slow_worker)
+        thread.start()
+        assert in_claim.wait(30)
+        other = submit_study(store, settings, digits_study(name="other", priority="high"), lambda pool, n: None)
+        started = time.perf_counter()
+        claimed = claim_once(store, "cpu", ticket=uuid.uuid4().hex, worker="b", heartbeat_timeout_s=60)
+        elapsed = time.perf_counter() - started
+        assert isinstance(claimed, Claim) and claimed.study.id == other.id
+        assert thread.is_alive(), f"the other study's claim waited for the model proposal ({elapsed:.1f} s)"
+        assert store.trial_counts(slow.id) == {"completed": 1}
+        print(f"claim for another study during a 10 s proposal: {elapsed * 1000:.1f} ms")
+        thread.join(60)
+        slow_claim = answer["claim"]
+        assert isinstance(slow_claim, Claim) and slow_claim.study.id == slow.id and slow_claim.trial.number == 1
+    finally:
+        store.dispose()
+        proposer_store.dispose()
