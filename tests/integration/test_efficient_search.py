@@ -74,7 +74,7 @@ def test_a_median_pruner_stops_bad_learning_rates_early(team, workers) -> None:
     ]
     # Median pruning may also stop a good trial that trails the median, but never before its peers' level.
     assert all(t.epochs_run >= 2 and t.score > 0.9 for t in good)
-    assert sum(t.epochs_run for t in trials) < 8 * 8 * 0.7, "pruning should save at least 30% of the epochs"
+    assert sum(t.epochs_trained for t in trials) < 8 * 8 * 0.7, "pruning should save at least 30% of the epochs"
     board = store.leaderboard(study_id=study.id, limit=50).items
     assert {row["status"] for row in board} == {"completed", "pruned"}
     assert board[0]["status"] == "completed" and board[0]["hyperparameters"]["learning_rate"] == 0.01

@@ -119,6 +119,8 @@ class TrialRecord:
     error: str | None
     model_path: str | None
     environment: dict[str, Any] | None = None
+    # epochs_run is the absolute epoch reached; a promoted trial trained only the epochs after its parent's.
+    epochs_trained: int = 0
 
     @classmethod
     def of(cls, row: TrialRow) -> TrialRecord:
@@ -128,7 +130,7 @@ class TrialRecord:
             row.score, row.best_epoch, row.epochs_run, dict(row.metrics) if row.metrics else None,
             row.worker, row.pool, row.gpu, row.heartbeat_at, row.created_at, row.started_at, row.finished_at,
             row.duration_s, row.retries, row.error, row.model_path,
-            dict(row.environment) if row.environment else None,
+            dict(row.environment) if row.environment else None, row.epochs_trained,
         )  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:

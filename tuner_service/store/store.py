@@ -170,7 +170,7 @@ class StudyTransaction:
         self._session.execute(delete(EpochRow).where(EpochRow.trial_id == trial_id))
         row.status, row.ticket, row.worker, row.gpu = "running", ticket, worker, gpu
         row.heartbeat_at = row.started_at = now
-        row.epochs_run, row.stop_requested, row.error = 0, False, None
+        row.epochs_run, row.epochs_trained, row.stop_requested, row.error = 0, 0, False, None
         self._session.flush()
         return TrialRecord.of(row)
 
@@ -505,6 +505,7 @@ class Store(AccountQueries, QueueQueries, JobQueries):
                 )
                 if existing is None:
                     session.add(EpochRow(trial_id=trial_id, execution=execution, epoch=epoch, metrics=metrics))
+                    trial.epochs_trained += 1
                 else:
                     existing.metrics = metrics
                 trial.heartbeat_at = utcnow()
@@ -650,6 +651,7 @@ class Store(AccountQueries, QueueQueries, JobQueries):
                         "score": trial.score,
                         "best_epoch": trial.best_epoch,
                         "epochs_run": trial.epochs_run,
+                        "epochs_trained": trial.epochs_trained,
                         "duration_s": trial.duration_s,
                         "hyperparameters": trial.hyperparameters,
                         "metrics": trial.metrics,
