@@ -55,6 +55,7 @@ COMPONENTS: dict[str, Any] = {
                         "output_activation": {"type": "string", "nullable": True},
                         "metrics": {"type": "array", "items": {"type": "string"}},
                         "normalize": {"type": "boolean"},
+                        "scale_target": {"type": "boolean"},
                     },
                 },
                 "objective": {
