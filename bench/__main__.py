@@ -21,7 +21,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from bench import api_load, broker_transports, gpu_packing, leaderboard_scale, search_quality, service_overhead
+from bench import (
+    api_load,
+    broker_transports,
+    gpu_packing,
+    leaderboard_scale,
+    promotion_cost,
+    search_quality,
+    service_overhead,
+)
 from bench.common import REPO, machine_info
 
 BENCHMARKS: list[ModuleType] = [
@@ -31,6 +39,7 @@ BENCHMARKS: list[ModuleType] = [
     leaderboard_scale,
     api_load,
     gpu_packing,
+    promotion_cost,
 ]
 
 RESULTS = Path(__file__).resolve().parent / "results"

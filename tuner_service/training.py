@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import threading
 import traceback
 from collections import OrderedDict
@@ -193,6 +194,16 @@ def load_checkpoint(prepared: Prepared, values: dict[str, Any], path: Path) -> A
     return model
 
 
+def _seed(seed: int, *, continuing: bool) -> None:
+    """Seed Python, NumPy and the backend; a model continued in memory keeps TensorFlow's seed, because
+    setting it clears TensorFlow's function caches and the model would trace its training step again."""
+    if continuing:
+        random.seed(seed)
+        np.random.seed(seed)
+    else:
+        keras.utils.set_random_seed(seed)
+
+
 def fit_once(
     prepared: Prepared,
     study: StudyRecord,
@@ -207,7 +218,7 @@ def fit_once(
     stopping; returns (model, history). ``callbacks`` run before early stopping, so their ``on_train_end``
     sees the last epoch's weights, not yet the best ones restored."""
     early = study.spec.get("early_stopping", {})
-    keras.utils.set_random_seed(seed)
+    _seed(seed, continuing=model is not None)
     if model is None:
         model = new_model(prepared, values) if resume_from is None else load_checkpoint(prepared, values, resume_from)
     stopper = keras.callbacks.EarlyStopping(

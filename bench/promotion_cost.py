@@ -1,0 +1,362 @@
+"""What a trained epoch costs under ASHA, against a plain ``model.fit`` loop on the same models, and what
+standardizing a regression target (``task.scale_target``) does to a search on diabetes.
+
+(1) ASHA through the service's own training path in this process (``claim_next`` → ``train_trial`` →
+``finish_trial`` on an SQLite store, as a worker runs them, without the broker): every epoch reported to the
+database, every trial's model saved, promotions continuing their parent. Twice: with the worker's in-memory
+continuation (the default) and with it off (every promotion loads its parent's checkpoint). Baseline: the
+configurations that ASHA trained, each built once by the same builder and fitted by one ``model.fit`` call for
+as many epochs as ASHA gave it in all its rungs, same data, batch size and validation. Ratios are cost per
+trained epoch against that loop, measured in the same run (repeats interleaved, the median kept).
+
+(2) diabetes: the service's random search and ASHA, the same seeds and space (learning rates 1e-4..0.3), with
+``scale_target`` on and off; the best ``val_mae`` is in the target's units either way.
+"""
+
+from __future__ import annotations
+
+import io
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from bench.common import fmt_s, fmt_x, md_table, ratio
+
+NAME = "promotion_cost"
+TITLE = "ASHA's cost per trained epoch, and target scaling on diabetes"
+
+MODEL = {"hidden_layers": 2, "neurons": 128, "optimizer": "adam", "batch_size": 64}
+SIZES = {
+    False: {
+        "mnist_rows": 5000,
+        "asha": {"min_epochs": 1, "max_epochs": 9, "reduction_factor": 3},
+        "asha_trials": 13,
+        "repeats": 3,
+        "diabetes_seeds": [0, 1, 2],
+        "diabetes_random_trials": 12,
+        "diabetes_asha_trials": 20,
+        "diabetes_asha_factor": 3,
+        "diabetes_max_epochs": 27,
+    },
+    True: {
+        "mnist_rows": 300,
+        "asha": {"min_epochs": 1, "max_epochs": 2, "reduction_factor": 2},
+        "asha_trials": 3,
+        "repeats": 1,
+        "diabetes_seeds": [0],
+        "diabetes_random_trials": 1,
+        "diabetes_asha_trials": 3,
+        "diabetes_asha_factor": 2,
+        "diabetes_max_epochs": 2,
+    },
+}
+DIABETES_SPACE: dict[str, Any] = {
+    "hidden_layers": {"type": "int", "min": 1, "max": 3},
+    "neurons": {"type": "int", "min": 16, "max": 128, "sampling": "log"},
+    "learning_rate": {"type": "float", "min": 1e-4, "max": 0.3, "sampling": "log"},
+    "optimizer": {"type": "choice", "values": ["sgd", "adam", "rmsprop"]},
+    "batch_size": {"type": "choice", "values": [16, 32]},
+}
+
+
+def _service(home: Path) -> tuple[Any, Any]:
+    from tuner_service.config import load_settings
+    from tuner_service.store import Store
+
+    settings = load_settings({"TUNER_HOME": str(home)})
+    store = Store(settings.database_url)
+    store.upgrade()
+    return settings, store
+
+
+def _mnist_shaped(store: Any, settings: Any, rows: int) -> str:
+    """A 784-feature, 10-class synthetic set uploaded as an .npz, as a user would; returns its key."""
+    import numpy as np
+    from sklearn.datasets import make_classification
+
+    from tuner_service.datasets import ingest_upload
+
+    x, y = make_classification(
+        n_samples=rows, n_features=784, n_informative=60, n_redundant=100, n_classes=10, random_state=0
+    )
+    buffer = io.BytesIO()
+    np.savez(buffer, x=x.astype(np.float32), y=y.astype(np.int64))
+    info = ingest_upload(buffer.getvalue(), "mnist_shaped.npz", settings.artifacts, max_bytes=1 << 30)
+    store.ensure_dataset(info.key, info.name, info.source, info.to_json())
+    return info.key
+
+
+def _run_study(store: Any, settings: Any, doc: dict[str, Any]) -> dict[str, Any]:
+    """Run a study to its end the way a worker does; wall time from the first claim to the last report."""
+    from tuner_service.search import Claim, Done, Wait, claim_next, finish_trial
+    from tuner_service.study import submit_study
+    from tuner_service.training import train_trial
+
+    study = submit_study(store, settings, doc, lambda pool, n: None)
+    start = time.perf_counter()
+    while True:
+        claim = claim_next(
+            store, study.pool, ticket=uuid.uuid4().hex, worker="bench", heartbeat_timeout_s=3600, window_s=3600
+        )
+        if isinstance(claim, Wait | Done):
+            break
+        assert isinstance(claim, Claim)
+        finish_trial(store, study.id, claim.trial.id, train_trial(store, settings, claim))
+    wall = time.perf_counter() - start
+    trials = store.list_trials(study.id, sort="number", limit=1000).items
+    return {"study": store.get_study(study.id), "trials": trials, "wall_s": wall}
+
+
+def _asha_doc(dataset: str, sizes: dict[str, Any], seed: int) -> dict[str, Any]:
+    space: dict[str, Any] = {k: {"type": "fixed", "value": v} for k, v in MODEL.items()}
+    space["learning_rate"] = {"type": "float", "min": 3e-4, "max": 3e-3, "sampling": "log"}
+    return {
+        "name": f"asha-cost-{dataset}",
+        "dataset": dataset,
+        "task": {"type": "multiclass"},
+        "objective": {"name": "val_accuracy", "direction": "max"},
+        "search_space": space,
+        "algorithm": {"name": "asha", **sizes["asha"]},
+        "max_trials": sizes["asha_trials"],
+        "seed": seed,
+        # No early stopping: every rung trains all its epochs, as the plain loop does.
+        "early_stopping": {"patience": 1000, "max_epochs": sizes["asha"]["max_epochs"]},
+        "validation": {"fraction": 0.2, "seed": 0},
+    }
+
+
+def _plain_loop(store: Any, settings: Any, study: Any, trials: list[Any]) -> dict[str, Any]:
+    """The same configurations, each fitted once for all the epochs ASHA gave it, by one ``model.fit``."""
+    from tuner_service.hypermodel import batch_size
+    from tuner_service.training import new_model, prepare, trial_seed
+
+    prepared = prepare(store, settings, study)
+    epochs_of: dict[str, int] = {}
+    values_of: dict[str, dict[str, Any]] = {}
+    root: dict[str, str] = {}
+    for t in trials:
+        parent = t.hyperparameters.get("tuner/trial_id")
+        root[t.oracle_trial_id] = root[parent] if parent else t.oracle_trial_id
+        key = root[t.oracle_trial_id]
+        epochs_of[key] = max(epochs_of.get(key, 0), t.epochs_run)
+        values_of.setdefault(key, {k: v for k, v in t.hyperparameters.items() if not k.startswith("tuner/")})
+    split = prepared.split
+    start = time.perf_counter()
+    for number, (key, epochs) in enumerate(epochs_of.items()):
+        import keras
+
+        keras.utils.set_random_seed(trial_seed(study, number, 0))
+        model = new_model(prepared, values_of[key])
+        model.fit(
+            split.x_train, split.y_train, validation_data=(split.x_val, split.y_val), epochs=epochs,
+            batch_size=batch_size(values_of[key]), verbose=0,
+        )  # fmt: skip
+    return {"wall_s": time.perf_counter() - start, "epochs": sum(epochs_of.values()), "configs": len(epochs_of)}
+
+
+def _asha_cost(dataset_label: str, dataset: str, sizes: dict[str, Any]) -> dict[str, Any]:
+    from tuner_service import training
+
+    runs: dict[str, list[dict[str, Any]]] = {"plain": [], "memory": [], "checkpoint": []}
+    for repeat in range(sizes["repeats"]):
+        for mode in ("memory", "checkpoint") if repeat % 2 == 0 else ("checkpoint", "memory"):
+            with tempfile.TemporaryDirectory(prefix="bench-asha-") as home:
+                settings, store = _service(Path(home))
+                key = _mnist_shaped(store, settings, sizes["mnist_rows"]) if dataset == "mnist_shaped" else dataset
+                saved = training.LIVE_MODELS.max_models
+                training.LIVE_MODELS.clear()
+                training.LIVE_MODELS.max_models = saved if mode == "memory" else 0
+                try:
+                    run = _run_study(store, settings, _asha_doc(key, sizes, seed=repeat))
+                finally:
+                    training.LIVE_MODELS.max_models = saved
+                    training.LIVE_MODELS.clear()
+                trials = run["trials"]
+                epochs = sum(t.epochs_trained for t in trials)
+                runs[mode].append(
+                    {
+                        "wall_s": run["wall_s"],
+                        "epochs": epochs,
+                        "trials": len(trials),
+                        "promotions": sum(1 for t in trials if t.hyperparameters.get("tuner/rung", 0) > 0),
+                        "completed": sum(1 for t in trials if t.status == "completed"),
+                        "best": run["study"].best_score,
+                    }
+                )
+                if mode == "memory":
+                    runs["plain"].append(_plain_loop(store, settings, run["study"], trials))
+                store.dispose()
+    summary = {}
+    for mode, rs in runs.items():
+        per_epoch = [r["wall_s"] / r["epochs"] for r in rs]
+        summary[mode] = {**rs[len(rs) // 2], "per_epoch_s": statistics.median(per_epoch), "per_epoch_all": per_epoch}
+    for mode in ("memory", "checkpoint"):
+        summary[mode]["ratio"] = ratio(summary[mode]["per_epoch_s"], summary["plain"]["per_epoch_s"])
+    return {"dataset": dataset_label, "runs": runs, "summary": summary}
+
+
+def _diabetes(sizes: dict[str, Any]) -> list[dict[str, Any]]:
+    import math
+
+    rows = []
+    for algorithm in ("random", "asha"):
+        for scale in (False, True):
+            for seed in sizes["diabetes_seeds"]:
+                with tempfile.TemporaryDirectory(prefix="bench-diabetes-") as home:
+                    settings, store = _service(Path(home))
+                    max_epochs = sizes["diabetes_max_epochs"]
+                    algo: Any = (
+                        {
+                            "name": "asha",
+                            "min_epochs": 1,
+                            "max_epochs": max_epochs,
+                            "reduction_factor": sizes["diabetes_asha_factor"],
+                        }
+                        if algorithm == "asha"
+                        else "random"
+                    )
+                    doc = {
+                        "name": f"diabetes-{algorithm}-{scale}",
+                        "dataset": "builtin:diabetes",
+                        "task": {"type": "regression", "scale_target": scale},
+                        "objective": {"name": "val_mae", "direction": "min"},
+                        "search_space": DIABETES_SPACE,
+                        "algorithm": algo,
+                        "max_trials": sizes[f"diabetes_{algorithm}_trials"],
+                        "seed": seed,
+                        "early_stopping": {"patience": 5, "max_epochs": max_epochs},
+                        "validation": {"fraction": 0.2, "seed": 0},
+                    }
+                    run = _run_study(store, settings, doc)
+                    trials = run["trials"]
+                    scores = [t.score for t in trials if t.score is not None and math.isfinite(t.score)]
+                    best = min(trials, key=lambda t: t.score if t.score is not None else math.inf)
+                    rows.append(
+                        {
+                            "algorithm": algorithm,
+                            "scale_target": scale,
+                            "seed": seed,
+                            "best_val_mae": min(scores) if scores else None,
+                            "median_val_mae": statistics.median(scores) if scores else None,
+                            "failed": sum(1 for t in trials if t.status == "failed"),
+                            "trials": len(trials),
+                            "best_learning_rate": best.hyperparameters.get("learning_rate"),
+                            "best_optimizer": best.hyperparameters.get("optimizer"),
+                            "epochs": sum(t.epochs_trained for t in trials),
+                            "wall_s": run["wall_s"],
+                        }
+                    )
+                    store.dispose()
+    return rows
+
+
+def _warm_up() -> None:
+    """Pay TensorFlow's once-per-process costs (import, first graph, first fit) before anything is timed."""
+    import keras
+    import numpy as np
+
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    x = np.zeros((64, 8), np.float32)
+    model.fit(x, x[:, :1], validation_data=(x, x[:, :1]), epochs=1, verbose=0)
+
+
+def run(quick: bool) -> dict[str, Any]:
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sizes = SIZES[quick]
+    _warm_up()
+
+    return {
+        "sizes": sizes,
+        "model": MODEL,
+        "asha": [
+            _asha_cost(f"MNIST-shaped synthetic ({sizes['mnist_rows']} × 784, 10 classes)", "mnist_shaped", sizes),
+            _asha_cost("digits (1,797 × 64, 10 classes)", "builtin:digits", sizes),
+        ],
+        "diabetes": _diabetes(sizes),
+    }
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    sizes = result["sizes"]
+    asha = sizes["asha"]
+    model = ", ".join(f"{k} {v}" for k, v in result["model"].items())
+    parts = [
+        f"ASHA (`min_epochs` {asha['min_epochs']}, `max_epochs` {asha['max_epochs']}, η {asha['reduction_factor']}, "
+        f"{sizes['asha_trials']} trials, learning rate 3e-4..3e-3, no early stopping) over one model ({model}) "
+        "run by the service's training path in one process: `claim_next` → `train_trial` → `finish_trial` on an "
+        "SQLite store, each epoch written to the database, each trial's model saved, promotions continuing their "
+        "parent (weights, optimizer state, epoch counter). **Baseline**: the configurations ASHA trained, each "
+        "built once by the same builder and fitted by one `model.fit` for all the epochs ASHA gave it, with the "
+        "same validation data. Cost per trained epoch = wall time / epochs trained (`epochs_trained`); "
+        f"median of {sizes['repeats']} interleaved repeats. Target: ≤ 1.15× the plain loop.",
+    ]
+    for entry in result["asha"]:
+        s = entry["summary"]
+        rows = [
+            ["plain `model.fit` loop (baseline)", s["plain"]["configs"], s["plain"]["epochs"],
+             fmt_s(s["plain"]["wall_s"]), fmt_s(s["plain"]["per_epoch_s"], 3), "1.00×"],
+        ]  # fmt: skip
+        for mode, label in (
+            ("memory", "ASHA, promotions continue in memory (default)"),
+            ("checkpoint", "ASHA, promotions load the parent's checkpoint"),
+        ):
+            m = s[mode]
+            rows.append(
+                [f"{label}: {m['trials']} trials, {m['promotions']} promotions", m["trials"] - m["promotions"],
+                 m["epochs"], fmt_s(m["wall_s"]), fmt_s(m["per_epoch_s"], 3), f"**{fmt_x(m['ratio'])}**"]
+            )  # fmt: skip
+        parts.append(
+            f"**{entry['dataset']}**\n\n"
+            + md_table(["run", "configurations", "epochs trained", "wall", "per epoch", "vs plain loop"], rows)
+        )
+    table = []
+    groups: dict[tuple[str, bool], list[dict[str, Any]]] = {}
+    for row in result["diabetes"]:
+        groups.setdefault((row["algorithm"], row["scale_target"]), []).append(row)
+    for (algorithm, scale), rows_ in groups.items():
+        best = [r["best_val_mae"] for r in rows_ if r["best_val_mae"] is not None]
+        table.append(
+            [
+                algorithm,
+                "on" if scale else "off",
+                ", ".join(_num(r["best_val_mae"], 1) for r in rows_),
+                _num(statistics.mean(best), 1) if best else "–",
+                ", ".join(_num(r["median_val_mae"], 1) for r in rows_),
+                sum(r["failed"] for r in rows_),
+                ", ".join(f"{r['best_optimizer']} {r['best_learning_rate']:.2g}" for r in rows_),
+                sum(r["epochs"] for r in rows_),
+            ]
+        )
+    seeds = ", ".join(str(s) for s in sizes["diabetes_seeds"])
+    parts.append(
+        f"**diabetes, `task.scale_target` off vs on** (seeds {seeds}; random: {sizes['diabetes_random_trials']} "
+        f"trials, ASHA: {sizes['diabetes_asha_trials']} trials with `min_epochs` 1, η {sizes['diabetes_asha_factor']}; "
+        f"`max_epochs` "
+        f"{sizes['diabetes_max_epochs']}, patience 5; space: 1-3 hidden layers of 16-128, learning rate "
+        "1e-4..0.3 log, sgd/adam/rmsprop, batch 16/32). `val_mae` is in the target's units in both (lower is "
+        "better).\n\n"
+        + md_table(
+            [
+                "algorithm",
+                "scale_target",
+                "best val_mae per seed",
+                "mean best",
+                "median trial val_mae per seed",
+                "failed trials",
+                "best trial's optimizer and rate",
+                "epochs",
+            ],
+            table,
+        )  # fmt: skip
+    )
+    return "\n\n".join(parts)
