@@ -29,6 +29,7 @@ from bench import (
     promotion_cost,
     search_quality,
     service_overhead,
+    target_scaling,
 )
 from bench.common import REPO, machine_info
 
@@ -40,6 +41,7 @@ BENCHMARKS: list[ModuleType] = [
     api_load,
     gpu_packing,
     promotion_cost,
+    target_scaling,
 ]
 
 RESULTS = Path(__file__).resolve().parent / "results"

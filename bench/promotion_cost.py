@@ -1,16 +1,14 @@
-"""What a trained epoch costs under ASHA, against a plain ``model.fit`` loop on the same models, and what
-standardizing a regression target (``task.scale_target``) does to a search on diabetes.
+"""What a trained epoch costs under ASHA, against a plain ``model.fit`` loop on the same models.
 
-(1) ASHA through the service's own training path in this process (``claim_next`` → ``train_trial`` →
+ASHA through the service's own training path in this process (``claim_next`` → ``train_trial`` →
 ``finish_trial`` on an SQLite store, as a worker runs them, without the broker): every epoch reported to the
 database, every trial's model saved, promotions continuing their parent. Twice: with the worker's in-memory
 continuation (the default) and with it off (every promotion loads its parent's checkpoint). Baseline: the
 configurations that ASHA trained, each built once by the same builder and fitted by one ``model.fit`` call for
 as many epochs as ASHA gave it in all its rungs, same data, batch size and validation. Ratios are cost per
-trained epoch against that loop, measured in the same run (repeats interleaved, the median kept).
-
-(2) diabetes: the service's random search and ASHA, the same seeds and space (learning rates 1e-4..0.3), with
-``scale_target`` on and off; the best ``val_mae`` is in the target's units either way.
+trained epoch against that loop in the same repeat (paired), wall time and this process's CPU time; the
+median over repeats is kept. CPU time is the steadier measure on a shared machine: other processes'
+load stretches wall time, not the work this process does.
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ from typing import Any
 from bench.common import fmt_s, fmt_x, md_table, ratio
 
 NAME = "promotion_cost"
-TITLE = "ASHA's cost per trained epoch, and target scaling on diabetes"
+TITLE = "ASHA's cost per trained epoch against a plain model.fit loop"
 
 MODEL = {"hidden_layers": 2, "neurons": 128, "optimizer": "adam", "batch_size": 64}
 SIZES = {
@@ -35,30 +33,13 @@ SIZES = {
         "asha": {"min_epochs": 1, "max_epochs": 9, "reduction_factor": 3},
         "asha_trials": 13,
         "repeats": 3,
-        "diabetes_seeds": [0, 1, 2],
-        "diabetes_random_trials": 12,
-        "diabetes_asha_trials": 20,
-        "diabetes_asha_factor": 3,
-        "diabetes_max_epochs": 27,
     },
     True: {
         "mnist_rows": 300,
         "asha": {"min_epochs": 1, "max_epochs": 2, "reduction_factor": 2},
         "asha_trials": 3,
         "repeats": 1,
-        "diabetes_seeds": [0],
-        "diabetes_random_trials": 1,
-        "diabetes_asha_trials": 3,
-        "diabetes_asha_factor": 2,
-        "diabetes_max_epochs": 2,
     },
-}
-DIABETES_SPACE: dict[str, Any] = {
-    "hidden_layers": {"type": "int", "min": 1, "max": 3},
-    "neurons": {"type": "int", "min": 16, "max": 128, "sampling": "log"},
-    "learning_rate": {"type": "float", "min": 1e-4, "max": 0.3, "sampling": "log"},
-    "optimizer": {"type": "choice", "values": ["sgd", "adam", "rmsprop"]},
-    "batch_size": {"type": "choice", "values": [16, 32]},
 }
 
 
@@ -96,7 +77,7 @@ def _run_study(store: Any, settings: Any, doc: dict[str, Any]) -> dict[str, Any]
     from tuner_service.training import train_trial
 
     study = submit_study(store, settings, doc, lambda pool, n: None)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     while True:
         claim = claim_next(
             store, study.pool, ticket=uuid.uuid4().hex, worker="bench", heartbeat_timeout_s=3600, window_s=3600
@@ -105,9 +86,9 @@ def _run_study(store: Any, settings: Any, doc: dict[str, Any]) -> dict[str, Any]
             break
         assert isinstance(claim, Claim)
         finish_trial(store, study.id, claim.trial.id, train_trial(store, settings, claim))
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     trials = store.list_trials(study.id, sort="number", limit=1000).items
-    return {"study": store.get_study(study.id), "trials": trials, "wall_s": wall}
+    return {"study": store.get_study(study.id), "trials": trials, "wall_s": wall, "cpu_s": cpu}
 
 
 def _asha_doc(dataset: str, sizes: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -144,7 +125,7 @@ def _plain_loop(store: Any, settings: Any, study: Any, trials: list[Any]) -> dic
         epochs_of[key] = max(epochs_of.get(key, 0), t.epochs_run)
         values_of.setdefault(key, {k: v for k, v in t.hyperparameters.items() if not k.startswith("tuner/")})
     split = prepared.split
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for number, (key, epochs) in enumerate(epochs_of.items()):
         import keras
 
@@ -154,7 +135,12 @@ def _plain_loop(store: Any, settings: Any, study: Any, trials: list[Any]) -> dic
             split.x_train, split.y_train, validation_data=(split.x_val, split.y_val), epochs=epochs,
             batch_size=batch_size(values_of[key]), verbose=0,
         )  # fmt: skip
-    return {"wall_s": time.perf_counter() - start, "epochs": sum(epochs_of.values()), "configs": len(epochs_of)}
+    return {
+        "wall_s": time.perf_counter() - start,
+        "cpu_s": time.process_time() - cpu,
+        "epochs": sum(epochs_of.values()),
+        "configs": len(epochs_of),
+    }
 
 
 def _asha_cost(dataset_label: str, dataset: str, sizes: dict[str, Any]) -> dict[str, Any]:
@@ -179,6 +165,7 @@ def _asha_cost(dataset_label: str, dataset: str, sizes: dict[str, Any]) -> dict[
                 runs[mode].append(
                     {
                         "wall_s": run["wall_s"],
+                        "cpu_s": run["cpu_s"],
                         "epochs": epochs,
                         "trials": len(trials),
                         "promotions": sum(1 for t in trials if t.hyperparameters.get("tuner/rung", 0) > 0),
@@ -189,68 +176,27 @@ def _asha_cost(dataset_label: str, dataset: str, sizes: dict[str, Any]) -> dict[
                 if mode == "memory":
                     runs["plain"].append(_plain_loop(store, settings, run["study"], trials))
                 store.dispose()
-    summary = {}
+    summary: dict[str, Any] = {}
     for mode, rs in runs.items():
-        per_epoch = [r["wall_s"] / r["epochs"] for r in rs]
-        summary[mode] = {**rs[len(rs) // 2], "per_epoch_s": statistics.median(per_epoch), "per_epoch_all": per_epoch}
+        summary[mode] = {
+            "configs": rs[0].get("configs"),
+            "trials": rs[0].get("trials"),
+            "promotions": rs[0].get("promotions"),
+            "epochs": statistics.median(r["epochs"] for r in rs),
+            "wall_s": statistics.median(r["wall_s"] for r in rs),
+            "cpu_s": statistics.median(r["cpu_s"] for r in rs),
+            "wall_per_epoch_s": statistics.median(r["wall_s"] / r["epochs"] for r in rs),
+            "cpu_per_epoch_s": statistics.median(r["cpu_s"] / r["epochs"] for r in rs),
+        }
     for mode in ("memory", "checkpoint"):
-        summary[mode]["ratio"] = ratio(summary[mode]["per_epoch_s"], summary["plain"]["per_epoch_s"])
+        for clock in ("wall", "cpu"):
+            paired = [
+                ratio(r[f"{clock}_s"] / r["epochs"], base[f"{clock}_s"] / base["epochs"])
+                for r, base in zip(runs[mode], runs["plain"], strict=True)
+            ]
+            summary[mode][f"{clock}_ratio"] = statistics.median(paired)
+            summary[mode][f"{clock}_ratios"] = paired
     return {"dataset": dataset_label, "runs": runs, "summary": summary}
-
-
-def _diabetes(sizes: dict[str, Any]) -> list[dict[str, Any]]:
-    import math
-
-    rows = []
-    for algorithm in ("random", "asha"):
-        for scale in (False, True):
-            for seed in sizes["diabetes_seeds"]:
-                with tempfile.TemporaryDirectory(prefix="bench-diabetes-") as home:
-                    settings, store = _service(Path(home))
-                    max_epochs = sizes["diabetes_max_epochs"]
-                    algo: Any = (
-                        {
-                            "name": "asha",
-                            "min_epochs": 1,
-                            "max_epochs": max_epochs,
-                            "reduction_factor": sizes["diabetes_asha_factor"],
-                        }
-                        if algorithm == "asha"
-                        else "random"
-                    )
-                    doc = {
-                        "name": f"diabetes-{algorithm}-{scale}",
-                        "dataset": "builtin:diabetes",
-                        "task": {"type": "regression", "scale_target": scale},
-                        "objective": {"name": "val_mae", "direction": "min"},
-                        "search_space": DIABETES_SPACE,
-                        "algorithm": algo,
-                        "max_trials": sizes[f"diabetes_{algorithm}_trials"],
-                        "seed": seed,
-                        "early_stopping": {"patience": 5, "max_epochs": max_epochs},
-                        "validation": {"fraction": 0.2, "seed": 0},
-                    }
-                    run = _run_study(store, settings, doc)
-                    trials = run["trials"]
-                    scores = [t.score for t in trials if t.score is not None and math.isfinite(t.score)]
-                    best = min(trials, key=lambda t: t.score if t.score is not None else math.inf)
-                    rows.append(
-                        {
-                            "algorithm": algorithm,
-                            "scale_target": scale,
-                            "seed": seed,
-                            "best_val_mae": min(scores) if scores else None,
-                            "median_val_mae": statistics.median(scores) if scores else None,
-                            "failed": sum(1 for t in trials if t.status == "failed"),
-                            "trials": len(trials),
-                            "best_learning_rate": best.hyperparameters.get("learning_rate"),
-                            "best_optimizer": best.hyperparameters.get("optimizer"),
-                            "epochs": sum(t.epochs_trained for t in trials),
-                            "wall_s": run["wall_s"],
-                        }
-                    )
-                    store.dispose()
-    return rows
 
 
 def _warm_up() -> None:
@@ -278,12 +224,7 @@ def run(quick: bool) -> dict[str, Any]:
             _asha_cost(f"MNIST-shaped synthetic ({sizes['mnist_rows']} × 784, 10 classes)", "mnist_shaped", sizes),
             _asha_cost("digits (1,797 × 64, 10 classes)", "builtin:digits", sizes),
         ],
-        "diabetes": _diabetes(sizes),
     }
-
-
-def _num(value: float | None, digits: int = 2) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -298,65 +239,41 @@ def markdown(result: dict[str, Any]) -> str:
         "parent (weights, optimizer state, epoch counter). **Baseline**: the configurations ASHA trained, each "
         "built once by the same builder and fitted by one `model.fit` for all the epochs ASHA gave it, with the "
         "same validation data. Cost per trained epoch = wall time / epochs trained (`epochs_trained`); "
-        f"median of {sizes['repeats']} interleaved repeats. Target: ≤ 1.15× the plain loop.",
+        f"ratios paired within each of {sizes['repeats']} interleaved repeats, median shown; CPU = this process's "
+        "CPU time (all its threads), steadier than wall time on a shared machine. Target: ≤ 1.15× the plain loop.",
     ]
     for entry in result["asha"]:
         s = entry["summary"]
+        p = s["plain"]
         rows = [
-            ["plain `model.fit` loop (baseline)", s["plain"]["configs"], s["plain"]["epochs"],
-             fmt_s(s["plain"]["wall_s"]), fmt_s(s["plain"]["per_epoch_s"], 3), "1.00×"],
+            ["plain `model.fit` loop (baseline)", p["configs"], p["epochs"], fmt_s(p["wall_s"]),
+             fmt_s(p["wall_per_epoch_s"], 3), "1.00×", fmt_s(p["cpu_per_epoch_s"], 3), "1.00×"],
         ]  # fmt: skip
         for mode, label in (
             ("memory", "ASHA, promotions continue in memory (default)"),
             ("checkpoint", "ASHA, promotions load the parent's checkpoint"),
         ):
             m = s[mode]
+            spread = ", ".join(fmt_x(x) for x in m["cpu_ratios"])
             rows.append(
                 [f"{label}: {m['trials']} trials, {m['promotions']} promotions", m["trials"] - m["promotions"],
-                 m["epochs"], fmt_s(m["wall_s"]), fmt_s(m["per_epoch_s"], 3), f"**{fmt_x(m['ratio'])}**"]
+                 m["epochs"], fmt_s(m["wall_s"]), fmt_s(m["wall_per_epoch_s"], 3), fmt_x(m["wall_ratio"]),
+                 fmt_s(m["cpu_per_epoch_s"], 3), f"**{fmt_x(m['cpu_ratio'])}** ({spread})"]
             )  # fmt: skip
         parts.append(
             f"**{entry['dataset']}**\n\n"
-            + md_table(["run", "configurations", "epochs trained", "wall", "per epoch", "vs plain loop"], rows)
+            + md_table(
+                [
+                    "run",
+                    "configurations",
+                    "epochs trained",
+                    "wall (median)",
+                    "wall per epoch",
+                    "vs plain (wall)",
+                    "CPU per epoch",
+                    "vs plain (CPU; each repeat)",
+                ],
+                rows,
+            )  # fmt: skip
         )
-    table = []
-    groups: dict[tuple[str, bool], list[dict[str, Any]]] = {}
-    for row in result["diabetes"]:
-        groups.setdefault((row["algorithm"], row["scale_target"]), []).append(row)
-    for (algorithm, scale), rows_ in groups.items():
-        best = [r["best_val_mae"] for r in rows_ if r["best_val_mae"] is not None]
-        table.append(
-            [
-                algorithm,
-                "on" if scale else "off",
-                ", ".join(_num(r["best_val_mae"], 1) for r in rows_),
-                _num(statistics.mean(best), 1) if best else "–",
-                ", ".join(_num(r["median_val_mae"], 1) for r in rows_),
-                sum(r["failed"] for r in rows_),
-                ", ".join(f"{r['best_optimizer']} {r['best_learning_rate']:.2g}" for r in rows_),
-                sum(r["epochs"] for r in rows_),
-            ]
-        )
-    seeds = ", ".join(str(s) for s in sizes["diabetes_seeds"])
-    parts.append(
-        f"**diabetes, `task.scale_target` off vs on** (seeds {seeds}; random: {sizes['diabetes_random_trials']} "
-        f"trials, ASHA: {sizes['diabetes_asha_trials']} trials with `min_epochs` 1, η {sizes['diabetes_asha_factor']}; "
-        f"`max_epochs` "
-        f"{sizes['diabetes_max_epochs']}, patience 5; space: 1-3 hidden layers of 16-128, learning rate "
-        "1e-4..0.3 log, sgd/adam/rmsprop, batch 16/32). `val_mae` is in the target's units in both (lower is "
-        "better).\n\n"
-        + md_table(
-            [
-                "algorithm",
-                "scale_target",
-                "best val_mae per seed",
-                "mean best",
-                "median trial val_mae per seed",
-                "failed trials",
-                "best trial's optimizer and rate",
-                "epochs",
-            ],
-            table,
-        )  # fmt: skip
-    )
     return "\n\n".join(parts)
