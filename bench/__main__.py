@@ -30,8 +30,10 @@ from bench import (
     hypermodel_overhead,
     leaderboard_scale,
     parallel_quality,
+    promotion_cost,
     search_quality,
     service_overhead,
+    target_scaling,
     worker_start,
 )
 from bench.common import REPO, machine_info
@@ -48,6 +50,8 @@ BENCHMARKS: list[ModuleType] = [
     gpu_service,
     claim_scaling,
     parallel_quality,
+    promotion_cost,
+    target_scaling,
 ]
 
 RESULTS = Path(__file__).resolve().parent / "results"

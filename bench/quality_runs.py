@@ -69,6 +69,7 @@ class Context:
     hyperband_factor: int
     asha_min_epochs: int
     asha_factor: int
+    target: Any = None  # the training target's (mean, std) when the task scales it
 
     def build(self, values: dict[str, Any]) -> Any:
         from tuner_service.datasets import output_units
@@ -80,6 +81,7 @@ class Context:
             n_features=self.info.n_features,
             n_outputs=output_units(self.info, self.task.type),
             norm_stats=self.norm,
+            target_stats=self.target,
         )
 
     def fit_data(self) -> dict[str, Any]:
@@ -342,7 +344,7 @@ def run_service(ctx: Context, contender: str, seed: int, workdir: Path) -> dict[
 
 def make_context(spec: dict[str, Any], artifacts: Path) -> Context:
     from tuner_service.datasets import describe_builtin, load_split
-    from tuner_service.hypermodel import normalization_stats
+    from tuner_service.hypermodel import normalization_stats, target_stats
     from tuner_service.task import TaskSpec
 
     task_type, objective, direction = TASKS[spec["task"]]
@@ -363,6 +365,7 @@ def make_context(spec: dict[str, Any], artifacts: Path) -> Context:
         hyperband_factor=spec["hyperband_factor"],
         asha_min_epochs=spec["asha_min_epochs"],
         asha_factor=spec["asha_factor"],
+        target=target_stats(split.y_train) if task.scale_target else None,
     )
 
 

@@ -85,6 +85,14 @@ def normalization_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x64.mean(axis=0).astype(np.float32), variance.astype(np.float32)
 
 
+def target_stats(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-output mean and standard deviation of the training target, for ``task.scale_target``."""
+    y64 = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+    std = y64.std(axis=0)
+    std[std < 1e-12] = 1.0  # a constant target has nothing to scale
+    return y64.mean(axis=0).astype(np.float32), std.astype(np.float32)
+
+
 def make_optimizer(name: str, learning_rate: float, momentum: float = 0.0) -> keras.optimizers.Optimizer:
     """A Keras optimizer by its short name; only SGD takes ``momentum``."""
     key = name.lower()
@@ -110,11 +118,13 @@ def build_model(
     n_features: int,
     n_outputs: int,
     norm_stats: tuple[np.ndarray, np.ndarray] | None = None,
+    target_stats: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> keras.Model:
     """A compiled MLP for ``task``: input, normalization, hidden Dense layers, output.
 
     ``wide_deep`` also feeds the normalized input straight to the output layer, beside the last hidden
-    layer. Multiclass targets are integer class ids whatever the loss.
+    layer. Multiclass targets are integer class ids whatever the loss. With ``task.scale_target`` the
+    model ends in the target's units (see :func:`_scaled_output`) but learns as if on a standardized one.
     """
     if task.architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {task.architecture!r}; one of: {', '.join(ARCHITECTURES)}")
@@ -124,14 +134,43 @@ def build_model(
     deep = _hidden_layers(wide, hp)
     if task.architecture == "wide_deep" and hp.hidden_layers > 0:
         deep = keras.layers.Concatenate(name="wide_deep")([wide, deep])
-    outputs = keras.layers.Dense(n_outputs, activation=task.output_activation or "linear", name="output")(deep)
+    metrics = [_metric(name, task, n_outputs) for name in task.metrics]
+    if task.scale_target:
+        if target_stats is None:
+            raise ValueError("task.scale_target needs target_stats; pass target_stats(y_train)")
+        outputs = _scaled_output(deep, task, n_outputs, target_stats)
+        loss: str | keras.losses.Loss = StandardizedLoss(task.loss, *(s.tolist() for s in target_stats))
+        metrics.append(keras.metrics.MeanMetricWrapper(LOSS_FUNCTIONS[task.loss], name=TARGET_UNITS_LOSS))
+    else:
+        outputs = keras.layers.Dense(n_outputs, activation=task.output_activation or "linear", name="output")(deep)
+        loss = _loss(task, n_outputs)
     model = keras.Model(inputs, outputs, name=f"{task.type}_{task.architecture}")
-    model.compile(
-        optimizer=make_optimizer(hp.optimizer, hp.learning_rate, hp.momentum),
-        loss=_loss(task, n_outputs),
-        metrics=[_metric(name, task, n_outputs) for name in task.metrics],
-    )
+    model.compile(optimizer=make_optimizer(hp.optimizer, hp.learning_rate, hp.momentum), loss=loss, metrics=metrics)
     return model
+
+
+# With task.scale_target the loss Keras reports is in standardized units; this metric is the same loss in the
+# target's own units, and training reports it as ``loss``/``val_loss`` (training.TargetUnitLogs).
+TARGET_UNITS_LOSS = "loss_in_target_units"
+LOSS_FUNCTIONS = {
+    "mse": keras.losses.mean_squared_error,
+    "mae": keras.losses.mean_absolute_error,
+    "huber": keras.losses.huber,
+}
+
+
+def _scaled_output(deep: Any, task: TaskSpec, n_outputs: int, stats: tuple[np.ndarray, np.ndarray]) -> Any:
+    """A linear unit-scale output, mapped to the target's units (z·std + mean), then the output activation.
+
+    The saved model therefore predicts the target's own units, and an activation meant to bound them
+    (relu for a non-negative target) bounds the prediction, not the standardized value.
+    """
+    mean, std = stats
+    z = keras.layers.Dense(n_outputs, name="output")(deep)
+    y = keras.layers.Rescaling(scale=std, offset=mean, name="target_units")(z)
+    if task.output_activation:
+        y = keras.layers.Activation(task.output_activation, name="output_activation")(y)
+    return y
 
 
 def _normalized(inputs: keras.KerasTensor, task: TaskSpec, stats: tuple[np.ndarray, np.ndarray] | None) -> Any:
@@ -184,6 +223,31 @@ def _metric(name: str, task: TaskSpec, n_outputs: int) -> keras.metrics.Metric:
     if name not in simple:
         raise ValueError(f"unknown metric {name!r}")
     return simple[name](name=name)
+
+
+@keras.saving.register_keras_serializable(package="tuner_service")
+class StandardizedLoss(keras.losses.Loss):
+    """A regression loss computed on the standardized target and prediction, ``(v - mean) / std``.
+
+    The model predicts the target's units, yet its gradients (and so its usable learning rates) are those
+    of a model trained on a unit-variance target: a target in the hundreds no longer rewards the learning
+    rates that move fastest in the first epoch and then diverge.
+    """
+
+    def __init__(self, base: str, mean: list[float], std: list[float], name: str | None = None, **kwargs: Any):
+        if base not in LOSS_FUNCTIONS:
+            raise ValueError(f"unknown regression loss {base!r}; one of: {', '.join(LOSS_FUNCTIONS)}")
+        super().__init__(name=name or f"standardized_{base}", **kwargs)
+        self.base, self.mean, self.std = base, list(mean), list(std)
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        mean = keras.ops.convert_to_tensor(self.mean, dtype=y_pred.dtype)
+        std = keras.ops.convert_to_tensor(self.std, dtype=y_pred.dtype)
+        y_true = keras.ops.cast(y_true, y_pred.dtype)
+        return LOSS_FUNCTIONS[self.base]((y_true - mean) / std, (y_pred - mean) / std)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "base": self.base, "mean": self.mean, "std": self.std}
 
 
 @keras.saving.register_keras_serializable(package="tuner_service")

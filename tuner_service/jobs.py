@@ -12,7 +12,7 @@ import numpy as np
 
 from tuner_service.config import Settings
 from tuner_service.datasets import DatasetInfo, load_split, output_units
-from tuner_service.hypermodel import batch_size, build_model, normalization_stats
+from tuner_service.hypermodel import TARGET_UNITS_LOSS, batch_size, build_model, normalization_stats, target_stats
 from tuner_service.lr_range import RangeTestSpec, analyse, smooth
 from tuner_service.store import JobRecord, Store
 from tuner_service.training import _best_epoch, environment, fit_once, prepare, trial_seed
@@ -49,8 +49,10 @@ class RangeRecorder(keras.callbacks.Callback):
         self.model.optimizer.learning_rate.assign(self.spec.rate(len(self.rates)))
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        # Keras reports the running mean over the epoch; undo it to get this batch's loss.
-        mean = float((logs or {}).get("loss", math.nan))
+        # Keras reports the running mean over the epoch; undo it to get this batch's loss. A scaled target's
+        # model minimises a standardized loss but also measures it in the target's units: report those.
+        logs = logs or {}
+        mean = float(logs.get(TARGET_UNITS_LOSS, logs.get("loss", math.nan)))
         loss = (batch + 1) * mean - batch * self._mean_before
         self._mean_before = mean
         self.rates.append(self.spec.rate(len(self.rates)))
@@ -74,8 +76,11 @@ def lr_range_test(store: Store, settings: Settings, job: JobRecord) -> dict[str,
     keras.utils.set_random_seed(spec.seed)
     values = {**spec.architecture, "learning_rate": spec.min_lr}
     norm = normalization_stats(split.x_train) if spec.task.normalize else None
+    # With task.scale_target the rates are tried on the standardized target, as a study will train with them.
+    target = target_stats(split.y_train) if spec.task.scale_target else None
+    n_outputs = output_units(info, spec.task.type)
     model = build_model(
-        spec.task, values, n_features=info.n_features, n_outputs=output_units(info, spec.task.type), norm_stats=norm
+        spec.task, values, n_features=info.n_features, n_outputs=n_outputs, norm_stats=norm, target_stats=target
     )
     recorder = RangeRecorder(spec, lambda progress: store.job_progress(job.id, progress))
     size = batch_size(values)

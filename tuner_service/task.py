@@ -52,7 +52,7 @@ DEFAULT_METRICS: dict[str, tuple[str, ...]] = {
 REGRESSION_ACTIVATIONS = (None, "relu", "softplus", "sigmoid", "tanh")
 FIXED_ACTIVATIONS = {"binary": "sigmoid", "multilabel": "sigmoid", "multiclass": "softmax"}
 
-TASK_KEYS = ("type", "architecture", "loss", "output_activation", "metrics", "normalize")
+TASK_KEYS = ("type", "architecture", "loss", "output_activation", "metrics", "normalize", "scale_target")
 OBJECTIVE_KEYS = ("name", "direction")
 DIRECTIONS = ("min", "max")
 _MAXIMISED = ("auc", "precision", "recall", "f1", "f1_score")
@@ -69,7 +69,9 @@ class TaskSpec:
     """The learning problem of a study: task type, model family, loss, output activation and metrics.
 
     Empty ``loss``/``metrics`` are resolved to the task type's defaults on construction, so every
-    instance holds the values actually used.
+    instance holds the values actually used. ``scale_target`` (None: on for regression, off otherwise)
+    trains a regression model on the standardized target while metrics and the saved model stay in the
+    target's own units.
     """
 
     type: str
@@ -78,6 +80,7 @@ class TaskSpec:
     output_activation: str | None = None
     metrics: tuple[str, ...] = ()
     normalize: bool = True
+    scale_target: bool | None = None
 
     def __post_init__(self) -> None:
         _fill_defaults(self)
@@ -109,6 +112,7 @@ class TaskSpec:
             "output_activation": self.output_activation,
             "metrics": list(self.metrics),
             "normalize": self.normalize,
+            "scale_target": self.scale_target,
         }
 
     def metric_names(self) -> list[str]:
@@ -202,11 +206,12 @@ def _read_task_fields(doc: Mapping[str, Any], field: str, errors: list[FieldErro
             values["output_activation"] = activation
         else:
             errors.append(FieldError(f"{field}.output_activation", "must be a string or null"))
-    if "normalize" in doc:
-        if isinstance(doc["normalize"], bool):
-            values["normalize"] = doc["normalize"]
-        else:
-            errors.append(FieldError(f"{field}.normalize", "must be true or false"))
+    for key in ("normalize", "scale_target"):
+        if key in doc:
+            if isinstance(doc[key], bool):
+                values[key] = doc[key]
+            else:
+                errors.append(FieldError(f"{field}.{key}", "must be true or false"))
     if "metrics" in doc:
         metrics = _read_metrics(doc["metrics"], f"{field}.metrics", errors)
         if metrics is not None:
@@ -232,6 +237,7 @@ def _unchecked_task(values: Mapping[str, Any]) -> TaskSpec:
         "output_activation": None,
         "metrics": (),
         "normalize": True,
+        "scale_target": None,
     }
     merged.update(values)
     for key, value in merged.items():
@@ -246,6 +252,8 @@ def _fill_defaults(task: TaskSpec) -> None:
         return
     object.__setattr__(task, "loss", task.loss or LOSSES[task.type][0])
     object.__setattr__(task, "metrics", tuple(task.metrics) or DEFAULT_METRICS[task.type])
+    if task.scale_target is None:
+        object.__setattr__(task, "scale_target", task.type == "regression")
     if task.type == "regression" and task.output_activation == "linear":
         object.__setattr__(task, "output_activation", None)
     if task.type in FIXED_ACTIVATIONS and task.output_activation is None:
@@ -272,6 +280,8 @@ def _task_problems(task: TaskSpec, field: str, skip: set[str] | None = None) -> 
         errors.extend(_activation_problems(task, f"{field}.output_activation"))
     if "metrics" not in skip:
         errors.extend(_metric_problems(task, f"{field}.metrics"))
+    if "scale_target" not in skip and task.scale_target and task.type != "regression":
+        errors.append(FieldError(f"{field}.scale_target", f"only a regression target is scaled, not a {task.type} one"))
     return errors
 
 

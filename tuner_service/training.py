@@ -1,6 +1,9 @@
 """Train one claimed trial: build the model, fit with early stopping, report every epoch, save it.
 
-Imports Keras; only workers import this module.
+A promoted ASHA/Hyperband trial continues its parent's training: weights, optimizer state and epoch
+counter. It takes the parent's model straight from this process's memory when this worker trained the
+parent (see :class:`LiveModels`), and otherwise loads the parent's checkpoint, a full ``.keras`` model
+with its optimizer's variables. Imports Keras; only workers import this module.
 """
 
 from __future__ import annotations
@@ -8,8 +11,10 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import random
 import threading
 import traceback
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +26,7 @@ from tuner_service import shutdown
 from tuner_service.config import Settings
 from tuner_service.datasets import DatasetInfo, Split, load_split, output_units
 from tuner_service.errors import DatabaseUnavailable
-from tuner_service.hypermodel import normalization_stats
+from tuner_service.hypermodel import TARGET_UNITS_LOSS, normalization_stats, target_stats
 from tuner_service.hypermodels.registry import model_ref
 from tuner_service.hypermodels.runtime import Context, Runner, runner_for, trial_hyperparameters
 from tuner_service.outage import OutageLog, wait_out
@@ -142,7 +147,16 @@ def study_dir(settings: Settings, study_id: int) -> Path:
 
 
 def checkpoint_path(settings: Settings, study_id: int, oracle_trial_id: str) -> Path:
+    """The model a promotion continues from: the parent's last state, with its optimizer's variables."""
+    return study_dir(settings, study_id) / "checkpoints" / f"{oracle_trial_id}.keras"
+
+
+def legacy_checkpoint_path(settings: Settings, study_id: int, oracle_trial_id: str) -> Path:
+    """Weights only, as trials saved before checkpoints kept the optimizer; still read for such parents."""
     return study_dir(settings, study_id) / "checkpoints" / f"{oracle_trial_id}.weights.h5"
+
+
+PROMOTING_ALGORITHMS = ("asha", "hyperband")
 
 
 # Normalization statistics per (data set, split): computed once per worker process, like the split.
@@ -159,6 +173,24 @@ def _norm_stats(info: DatasetInfo, fraction: float, seed: int, split: Split) -> 
 def preempt_checkpoint_path(settings: Settings, study_id: int, trial_id: int) -> Path:
     """Where a preempted trial's weights wait for the worker that resumes it."""
     return study_dir(settings, study_id) / "checkpoints" / f"preempted-{trial_id}.weights.h5"
+
+
+class TargetUnitLogs(keras.callbacks.Callback):
+    """Reports a scaled-target model's loss in the target's own units, as ``loss`` and ``val_loss``.
+
+    Keras logs the loss it minimises, which is in standardized units under ``task.scale_target``; the model
+    also measures the same loss in the target's units (``hypermodel.TARGET_UNITS_LOSS``). This callback
+    must come first: Keras hands one logs dict to every callback in turn, so early stopping, the epoch
+    reporter and the History all see the rewritten values.
+    """
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if logs is None:
+            return
+        for prefix in ("", "val_"):
+            value = logs.pop(prefix + TARGET_UNITS_LOSS, None)
+            if value is not None:
+                logs[prefix + "loss"] = value
 
 
 def train_trial(store: Store, settings: Settings, claim: Claim) -> TrialOutcome | shutdown.Handback:
@@ -190,10 +222,17 @@ class Prepared:
     norm: tuple[Any, Any] | None
     runner: Runner
     context: Context
+    search_space: dict[str, Any]
+    builtin_mlp: bool
+    target: tuple[Any, Any] | None = None  # the training target's (mean, std) under task.scale_target
 
     def inputs(self, x: np.ndarray) -> np.ndarray:
         """Features as the study's hypermodel takes them (image sets as images: a view, not a copy)."""
         return self.runner.inputs(x, self.info.image_shape)
+
+    def hyperparameters(self, values: dict[str, Any]) -> Any:
+        """A Keras Tuner ``HyperParameters`` holding one trial's values, for the hypermodel to read."""
+        return trial_hyperparameters(self.search_space, values, mlp_domains=self.builtin_mlp)
 
 
 def prepare(store: Store, settings: Settings, study: StudyRecord) -> Prepared:
@@ -205,15 +244,43 @@ def prepare(store: Store, settings: Settings, study: StudyRecord) -> Prepared:
     fraction, split_seed = validation.get("fraction", 0.2), validation.get("seed", 0)
     split = load_split(info, settings.artifacts, validation_fraction=fraction, seed=split_seed, task_type=task.type)
     norm = _norm_stats(info, fraction, split_seed, split) if task.normalize else None
+    builtin_mlp = model_ref(spec).is_builtin_mlp
+    # Target scaling is the built-in MLP's: an installed hypermodel builds its own output layer and loss.
+    target = target_stats(split.y_train) if task.scale_target and builtin_mlp else None
     runner = runner_for(model_ref(spec).hypermodel, settings.hypermodels)
     shape = tuple(runner.inputs(split.x_train[:1], info.image_shape).shape[1:])
-    context = Context(shape, output_units(info, task.type), task, norm)
-    return Prepared(task, info, split, norm, runner, context)
+    context = Context(shape, output_units(info, task.type), task, norm, target)
+    return Prepared(task, info, split, norm, runner, context, spec["search_space"], builtin_mlp, target)
 
 
 def trial_seed(study: StudyRecord, number: int, execution: int) -> int:
     """The seed of one execution of one trial: fixed by the study's seed, so reruns can reproduce it."""
     return ((study.spec.get("seed") or 0) * 1_000_003 + number * 101 + execution) % 2**31
+
+
+def new_model(prepared: Prepared, values: dict[str, Any]) -> Any:
+    """The study's hypermodel freshly built and compiled for ``values``."""
+    return prepared.runner.build(prepared.hyperparameters(values), prepared.context)
+
+
+def load_checkpoint(prepared: Prepared, values: dict[str, Any], path: Path) -> Any:
+    """The model a checkpoint holds, optimizer state included; a weights-only (older) checkpoint gets a new
+    optimizer, as before."""
+    if path.suffix == ".keras":
+        return keras.models.load_model(path)
+    model = new_model(prepared, values)
+    model.load_weights(path)
+    return model
+
+
+def _seed(seed: int, *, continuing: bool) -> None:
+    """Seed Python, NumPy and the backend; a model continued in memory keeps TensorFlow's seed, because
+    setting it clears TensorFlow's function caches and the model would trace its training step again."""
+    if continuing:
+        random.seed(seed)
+        np.random.seed(seed)
+    else:
+        keras.utils.set_random_seed(seed)
 
 
 def fit_once(
@@ -224,15 +291,17 @@ def fit_once(
     seed: int,
     callbacks: list[Any],
     resume_from: Path | None = None,
+    model: Any = None,
 ) -> tuple[Any, Any]:
-    """Build the study's hypermodel for ``values`` and fit it (its own ``fit`` if it has one) with the
-    study's early stopping; returns (model, history)."""
+    """Fit ``model`` (by default: the one ``resume_from`` holds, else the study's hypermodel built for
+    ``values``) with the study's early stopping, through the hypermodel's own ``fit`` if it has one;
+    returns (model, history). ``callbacks`` run before early stopping, so their ``on_train_end`` sees the
+    last epoch's weights, not yet the best ones restored."""
     early = study.spec.get("early_stopping", {})
-    keras.utils.set_random_seed(seed)
-    hp = trial_hyperparameters(study.spec["search_space"], values, mlp_domains=model_ref(study.spec).is_builtin_mlp)
-    model = prepared.runner.build(hp, prepared.context)
-    if resume_from is not None:
-        model.load_weights(resume_from)
+    _seed(seed, continuing=model is not None)
+    hp = prepared.hyperparameters(values)
+    if model is None:
+        model = new_model(prepared, values) if resume_from is None else load_checkpoint(prepared, values, resume_from)
     stopper = keras.callbacks.EarlyStopping(
         monitor=study.objective_name,
         mode=study.direction,
@@ -249,7 +318,7 @@ def fit_once(
         validation_data=(prepared.inputs(prepared.split.x_val), prepared.split.y_val),
         epochs=int(values.get("tuner/epochs", early.get("max_epochs", 50))),
         initial_epoch=int(values.get("tuner/initial_epoch", 0)),
-        callbacks=[stopper, *callbacks],
+        callbacks=[TargetUnitLogs(), *callbacks, stopper],
         verbose=0,
     )
     if not hasattr(history, "history"):
@@ -296,12 +365,13 @@ def _train(store: Store, settings: Settings, claim: Claim) -> TrialOutcome | shu
     initial_epoch = int(claim.values.get("tuner/initial_epoch", 0))
     executions = int(study.spec.get("executions_per_trial", 1))
     pruner = PrunerSpec(**study.spec.get("pruner", {}))
-    resume = checkpoint_path(settings, study.id, claim.resumes) if claim.resumes is not None else None
+    resume = resume_source(settings, claim)
+    promotable = study.spec["algorithm"]["name"] in PROMOTING_ALGORITHMS
     preempted = preempt_checkpoint_path(settings, study.id, trial.id)
     resumed = _resume_point(trial, preempted)
     earlier = wait_out(lambda: store.epochs(trial.id), what="reading a resumed trial") if resumed else []
     best: list[tuple[int, dict[str, float]]] = []
-    model = None
+    model, last = None, LastState()
     for execution in range(executions):
         if resumed is not None and execution < resumed[0]:
             # Finished before the preemption: its epochs are stored, its model is not needed any more.
@@ -310,14 +380,23 @@ def _train(store: Store, settings: Settings, claim: Claim) -> TrialOutcome | shu
             continue
         reporter = EpochReporter(store, claim, execution, pruner)
         seed = trial_seed(study, trial.number, execution)
-        values, start_from, first_epoch, before = claim.values, resume, initial_epoch, {}
+        values, start_from, live, before = claim.values, resume, None, {}
         if resumed is not None and execution == resumed[0]:
             values = {**claim.values, "tuner/initial_epoch": resumed[1]}
-            start_from, first_epoch = preempted, resumed[1]
+            start_from = preempted
             before = _logs_of([e for e in earlier if e.execution == execution and e.epoch < resumed[1]])
             reporter.curve = [None] * initial_epoch + list(before.get(study.objective_name, []))
-            log.info("trial %s resumes execution %s at epoch %s", trial.id, execution, first_epoch)
-        model, history = fit_once(prepared, study, values, seed=seed, callbacks=[reporter], resume_from=start_from)
+            log.info("trial %s resumes execution %s at epoch %s", trial.id, execution, resumed[1])
+        else:
+            # Every execution restarts from the parent, so only a single one may consume the live model.
+            live = LIVE_MODELS.take((study.id, claim.resumes), resume) if resume and executions == 1 else None
+            if resume is not None:
+                source = "memory" if live is not None else f"checkpoint {resume.name}"
+                log.info("trial %s continues trial %s from %s", trial.number, claim.resumes, source)
+        callbacks = [reporter, last] if promotable else [reporter]
+        model, history = fit_once(
+            prepared, study, values, seed=seed, callbacks=callbacks, resume_from=start_from, model=live
+        )
         if reporter.unsaved:  # epochs trained during an outage: stored before the result, in order
             control = wait_out(functools.partial(reporter.flush, strict=True), what=f"trial {trial.id} epochs")
             if control is not None and control.stop and reporter.stop_reason is None:
@@ -344,14 +423,14 @@ def _train(store: Store, settings: Settings, claim: Claim) -> TrialOutcome | shu
                 metrics=best[0][1],
                 best_epoch=best[0][0],
                 error=reporter.prune_reason,
-                model_path=_save(settings, claim, model, prepared.split),
+                model_path=_save(settings, claim, model, last if promotable else None),
                 environment=environment(trial_seed(study, trial.number, 0)),
             )
     return TrialOutcome(
         "completed",
         metrics=_average([m for _, m in best]),
         best_epoch=best[0][0],
-        model_path=_save(settings, claim, model, prepared.split),
+        model_path=_save(settings, claim, model, last if promotable else None),
         environment=environment(trial_seed(study, trial.number, 0)),
     )
 
@@ -384,6 +463,76 @@ def _save_preempted(model: Any, path: Path) -> None:
     tmp.replace(path)  # whole or absent: a worker killed while saving leaves the previous checkpoint
 
 
+def resume_source(settings: Settings, claim: Claim) -> Path | None:
+    """The checkpoint a promoted trial continues from: the parent's full model, or an older weights file."""
+    if claim.resumes is None:
+        return None
+    path = checkpoint_path(settings, claim.study.id, claim.resumes)
+    legacy = legacy_checkpoint_path(settings, claim.study.id, claim.resumes)
+    return legacy if not path.exists() and legacy.exists() else path
+
+
+class LastState(keras.callbacks.Callback):
+    """The weights at the end of the last epoch, taken before early stopping restores the best ones: a
+    promotion continues the run where it stopped, while the saved model keeps the best epoch's weights."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weights: list[Any] | None = None
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self.weights = self.model.get_weights()
+
+
+def _file_stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+class LiveModels:
+    """Models this worker process trained, in their last state, kept for the promotions that continue them.
+
+    A promotion claimed by the worker that trained its parent continues the parent's model object: no
+    save/reload round trip, and Keras keeps the model's compiled training step. An entry is used only while
+    the parent's checkpoint is still the file this process wrote (a parent requeued and retrained elsewhere
+    rewrites it); taking an entry removes it, so a child that fails leaves no half-trained model behind.
+    Bounded by the parameters held (weights plus optimizer slots), oldest first out.
+    """
+
+    def __init__(self, max_parameters: int, max_models: int) -> None:
+        self.max_parameters, self.max_models = max_parameters, max_models
+        self._entries: OrderedDict[tuple[int, str], tuple[Any, tuple[int, int, int] | None]] = OrderedDict()
+
+    def put(self, key: tuple[int, str], model: Any, checkpoint: Path) -> None:
+        self._entries.pop(key, None)
+        self._entries[key] = (model, _file_stamp(checkpoint))
+        while len(self._entries) > self.max_models or self._parameters() > self.max_parameters:
+            self._entries.popitem(last=False)
+
+    def take(self, key: tuple[int, str | None], checkpoint: Path | None) -> Any:
+        entry = self._entries.pop(key, None)  # type: ignore[arg-type]
+        if entry is None or checkpoint is None:
+            return None
+        model, stamp = entry
+        return model if stamp is not None and stamp == _file_stamp(checkpoint) else None
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _parameters(self) -> int:
+        return sum(model.count_params() for model, _ in self._entries.values())
+
+
+# About 100 MB of float32 weights (three times that with Adam's two moments) per worker process.
+LIVE_MODELS = LiveModels(max_parameters=25_000_000, max_models=16)
+
+
 def _best_epoch(history: Any, objective: str, direction: str, initial_epoch: int) -> tuple[int, dict[str, float]]:
     logs = history.history
     if objective not in logs:
@@ -399,15 +548,43 @@ def _average(per_execution: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.mean([m[k] for m in per_execution])) for k in keys}
 
 
-def _save(settings: Settings, claim: Claim, model: Any, split: Split) -> str:
-    """Save the trained model (.keras) and, for later Hyperband rounds, its weights."""
+def _save(settings: Settings, claim: Claim, model: Any, last: LastState | None) -> str:
+    """Save the trained model (.keras) to download; with ``last``, also the checkpoint a promotion continues
+    from (the last epoch's state) and keep the model in this process for it."""
     study_id = claim.study.id
-    ckpt = checkpoint_path(settings, study_id, claim.trial.oracle_trial_id)
-    ckpt.parent.mkdir(parents=True, exist_ok=True)
-    model.save_weights(ckpt)
     path = study_dir(settings, study_id) / "models" / f"trial-{claim.trial.number}.keras"
+    _atomic_save(model, path)
+    if last is not None:
+        ckpt = checkpoint_path(settings, study_id, claim.trial.oracle_trial_id)
+        if last.weights is None or _same_weights(model.get_weights(), last.weights):
+            _atomic_link(path, ckpt)  # the best epoch was the last: one file serves both
+        else:
+            model.set_weights(last.weights)
+            _atomic_save(model, ckpt)
+        LIVE_MODELS.put((study_id, claim.trial.oracle_trial_id), model, ckpt)
+    return str(path.relative_to(settings.artifacts))
+
+
+def _same_weights(a: list[Any], b: list[Any]) -> bool:
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def _atomic_save(model: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.keras")
     model.save(tmp)
     tmp.replace(path)
-    return str(path.relative_to(settings.artifacts))
+
+
+def _atomic_link(source: Path, path: Path) -> None:
+    """``path`` becomes the same file as ``source`` (a copy where hard links are not allowed)."""
+    import shutil
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.keras")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    tmp.replace(path)

@@ -154,6 +154,11 @@ CASES = [
     # -- task, objective, algorithm, training
     pytest.param(study("task.type", task={"type": "ranking"}), id="unknown-task-type"),
     pytest.param(study("task.loss", task={"type": "multiclass", "loss": "huber"}), id="huber-on-multiclass"),
+    pytest.param(study("task.scale_target", task={"type": "multiclass", "scale_target": True}), id="scaled-classes"),
+    pytest.param(
+        study("task.scale_target", dataset="builtin:diabetes", task={"type": "regression", "scale_target": "on"}),
+        id="scale-target-not-a-boolean",
+    ),
     pytest.param(study("objective.name", objective={"name": "val_mae"}), id="objective-not-reported"),
     pytest.param(study("algorithm.name", algorithm={"name": "cmaes"}), id="unknown-algorithm"),
     pytest.param(study("algorithm.initial_points", algorithm={"name": "tpe", "initial_points": 0}), id="tpe-initial-0"),

@@ -68,4 +68,5 @@ def test_hyperband_study_completes_and_resumes_from_checkpoints(team, workers) -
         assert parent.hyperparameters["tuner/epochs"] == 1
         epochs = [e.epoch for e in store.epochs(trial.id)]
         assert epochs[0] == 1, "a resumed trial continues at its initial epoch instead of restarting"
+        assert (trial.epochs_run, trial.epochs_trained) == (3, 2), "absolute epoch reached, epochs it trained"
         assert trial.best_epoch >= 1

@@ -45,6 +45,7 @@ def small_model(task: TaskSpec, values: dict | None = None, n_features: int = 4,
         n_features=n_features,
         n_outputs=n_outputs,
         norm_stats=normalization_stats(x),
+        target_stats=(np.zeros(n_outputs, np.float32), np.ones(n_outputs, np.float32)) if task.scale_target else None,
     )
 
 
@@ -52,7 +53,7 @@ def small_model(task: TaskSpec, values: dict | None = None, n_features: int = 4,
 @pytest.mark.parametrize("task_type", list(CASES))
 def test_fit_one_epoch_history_matches_metric_names(task_type: str, architecture: str, tmp_path: Path) -> None:
     name, metrics, loss = CASES[task_type]
-    task = TaskSpec(task_type, architecture=architecture, loss=loss, metrics=metrics)
+    task = TaskSpec(task_type, architecture=architecture, loss=loss, metrics=metrics, scale_target=False)
     info = describe_builtin(name)
     split = load_split(info, tmp_path, task_type=task_type)
     n_outputs = output_units(info, task_type)
@@ -85,11 +86,11 @@ def test_fit_one_epoch_history_matches_metric_names(task_type: str, architecture
     ],
 )
 def test_loss_names(task_type: str, loss: str, expected: str) -> None:
-    assert small_model(TaskSpec(task_type, loss=loss)).loss == expected
+    assert small_model(TaskSpec(task_type, loss=loss, scale_target=False)).loss == expected
 
 
 def test_huber_loss_object() -> None:
-    assert isinstance(small_model(TaskSpec("regression", loss="huber")).loss, keras.losses.Huber)
+    assert isinstance(small_model(TaskSpec("regression", loss="huber", scale_target=False)).loss, keras.losses.Huber)
 
 
 def test_categorical_crossentropy_takes_class_ids() -> None:
@@ -113,9 +114,13 @@ def test_saved_model_reloads_with_custom_loss(tmp_path: Path) -> None:
     ("activation", "low", "high"),
     [("softplus", 0.0, np.inf), ("sigmoid", 0.0, 1.0), ("tanh", -1.0, 1.0), ("relu", 0.0, np.inf)],
 )
-def test_regression_output_activation_is_applied(activation: str, low: float, high: float) -> None:
-    model = small_model(TaskSpec("regression", output_activation=activation), {"hidden_layers": 0})
-    assert model.get_layer("output").activation.__name__ == activation
+@pytest.mark.parametrize("scale_target", [False, True])
+def test_regression_output_activation_is_applied(activation: str, low: float, high: float, scale_target: bool) -> None:
+    task = TaskSpec("regression", output_activation=activation, scale_target=scale_target)
+    model = small_model(task, {"hidden_layers": 0})
+    # A scaled target's activation bounds the prediction in the target's units, after the rescaling.
+    layer = model.get_layer("output_activation" if scale_target else "output")
+    assert layer.activation.__name__ == activation
     x = np.random.default_rng(1).normal(scale=50.0, size=(64, 4)).astype(np.float32)
     predictions = model.predict(x, verbose=0)
     assert predictions.min() >= low and predictions.max() <= high
@@ -171,14 +176,14 @@ def test_normalization_uses_the_given_statistics() -> None:
     mean, variance = normalization_stats(x)
     np.testing.assert_allclose(mean, [2.0, 20.0])
     np.testing.assert_allclose(variance, [1.0, 100.0])
-    task = TaskSpec("regression")
+    task = TaskSpec("regression", scale_target=False)
     model = build_model(task, {"hidden_layers": 0}, n_features=2, n_outputs=1, norm_stats=(mean, variance))
     normalize = keras.Model(model.input, model.get_layer("normalization").output)
     np.testing.assert_allclose(normalize.predict(x, verbose=0), [[-1.0, -1.0], [1.0, 1.0]], atol=1e-5)
 
 
 def test_normalization_can_be_off_but_needs_stats_when_on() -> None:
-    model = build_model(TaskSpec("regression", normalize=False), SMALL, n_features=3, n_outputs=1)
+    model = build_model(TaskSpec("regression", normalize=False, scale_target=False), SMALL, n_features=3, n_outputs=1)
     assert not [layer for layer in model.layers if isinstance(layer, keras.layers.Normalization)]
     with pytest.raises(ValueError, match="norm_stats"):
         build_model(TaskSpec("regression"), SMALL, n_features=3, n_outputs=1)

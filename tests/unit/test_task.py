@@ -38,6 +38,16 @@ def test_defaults_are_resolved(kind: str, loss: str, activation: str | None, met
         assert task.normalize is True
 
 
+def test_the_target_is_scaled_by_default_for_regression_only() -> None:
+    assert TaskSpec.from_json({"type": "regression"}).scale_target is True
+    assert TaskSpec.from_json({"type": "regression", "scale_target": False}).scale_target is False
+    assert TaskSpec.from_json({"type": "binary"}).scale_target is False
+    assert TaskSpec.from_json({"type": "multiclass", "scale_target": False}).scale_target is False
+    with pytest.raises(InvalidInput) as exc:
+        TaskSpec.from_json({"type": "multiclass", "scale_target": True})
+    assert fields_of(exc) == ["task.scale_target"]
+
+
 def test_string_shorthand() -> None:
     assert TaskSpec.from_json("multiclass") == TaskSpec("multiclass")
 
@@ -50,6 +60,7 @@ def test_json_round_trip() -> None:
         "output_activation": "softplus",
         "metrics": ["mae", "rmse"],
         "normalize": False,
+        "scale_target": False,
     }
     task = TaskSpec.from_json(doc)
     assert task.to_json() == doc
@@ -139,6 +150,8 @@ def test_every_problem_is_listed() -> None:
         ({"type": "binary", "metrics": "auc"}, "task.metrics"),
         ({"type": "binary", "metrics": ["auc", 3]}, "task.metrics[1]"),
         ({"type": "binary", "normalize": 1}, "task.normalize"),
+        ({"type": "regression", "scale_target": "yes"}, "task.scale_target"),
+        ({"type": "regression", "scale_target": None}, "task.scale_target"),
     ],
 )
 def test_wrong_types(doc: dict[str, object], field: str) -> None:

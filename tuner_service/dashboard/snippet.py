@@ -73,6 +73,11 @@ def keras_tuner_snippet(
     if task.get("architecture") == "wide_deep":
         lines.append("    if hidden_layers > 0:  # wide & deep: the input beside the last hidden layer")
         lines.append("        x = keras.layers.Concatenate()([wide, x])")
+    if task_type == "regression" and task.get("scale_target", True):
+        lines += [
+            "    # The service trains on the standardized target (task.scale_target): fit on (y - mean) / std",
+            "    # of y_train, or end with keras.layers.Rescaling(std, offset=mean) before the output activation.",
+        ]
     lines += [
         f"    outputs = keras.layers.Dense({n_outputs}, activation={activation!r})(x)",
         "    model = keras.Model(inputs, outputs)",

@@ -30,6 +30,7 @@ class MLPHyperModel(Runner):
             n_features=int(np.prod(context.input_shape)),
             n_outputs=context.num_outputs,
             norm_stats=context.norm_stats,
+            target_stats=context.target_stats,
         )
 
     def fit(self, hp: Any, model: Any, x: Any, y: Any, *, context: Context, **kwargs: Any) -> Any:

@@ -38,6 +38,7 @@ class Context:
     num_outputs: int
     task: TaskSpec
     norm_stats: tuple[Any, Any] | None = None
+    target_stats: tuple[Any, Any] | None = None  # the built-in MLP's target scaling (task.scale_target)
 
     def kwargs(self) -> dict[str, Any]:
         return {

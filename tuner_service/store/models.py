@@ -192,7 +192,9 @@ class TrialRow(Base):
     score: Mapped[float | None] = mapped_column(Float, nullable=True)
     sort_key: Mapped[float | None] = mapped_column(Float, nullable=True)
     best_epoch: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    epochs_run: Mapped[int] = mapped_column(Integer, default=0)
+    epochs_run: Mapped[int] = mapped_column(Integer, default=0)  # the absolute epoch reached
+    # Epochs this trial trained itself, every execution counted: a promoted trial starts at its parent's epoch.
+    epochs_trained: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     worker: Mapped[str | None] = mapped_column(String(128), nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -185,6 +185,7 @@ class QueueQueries:
                     if trial.started_at
                     else None,
                     "epochs_run": trial.epochs_run,
+                    "epochs_trained": trial.epochs_trained,
                 }
                 for trial, study_name, _team_id, team_name in session.execute(query)
             ]

@@ -121,6 +121,8 @@ class TrialRecord:
     environment: dict[str, Any] | None = None
     resume_execution: int | None = None
     resume_epoch: int | None = None
+    # epochs_run is the absolute epoch reached; a promoted trial trained only the epochs after its parent's.
+    epochs_trained: int = 0
 
     @classmethod
     def of(cls, row: TrialRow) -> TrialRecord:
@@ -131,6 +133,7 @@ class TrialRecord:
             row.worker, row.pool, row.gpu, row.heartbeat_at, row.created_at, row.started_at, row.finished_at,
             row.duration_s, row.retries, row.error, row.model_path,
             dict(row.environment) if row.environment else None, row.resume_execution, row.resume_epoch,
+            row.epochs_trained,
         )  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:

@@ -225,6 +225,9 @@ class StudyTransaction:
         row.status, row.ticket, row.worker, row.gpu = "running", ticket, worker, gpu
         row.heartbeat_at = row.started_at = now
         row.epochs_run = row.resume_epoch if row.resume_epoch is not None else 0
+        # What survives of a preempted run was trained by this trial; the rest is trained again.
+        kept = select(func.count()).select_from(EpochRow).where(EpochRow.trial_id == trial_id)
+        row.epochs_trained = self._session.scalar(kept) or 0
         row.stop_requested, row.error = False, None
         self._session.flush()
         return TrialRecord.of(row)
@@ -613,6 +616,7 @@ class Store(AccountQueries, QueueQueries, JobQueries, HypermodelQueries):
                 )
                 if existing is None:
                     session.add(EpochRow(trial_id=trial_id, execution=execution, epoch=epoch, metrics=metrics))
+                    trial.epochs_trained += 1
                 else:
                     existing.metrics = metrics
                 trial.heartbeat_at = utcnow()
@@ -781,6 +785,7 @@ class Store(AccountQueries, QueueQueries, JobQueries, HypermodelQueries):
                         "score": trial.score,
                         "best_epoch": human_epoch(trial.best_epoch),
                         "epochs_run": trial.epochs_run,
+                        "epochs_trained": trial.epochs_trained,
                         "duration_s": trial.duration_s,
                         "hyperparameters": trial.hyperparameters,
                         "metrics": trial.metrics,
