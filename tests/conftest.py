@@ -107,8 +107,9 @@ class Workers:
             started.append(proc)
         return started
 
-    def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text()[-4000:]}" for p in sorted(self.log_dir.glob("*.log")))
+    def logs(self, tail: int | None = 4000) -> str:
+        """Each worker's log, the last ``tail`` characters of it (all with None)."""
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-(tail or 0) :]}" for p in sorted(self.log_dir.glob("*.log")))
 
     def stop(self) -> None:
         from tuner_service.launcher import stop_processes
@@ -129,6 +130,11 @@ def workers(tmp_path: Path) -> Iterator[Callable[[Settings], Workers]]:
     yield make
     for group in made:
         group.stop()
+
+
+def slot_of(worker: str | None) -> str | None:
+    """The launcher's slot in a worker's name (``host:pid:slot``): what a test named the process."""
+    return worker.rsplit(":", 1)[-1] if worker else worker
 
 
 def wait_for_study(

@@ -215,7 +215,7 @@ class RemoteTuner:
             with tempfile.TemporaryDirectory() as folder:
                 path = Path(folder) / f"trial-{row['number']}.keras"
                 response = self.client.http.get(
-                    f"{self.client.base_url}/api/v1/studies/{self.study_id}/trials/{row['trial_id']}/model",
+                    f"{self.client.base_url}/api/v1/studies/{self.study_id}/trials/{row['number']}/model",
                     timeout=self.client.timeout,
                 )
                 if response.status_code >= 400:

@@ -114,7 +114,7 @@ def test_the_compose_services_run_a_study_a_range_test_and_a_rerun(tmp_path, pos
         finished = _poll(lambda: api.get(f"{base}/api/v1/studies/{study['id']}").json(), "study", tails)
         assert finished["status"] == "completed", finished
         best = api.get(f"{base}/api/v1/studies/{study['id']}/trials?sort=score&limit=1").json()["items"][0]
-        rerun = api.post(f"{base}/api/v1/studies/{study['id']}/trials/{best['id']}/rerun", json={"repeats": 2})
+        rerun = api.post(f"{base}/api/v1/studies/{study['id']}/trials/{best['number']}/rerun", json={"repeats": 2})
         assert rerun.status_code == 202, rerun.text
         range_test = _poll(lambda: api.get(base + test.headers["Location"]).json(), "range test", tails)
         assert range_test["status"] == "completed", range_test

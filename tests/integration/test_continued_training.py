@@ -59,7 +59,7 @@ def test_a_promotion_continues_its_parent_and_a_scaled_target_is_saved_in_its_un
     assert (parent.epochs_run, parent.epochs_trained) == (1, 1)
     assert (child.epochs_run, child.epochs_trained) == (3, 2), "epochs_run is absolute, epochs_trained its own"
     assert sum(t.epochs_trained for t in trials) == 5 == sum(len(store.epochs(t.id)) for t in trials)
-    detail = client.get(f"/api/v1/studies/{asha_study.id}/trials/{child.id}").get_json()
+    detail = client.get(f"/api/v1/studies/{asha_study.id}/trials/{child.number}").get_json()
     assert (detail["epochs_run"], detail["epochs_trained"]) == (3, 2)
 
     parent_epochs, child_epochs = store.epochs(parent.id), store.epochs(child.id)
@@ -81,7 +81,7 @@ def test_a_promotion_continues_its_parent_and_a_scaled_target_is_saved_in_its_un
 
     # Scaled regression: the downloaded model predicts diabetes' own units, and the stored metrics are in them.
     (trial,) = store.list_trials(regression_study.id, limit=10).items
-    response = client.get(f"/api/v1/studies/{regression_study.id}/trials/{trial.id}/model")
+    response = client.get(f"/api/v1/studies/{regression_study.id}/trials/{trial.number}/model")
     assert response.status_code == 200
     path = tmp_path / "downloaded.keras"
     path.write_bytes(response.data)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import digits_study, wait_for_study
+from tests.conftest import digits_study, slot_of, wait_for_study
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -26,7 +26,7 @@ def test_asha_with_two_workers_promotes_trials_that_resume_from_their_checkpoint
     assert study.status == "completed", study.error
     trials = store.list_trials(study.id, sort="number", limit=100).items
     assert len(trials) == 14 and all(t.status == "completed" for t in trials), [(t.status, t.error) for t in trials]
-    assert {t.worker for t in trials} == {"w0", "w1"}
+    assert {slot_of(t.worker) for t in trials} == {"w0", "w1"}
     by_oracle_id = {t.oracle_trial_id: t for t in trials}
     promoted = [t for t in trials if t.hyperparameters["tuner/rung"] > 0]
     assert promoted, "no trial was promoted"

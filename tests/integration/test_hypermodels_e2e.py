@@ -140,7 +140,7 @@ def test_cnn_hyperband_study_on_images_promotes_and_its_best_model_predicts(serv
 
     # A rerun retrains a first-round trial with its own seed through the same hypermodel.
     first_round = next(t for t in trials if "tuner/trial_id" not in t["hyperparameters"])
-    rerun_url = f"{base}/api/v1/studies/{study['id']}/trials/{first_round['id']}/rerun"
+    rerun_url = f"{base}/api/v1/studies/{study['id']}/trials/{first_round['number']}/rerun"
     job = http.post(rerun_url, json={"repeats": 1}, timeout=10).json()
     deadline = time.monotonic() + 120
     while job["status"] not in ("completed", "failed"):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import wait_for_study
+from tests.conftest import slot_of, wait_for_study
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 pytest.importorskip("example_hypermodels", reason="pip install -e examples/hypermodels")
@@ -61,7 +61,7 @@ def test_cnn_study_on_an_uploaded_image_set_runs_on_redis_and_postgres(team, wor
     assert study.status == "completed", study.error
     trials = store.list_trials(study.id, sort="number", limit=10).items
     assert sorted(t.hyperparameters["learning_rate"] for t in trials) == [0.005, 0.01]
-    assert all(t.status == "completed" and t.worker == "w0" for t in trials)
+    assert all(t.status == "completed" and slot_of(t.worker) == "w0" for t in trials)
     # The worker keeps the upload's split as .npy files that every worker process memory-maps.
     assert list((settings.artifacts / "datasets" / "splits").glob("*/x_train.npy"))
 
