@@ -228,6 +228,16 @@ def test_the_queue_page_lists_waiting_studies_with_position_and_reason(member: F
     assert member.get("/queue/live.json").status_code == 200
 
 
+def test_a_ready_study_first_in_line_starts_now_on_the_queue_page(member: FlaskClient, submit, store) -> None:
+    study = submit(name="ready-study")
+    add_trials(store, study.id, [({"hidden_layers": 1}, 0.9)])  # a measured trial time: the queue has an ETA
+    html = member.get("/queue").text
+    row = re.search(r"ready-study</a></th>(.*?)</tr>", html, re.S)
+    assert row and "ready: next free worker" in row[1]
+    # "Next start in" follows the reason: "now", not a countdown that is already over ("0.0 s")
+    assert re.search(r'ready: next free worker</td>\s*<td class="num">now</td>', row[1])
+
+
 # -- the new-study form ---------------------------------------------------------------------------------
 def form_values(**changes: str) -> dict[str, str]:
     from tuner_service.dashboard.study_form import DEFAULTS
