@@ -16,6 +16,8 @@ class Settings:
     database_url: str
     broker_url: str
     artifacts: Path
+    # Recordings that outlive one home (hypermodel announcements): TUNER_CACHE_DIR, else the user's cache.
+    cache_dir: Path | None = None
     # A data set file as sent (streamed to disk, never held in memory), and what it may take once
     # decompressed (.npz) or parsed (.csv): a small compressed file can hold gigabytes of zeros.
     max_upload_bytes: int = 64 * 1024 * 1024
@@ -79,7 +81,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     database_url = env.get("TUNER_DATABASE_URL") or f"sqlite:///{home / 'tuner.sqlite'}"
     broker_url = env.get("TUNER_BROKER_URL") or f"sqla+sqlite:///{home / 'broker.sqlite'}"
     artifacts = Path(env.get("TUNER_ARTIFACTS") or home / "artifacts").expanduser().resolve()
-    settings = Settings(home=home, database_url=database_url, broker_url=broker_url, artifacts=artifacts)
+    cache_root = env.get("TUNER_CACHE_DIR") or Path(env.get("XDG_CACHE_HOME") or "~/.cache") / "tuner-service"
+    cache_dir = Path(cache_root).expanduser().resolve()
+    settings = Settings(
+        home=home, database_url=database_url, broker_url=broker_url, artifacts=artifacts, cache_dir=cache_dir
+    )
     numeric = {
         "TUNER_MAX_UPLOAD_BYTES": ("max_upload_bytes", int),
         "TUNER_MAX_DATASET_BYTES": ("max_dataset_bytes", int),

@@ -36,6 +36,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "TUNER_FAIR_SHARE_WINDOW": str(settings.fair_share_window_s),
         "TUNER_BROKER_POLLING_INTERVAL": str(settings.broker_polling_interval_s),
         "TUNER_BROKER_KEY_PREFIX": settings.broker_key_prefix,
+        "TUNER_CACHE_DIR": str(settings.cache_dir or ""),
         "TUNER_SHUTDOWN_GRACE": str(settings.shutdown_grace_s),
         "TUNER_MAX_TRIALS_PER_PROCESS": str(settings.max_trials_per_process),
         "TUNER_MAX_MEMORY_MB": str(settings.max_memory_mb),

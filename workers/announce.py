@@ -29,7 +29,7 @@ def announce() -> frozenset[str]:
     from workers.tasks import runtime, worker_name
 
     settings, store = runtime()
-    found = offers(settings.hypermodels)
+    found = offers(settings.hypermodels, cache_dir=settings.cache_dir)
     worker = worker_name(settings)
     store.announce_hypermodels(worker, settings.worker_pool, [offer.to_json() for offer in found])
     for offer in found:

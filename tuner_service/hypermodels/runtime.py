@@ -9,11 +9,18 @@ Keras Tuner uses it (batch size or preprocessing may be tuned there).
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib
 import inspect
+import json
+import logging
+import os
+import sys
 import traceback
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -28,6 +35,8 @@ CONTEXT_ARGS = ("input_shape", "num_outputs", "num_classes", "task_type")
 # The small inputs a hypermodel is built on once at worker start, to record its space and input kinds.
 PROBE_SHAPES = {"vectors": (8,), "images": (8, 8, 1)}
 PROBE_OUTPUTS = 3
+RECORDING_FORMAT = 1  # part of every cached recording's key: bump it when record() changes what it finds
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -217,17 +226,56 @@ def _input_rank_fits(model: Any, kind: str) -> bool:
     return rank == 2 if kind == "vectors" else rank >= 3
 
 
-def offers(setting: str = "") -> list[Offer]:
-    """Every hypermodel this worker can run, each recorded; one that fails to load is announced with its error."""
+def offers(setting: str = "", cache_dir: Path | None = None) -> list[Offer]:
+    """Every hypermodel this worker can run, each recorded; one that fails to load is announced with its error.
+
+    With ``cache_dir``, a recording is kept there and reused by later worker starts while the hypermodel's
+    name, target, package version and module file are unchanged (recording builds models: seconds a start).
+    """
     result = []
     for entry in discover(setting):
         try:
-            space, kinds = record(load(entry))
+            runner = load(entry)
+            space, kinds = _recorded(entry, runner, cache_dir)
             result.append(Offer(entry, space, kinds))
         except Exception as exc:  # a broken package must not stop the worker from offering the others
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             result.append(Offer(entry, error=detail[:2000]))
     return result
+
+
+def _recorded(entry: Entry, runner: Runner, cache_dir: Path | None) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """:func:`record`, through the recording cache when there is one."""
+    path = None if cache_dir is None else cache_dir / "hypermodels" / f"{_recording_key(entry)}.json"
+    if path is not None and path.is_file():
+        try:
+            cached = json.loads(path.read_text())
+            return cached["search_space"], tuple(cached["input_kinds"])
+        except (ValueError, KeyError, OSError):
+            pass  # a damaged cache file is recorded again and replaced
+    space, kinds = record(runner)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"search_space": space, "input_kinds": list(kinds)}))
+            tmp.replace(path)  # whole or absent: several workers may start together
+        except OSError as exc:
+            log.warning("could not cache the recording of hypermodel %s: %s", entry.name, exc)
+    return space, kinds
+
+
+def _recording_key(entry: Entry) -> str:
+    """What a recording depends on: the entry, its package version and its module file as it is now."""
+    module = sys.modules.get(entry.target.split(":", 1)[0])
+    source = getattr(module, "__file__", None)
+    stamp = None
+    if source:
+        with contextlib.suppress(OSError):
+            info = os.stat(source)
+            stamp = [source, info.st_mtime_ns, info.st_size]
+    text = json.dumps([RECORDING_FORMAT, entry.name, entry.target, entry.package, entry.version, stamp])
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 @lru_cache(maxsize=32)
