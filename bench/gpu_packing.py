@@ -204,7 +204,7 @@ def run_config(root: Path, label: str, processes: int, threads: int, *, gpu: boo
 
 
 def run(quick: bool) -> dict[str, Any]:
-    count, epochs = (4, 2) if quick else (16, 4)
+    count, epochs = (2, 1) if quick else (16, 4)
     spec = {"trials": trial_list(count), "epochs": epochs}
     gpus = detect_gpus()
     has_gpu = bool(gpus["names"]) and gpus["backend_gpus"] > 0
