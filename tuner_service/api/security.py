@@ -21,6 +21,24 @@ from tuner_service.config import Settings
 log = logging.getLogger("tuner_service.auth")
 WINDOW_S = 60
 HSTS = "max-age=31536000; includeSubDomains"
+# Everything the pages load comes from the app itself. Plotly injects its own <style> elements, and its
+# WebGL traces (the parallel-coordinates plot) compile their draw calls with regl, which needs 'unsafe-eval'.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data: blob:; font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+
+
+def security_headers(response: Response) -> Response:
+    """The headers every page and API answer carries (set only where a view has not set its own)."""
+    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    if "Cache-Control" not in response.headers:
+        response.headers["Cache-Control"] = "no-store"  # pages show one caller's data
+    return response
 
 
 class FailureCounter(Protocol):
@@ -109,9 +127,7 @@ def install(app: Flask, settings: Settings) -> None:
     app.extensions["tuner_auth_failures"] = failure_counter(settings)
 
     @app.after_request
-    def _headers(response: Response) -> Response:
-        from tuner_service.dashboard.blueprint import security_headers
-
+    def _headers(response: Response) -> Response:  # dashboard pages and API answers alike
         security_headers(response)
         if settings.secure_cookies:
             response.headers.setdefault("Strict-Transport-Security", HSTS)

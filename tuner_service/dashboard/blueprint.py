@@ -1,4 +1,5 @@
-"""The dashboard's blueprint: HTML error pages, security headers, cookie settings and template filters."""
+"""The dashboard's blueprint: HTML error pages, cookie settings and template filters (its security headers are
+the app's, set on every answer by :mod:`tuner_service.api.security`)."""
 
 from __future__ import annotations
 
@@ -15,36 +16,12 @@ from tuner_service.store.models import as_utc
 
 bp = Blueprint("dashboard", __name__, template_folder="templates", static_folder=None)
 
-# Everything the pages load comes from the app itself. Plotly injects its own <style> elements, and its
-# WebGL traces (the parallel-coordinates plot) compile their draw calls with regl, which needs 'unsafe-eval'.
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data: blob:; font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
-    "form-action 'self'; frame-ancestors 'none'"
-)
-
 
 @bp.record_once
 def _configure_cookies(state: BlueprintSetupState) -> None:
     # The session cookie carries the token's digest: never readable by scripts, never sent cross-site on POST.
     state.app.config["SESSION_COOKIE_HTTPONLY"] = True
     state.app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
-
-
-@bp.after_request
-def _security_headers(response: Response) -> Response:
-    return security_headers(response)
-
-
-def security_headers(response: Response) -> Response:
-    """The headers every page and API answer carries (set only where a view has not set its own)."""
-    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "same-origin")
-    response.headers.setdefault("X-Frame-Options", "DENY")
-    if "Cache-Control" not in response.headers:
-        response.headers["Cache-Control"] = "no-store"  # pages show one caller's data
-    return response
 
 
 def wants_json() -> bool:
