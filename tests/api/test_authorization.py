@@ -300,7 +300,8 @@ def test_the_failure_count_is_shared_through_redis(world: World, settings, store
 def test_api_answers_carry_the_dashboards_security_headers(world: World, settings, store) -> None:
     client = create_app(settings, store=store, enqueue=lambda pool, n: None).test_client()
     headers = {"Authorization": f"Bearer {world.tokens['member']}"}
-    for path in ("/api/v1/studies", "/api/v1/docs", "/api/v1/openapi.json", "/api/v1/studies/999999"):
+    pages = ("/signin", "/static/dashboard.css")  # the dashboard's answers get the same headers
+    for path in ("/api/v1/studies", "/api/v1/docs", "/api/v1/openapi.json", "/api/v1/studies/999999", *pages):
         response = client.get(path, headers=headers)
         assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"], path
         assert response.headers["X-Content-Type-Options"] == "nosniff"
