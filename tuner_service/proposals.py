@@ -1,7 +1,7 @@
 """Model-based proposals (``bayesian``: a Gaussian process; ``tpe``: Optuna's TPE) computed outside every lock.
 
-Fitting a model takes seconds, and the claim runs under the deployment-wide queue lock and the study's row
-lock, where every other study of every team waits. So the claim only *takes* a ready proposal: each
+Fitting a model takes seconds, and the claim runs under the study's row lock, where every other worker that
+serves the study waits. So the claim only *takes* a ready proposal: each
 model-based study keeps a small buffer of proposals in its stored state (``oracle_state``). The worker that
 finishes a trial computes the next proposal after it released every lock, from a snapshot of the trial
 rows in which running and buffered configurations count as pending (a pessimistic constant liar for the

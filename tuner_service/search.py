@@ -1,12 +1,12 @@
 """A study's search algorithm: a Keras Tuner oracle whose state lives in the database.
 
 Any worker process may claim the next trial or report a finished one. Each does so under the study's
-row lock: restore the oracle from the stored state, ask it, and store the new state before the lock is
-released. Those oracles (random, grid, Hyperband, ASHA) answer in milliseconds. Model-based studies
-(``bayesian``, ``tpe``) never fit a model under a lock: the claim takes a proposal computed beforehand
-(see :mod:`tuner_service.proposals`), or answers :class:`Propose` so that the worker computes one after
-it released the locks and claims again. Keras Tuner is imported only when an oracle is needed (in
-workers), never by the API.
+row lock (no lock spans the deployment; see :func:`claim_once`): restore the oracle from the stored
+state, ask it, and store the new state before the lock is released. Those oracles (random, grid,
+Hyperband, ASHA) answer in milliseconds. Model-based studies (``bayesian``, ``tpe``) never fit a model
+under a lock: the claim takes a proposal computed beforehand (see :mod:`tuner_service.proposals`), or
+answers :class:`Propose` so that the worker computes one after it released the lock and claims again.
+Keras Tuner is imported only when an oracle is needed (in workers), never by the API.
 """
 
 from __future__ import annotations
@@ -18,11 +18,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
+
 from tuner_service import proposals
-from tuner_service.queue import runnable
+from tuner_service.errors import NotFound
+from tuner_service.queue import TeamLoad, WaitingStudy, blocked_reason, runnable
 from tuner_service.space import SearchSpace
 from tuner_service.store import Store, StudyRecord, StudyTransaction, TrialRecord
-from tuner_service.store.queue import QueueSession
+from tuner_service.store.store import LOCKED
 
 WAIT_FOR_ROUND_S = 2.0
 ORACLE_STATUS_OF = {
@@ -193,7 +196,7 @@ def _is_mlp(spec: dict[str, Any]) -> bool:
 
 def _hyperparameters(space_json: str, mlp_domains: bool = True) -> Any:
     """A fresh ``HyperParameters`` for the space, sharing entries parsed once per process: every claim
-    builds an oracle under the queue lock, and Keras' deserialization costs about a millisecond per entry."""
+    builds an oracle under the study's lock, and Keras' deserialization costs about a millisecond per entry."""
     from keras_tuner.engine.hyperparameters import HyperParameters
 
     parsed = _parsed_space(space_json, mlp_domains)
@@ -382,10 +385,17 @@ def claim_once(
     window_s: float = 3600.0,
     hypermodels: frozenset[str] | None = None,
 ) -> Claim | Wait | Done | Propose:
-    """One pass under the queue lock: a claim, or what the worker should do instead (never fits a model)."""
-    return store.with_queue_lock(
-        lambda queue: _claim_next(
-            queue,
+    """One pass over the queue: a claim, or what the worker should do instead (never fits a model).
+
+    No lock spans the deployment. The queue is read without one; then each study the worker may serve is
+    tried in the scheduler's order under its own row lock, where what the read said is checked again (the
+    study's parallelism and budget, its team's quota). A study whose lock another claim holds is passed over
+    at first, and waited for only when no other study could start a trial, so concurrent claims spread over
+    the studies instead of queueing behind one.
+    """
+    try:
+        return _claim_next(
+            store,
             pool,
             ticket=ticket,
             worker=worker,
@@ -394,11 +404,12 @@ def claim_once(
             window_s=window_s,
             hypermodels=hypermodels,
         )
-    )
+    except IntegrityError:  # the same message claimed at the same moment by another worker (unique ticket)
+        return Done("message already handled by another worker")
 
 
 def _claim_next(
-    queue: QueueSession,
+    store: Store,
     pool: str,
     *,
     ticket: str,
@@ -408,26 +419,84 @@ def _claim_next(
     window_s: float,
     hypermodels: frozenset[str] | None = None,
 ) -> Claim | Wait | Done | Propose:
-    mine = queue.trial_by_ticket(ticket)
+    mine = store.trial_by_ticket(ticket)
     if mine is not None:
         # The broker delivered this message again: resume only a trial nobody is working on.
-        if mine.status != "running" or _is_fresh(mine, heartbeat_timeout_s):
-            return Done(f"message already handled by trial {mine.id}")
-        tx = queue.lock_study(mine.study_id)
-        return Claim(tx.restart_trial(mine.id, ticket=ticket, worker=worker, gpu=gpu), tx.study)
-    studies, teams = queue.snapshot(pool, window_s)
+        return store.with_study_lock(
+            mine.study_id, lambda tx: _resume_redelivered(tx, mine.id, ticket, worker, gpu, heartbeat_timeout_s)
+        )
+    studies, teams = store.queue_snapshot(pool, window_s)
     waited = False
+    busy: list[WaitingStudy] = []
+
+    def attempt(candidate: WaitingStudy, *, skip_locked: bool) -> Any:
+        team = teams.get(candidate.team_id)
+        return store.with_study_lock(
+            candidate.study_id,
+            lambda tx: _claim_candidate(
+                tx, team, ticket=ticket, worker=worker, gpu=gpu, window_s=window_s, hypermodels=hypermodels
+            ),
+            skip_locked=skip_locked,
+        )
+
     for candidate in runnable(studies, teams):
-        tx = queue.lock_study(candidate.study_id)
-        if hypermodels is not None and _hypermodel_of(tx.study) not in hypermodels:
+        result = attempt(candidate, skip_locked=True)
+        if result is LOCKED:
+            busy.append(candidate)
+        elif isinstance(result, (Claim, Propose)):
+            return result
+        else:
+            waited = waited or isinstance(result, Wait)
+    for candidate in busy:  # every other study is spoken for: wait for these locks, in the same order
+        try:
+            result = attempt(candidate, skip_locked=False)
+        except NotFound:  # deleted since the queue was read
             continue
-        result = _claim_in_study(tx, ticket=ticket, worker=worker, gpu=gpu)
         if isinstance(result, (Claim, Propose)):
             return result
         waited = waited or isinstance(result, Wait)
     if waited:
         return Wait(WAIT_FOR_ROUND_S)
     return Done(f"no study of pool {pool!r} can start a trial now")
+
+
+def _resume_redelivered(
+    tx: StudyTransaction, trial_id: int, ticket: str, worker: str, gpu: str | None, heartbeat_timeout_s: float
+) -> Claim | Done:
+    mine = tx.trial(trial_id)
+    if mine.status != "running" or _is_fresh(mine, heartbeat_timeout_s):
+        return Done(f"message already handled by trial {mine.id}")
+    return Claim(tx.restart_trial(mine.id, ticket=ticket, worker=worker, gpu=gpu), tx.study)
+
+
+def _claim_candidate(
+    tx: StudyTransaction,
+    team: TeamLoad | None,
+    *,
+    ticket: str,
+    worker: str,
+    gpu: str | None,
+    window_s: float,
+    hypermodels: frozenset[str] | None,
+) -> Claim | Wait | Done | Propose | None:
+    """Under the study's lock: check again what the queue read said, then claim (None: not this study)."""
+    study = tx.study
+    if hypermodels is not None and _hypermodel_of(study) not in hypermodels:
+        return None
+    counts = tx.counts()
+    if counts.get("running", 0) >= study.parallelism and not study.is_terminal:
+        return None
+    if team is not None and (
+        team.max_concurrent_trials is not None or (study.pool == "gpu" and team.gpu_hours_per_day is not None)
+    ):
+        team = tx.team_load(window_s)
+        waiting = WaitingStudy(
+            study.id, study.name, study.team_id, study.priority, study.pool, study.status,
+            counts.get("running", 0), study.parallelism, 1,
+        )  # fmt: skip
+        if blocked_reason(waiting, team) is not None:
+            return None
+    return _claim_in_study(tx, counts, ticket=ticket, worker=worker, gpu=gpu)
 
 
 def _hypermodel_of(study: StudyRecord) -> str:
@@ -437,18 +506,20 @@ def _hypermodel_of(study: StudyRecord) -> str:
 
 
 def _claim_in_study(
-    tx: StudyTransaction, *, ticket: str, worker: str, gpu: str | None
+    tx: StudyTransaction, counts: dict[str, int], *, ticket: str, worker: str, gpu: str | None
 ) -> Claim | Wait | Done | Propose:
     study = tx.study
     if study.is_terminal or study.is_paused:
         return Done(f"study is {study.status}")
-    pending = tx.next_pending()
-    if pending is not None:
-        return Claim(tx.restart_trial(pending.id, ticket=ticket, worker=worker, gpu=gpu), tx.study)
-    if tx.count() >= study.max_trials:
+    if counts.get("pending", 0):
+        pending = tx.next_pending()
+        if pending is not None:
+            return Claim(tx.restart_trial(pending.id, ticket=ticket, worker=worker, gpu=gpu), tx.study)
+    total = sum(counts.values())
+    if total >= study.max_trials:
         return _maybe_complete(tx, "budget spent")
     if study.algorithm in proposals.MODEL_BASED:
-        return _claim_proposal(tx, ticket=ticket, worker=worker, gpu=gpu)
+        return _claim_proposal(tx, total, ticket=ticket, worker=worker, gpu=gpu)
     oracle = restore_oracle(tx)
     trial = oracle.create_trial(ticket)
     if trial.status == "IDLE":
@@ -457,7 +528,7 @@ def _claim_in_study(
         save_oracle(tx, oracle)
         return _maybe_complete(tx, "search space exhausted")
     record = tx.add_trial(
-        number=tx.count(),
+        number=total,
         oracle_trial_id=trial.trial_id,
         ticket=ticket,
         hyperparameters=dict(trial.hyperparameters.values),
@@ -471,14 +542,15 @@ def _claim_in_study(
     return Claim(record, tx.study)
 
 
-def _claim_proposal(tx: StudyTransaction, *, ticket: str, worker: str, gpu: str | None) -> Claim | Done | Propose:
+def _claim_proposal(
+    tx: StudyTransaction, number: int, *, ticket: str, worker: str, gpu: str | None
+) -> Claim | Done | Propose:
     values = proposals.take(tx)
     if values == proposals.EXHAUSTED:
         return _maybe_complete(tx, "search space exhausted")
     if values == proposals.NOT_READY:
         return Propose(tx.study.id)
     assert isinstance(values, dict)
-    number = tx.count()
     record = tx.add_trial(
         number=number,
         oracle_trial_id=f"{number:0{len(str(tx.study.max_trials))}d}",

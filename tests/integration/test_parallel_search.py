@@ -80,7 +80,7 @@ def test_a_slow_model_proposal_holds_up_no_claim_for_another_study(tmp_path, pos
 
         # Worker "a" claims next: the study needs a GP proposal, which this worker now computes (slowly).
         in_claim = threading.Event()
-        proposer_store.on_queue_lock_wait = lambda _seconds: in_claim.set()
+        proposer_store.on_lock_wait = lambda _seconds: in_claim.set()
         answer: dict[str, object] = {}
 
         def slow_worker() -> None:
@@ -105,3 +105,69 @@ def test_a_slow_model_proposal_holds_up_no_claim_for_another_study(tmp_path, pos
     finally:
         store.dispose()
         proposer_store.dispose()
+
+
+def test_concurrent_claims_respect_parallelism_and_team_quota_without_a_global_lock(tmp_path, postgres_url) -> None:
+    """Eight workers claim at the same instant: each study's parallelism and the team's quota hold (they are
+    checked again under the study's lock and the team's claim lock), and a study whose lock another claim holds
+    is passed over for the next one instead of waited for."""
+    settings = load_settings({"TUNER_HOME": str(tmp_path / "home"), "TUNER_DATABASE_URL": postgres_url})
+    store = Store(postgres_url)
+    store.upgrade()
+    stores = [Store(postgres_url) for _ in range(8)]
+    try:
+        capped = store.create_team("capped", max_concurrent_trials=2)
+        free = store.create_team("free")
+        enqueue = lambda pool, n: None  # noqa: E731 - the claims below stand for the workers
+        for index in range(2):
+            doc = digits_study(name=f"capped-{index}", parallelism=3, max_trials=20)
+            submit_study(store, settings, doc, enqueue, team_id=capped.id)
+        narrow = submit_study(
+            store, settings, digits_study(name="narrow", parallelism=1, max_trials=20), enqueue, team_id=free.id
+        )
+        wide = submit_study(
+            store, settings, digits_study(name="wide", parallelism=8, max_trials=20), enqueue, team_id=free.id
+        )
+        barrier = threading.Barrier(len(stores))
+        claims: list[object] = []
+
+        def claim(own: Store, name: str) -> None:
+            barrier.wait()
+            claims.append(claim_once(own, "cpu", ticket=uuid.uuid4().hex, worker=name, heartbeat_timeout_s=60))
+
+        threads = [threading.Thread(target=claim, args=(s, f"w{i}")) for i, s in enumerate(stores)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert len(claims) == 8 and all(isinstance(c, Claim) for c in claims), claims
+        running = {}
+        for c in claims:
+            running[c.study.id] = running.get(c.study.id, 0) + 1
+        capped_running = sum(n for study_id, n in running.items() if study_id not in (narrow.id, wide.id))
+        assert capped_running <= 2, running
+        assert running.get(narrow.id, 0) <= 1, running
+        assert sum(running.values()) == 8
+
+        # While one transaction holds the wide study's lock, a claim goes to the next study that can start.
+        more = submit_study(store, settings, digits_study(name="more", priority="low"), enqueue, team_id=free.id)
+        held, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with store.locked_study(wide.id):
+                held.set()
+                release.wait(30)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        assert held.wait(10)
+        try:
+            answer = claim_once(stores[0], "cpu", ticket=uuid.uuid4().hex, worker="w0", heartbeat_timeout_s=60)
+            assert isinstance(answer, Claim) and answer.study.id == more.id, answer
+        finally:
+            release.set()
+            holder.join(30)
+    finally:
+        store.dispose()
+        for own in stores:
+            own.dispose()

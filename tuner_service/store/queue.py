@@ -2,46 +2,19 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from tuner_service.errors import NotFound
 from tuner_service.queue import TeamLoad, WaitingStudy
 from tuner_service.store.models import StudyRow, TeamRow, TrialRow, as_utc, utcnow
 from tuner_service.store.records import TrialRecord
 
-# Any constant works: every claim in the deployment takes this one PostgreSQL advisory lock.
-QUEUE_LOCK_KEY = 0x7475_6E65
-
-
-class QueueSession:
-    """Reads and locks of the queue inside one transaction that holds the queue lock."""
-
-    def __init__(self, session: Session) -> None:
-        self.session = session
-
-    def lock_study(self, study_id: int) -> Any:
-        from tuner_service.store.store import StudyTransaction
-
-        row = self.session.scalar(select(StudyRow).where(StudyRow.id == study_id).with_for_update())
-        if row is None:
-            raise NotFound("study", study_id)
-        return StudyTransaction(self.session, row)
-
-    def trial_by_ticket(self, ticket: str) -> TrialRecord | None:
-        row = self.session.scalar(select(TrialRow).where(TrialRow.ticket == ticket))
-        return TrialRecord.of(row) if row else None
-
-    def snapshot(
-        self, pool: str | None, window_s: float, team_id: int | None = None
-    ) -> tuple[list[WaitingStudy], dict[int | None, TeamLoad]]:
-        return snapshot(self.session, pool, window_s, team_id)
+# The class of the PostgreSQL advisory locks that serialize claims of one team with a quota (key: team id).
+TEAM_LOCK_CLASS = 0x7475_6E65
 
 
 def snapshot(
@@ -49,12 +22,16 @@ def snapshot(
 ) -> tuple[list[WaitingStudy], dict[int | None, TeamLoad]]:
     """Studies that may want trials (in ``pool``; of ``team_id`` if given) and every team's load."""
     counts: dict[int, dict[str, int]] = {}
-    study_query = select(StudyRow).where(StudyRow.status.in_(("queued", "running", "paused")))
+    # Only the columns the scheduler needs: a study row also carries its spec and its oracle's state.
+    columns = (StudyRow.id, StudyRow.name, StudyRow.team_id, StudyRow.priority, StudyRow.pool, StudyRow.status)
+    study_query = select(*columns, StudyRow.parallelism, StudyRow.max_trials).where(
+        StudyRow.status.in_(("queued", "running", "paused"))
+    )
     if pool is not None:
         study_query = study_query.where(StudyRow.pool == pool)
     if team_id is not None:
         study_query = study_query.where(StudyRow.team_id == team_id)
-    studies = list(session.scalars(study_query))
+    studies = session.execute(study_query).all()
     if studies:
         ids = [s.id for s in studies]
         rows = session.execute(
@@ -85,17 +62,21 @@ def snapshot(
     return waiting, team_loads(session, window_s)
 
 
-def team_loads(session: Session, window_s: float) -> dict[int | None, TeamLoad]:
-    """Each team's worker time within the window (running trials count up to now) and today's GPU hours."""
+def team_loads(session: Session, window_s: float, team_id: int | None = None) -> dict[int | None, TeamLoad]:
+    """Each team's worker time within the window (running trials count up to now) and today's GPU hours;
+    only ``team_id``'s (and the no-team entry) when given."""
     now = utcnow()
     cutoff, day = now - timedelta(seconds=window_s), now - timedelta(days=1)
     earliest = min(cutoff, day)
-    rows = session.execute(
-        select(TrialRow.team_id, TrialRow.pool, TrialRow.status, TrialRow.started_at, TrialRow.finished_at).where(
-            TrialRow.started_at.is_not(None),
-            or_(TrialRow.status == "running", TrialRow.finished_at >= earliest),
-        )
+    query = select(TrialRow.team_id, TrialRow.pool, TrialRow.status, TrialRow.started_at, TrialRow.finished_at).where(
+        TrialRow.started_at.is_not(None),
+        or_(TrialRow.status == "running", TrialRow.finished_at >= earliest),
     )
+    team_query = select(TeamRow)
+    if team_id is not None:
+        query = query.where(TrialRow.team_id == team_id)
+        team_query = team_query.where(TeamRow.id == team_id)
+    rows = session.execute(query)
     usage: dict[int | None, float] = {}
     gpu: dict[int | None, float] = {}
     running: dict[int | None, int] = {}
@@ -108,7 +89,7 @@ def team_loads(session: Session, window_s: float) -> dict[int | None, TeamLoad]:
         if pool == "gpu":
             gpu[team_id] = gpu.get(team_id, 0.0) + max(0.0, (end - max(start, day)).total_seconds()) / 3600
     loads: dict[int | None, TeamLoad] = {}
-    for team in session.scalars(select(TeamRow)):
+    for team in session.scalars(team_query):
         loads[team.id] = TeamLoad(
             team.id, team.name, team.share_weight, usage.get(team.id, 0.0), running.get(team.id, 0),
             team.max_concurrent_trials, gpu.get(team.id, 0.0), team.gpu_hours_per_day,
@@ -118,41 +99,28 @@ def team_loads(session: Session, window_s: float) -> dict[int | None, TeamLoad]:
 
 
 class QueueQueries:
-    """The queue's reads and its lock; expects ``engine``, ``_read``, ``_write`` and ``_retrying``."""
+    """The queue's reads; expects ``engine`` and ``_read``.
+
+    There is no deployment-wide lock: a claim reads the queue (this snapshot), then tries the studies it
+    may serve in order, each under its own row lock, and re-checks there what the snapshot said."""
 
     engine: Any
     _read: Any
-    _write: Any
-    _retrying: Any
 
-    # Called with the seconds each claim waited for the queue lock (benchmarks and metrics may set it).
-    on_queue_lock_wait: Callable[[float], None] | None = None
-
-    @contextmanager
-    def _queue_session(self) -> Iterator[QueueSession]:
-        with self._write() as session:
-            started = time.perf_counter()
-            if self.engine.dialect.name == "postgresql":
-                session.execute(select(func.pg_advisory_xact_lock(QUEUE_LOCK_KEY)))
-            if self.on_queue_lock_wait is not None:
-                self.on_queue_lock_wait(time.perf_counter() - started)
-            # SQLite: the write transaction began IMMEDIATE and already excludes every other writer.
-            yield QueueSession(session)
-
-    def with_queue_lock(self, fn: Callable[[QueueSession], Any]) -> Any:
-        """Run ``fn`` holding the deployment-wide queue lock, retrying on lock conflicts."""
-
-        def attempt() -> Any:
-            with self._queue_session() as queue:
-                return fn(queue)
-
-        return self._retrying(attempt)
+    # Called with the seconds each claim waited for a study's lock (benchmarks and metrics may set it).
+    on_lock_wait: Callable[[float], None] | None = None
 
     def queue_snapshot(
         self, pool: str | None, window_s: float, team_id: int | None = None
     ) -> tuple[list[WaitingStudy], dict[int | None, TeamLoad]]:
         with self._read() as session:
             return snapshot(session, pool, window_s, team_id)
+
+    def trial_by_ticket(self, ticket: str) -> TrialRecord | None:
+        """The trial a broker message (its ticket) started, if any."""
+        with self._read() as session:
+            row = session.scalar(select(TrialRow).where(TrialRow.ticket == ticket))
+            return TrialRecord.of(row) if row else None
 
     def pool_has_work(self, pool: str) -> bool:
         """Whether some active study of the pool still owes trials (quotas aside)."""

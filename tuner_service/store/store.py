@@ -16,12 +16,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tuner_service.errors import Conflict, NotFound
 from tuner_service.ids import is_id, looks_like_id, parse_id
+from tuner_service.queue import TeamLoad
 from tuner_service.store.accounts import AccountQueries
 from tuner_service.store.engine import is_sqlite, make_engine
 from tuner_service.store.hypermodels import HypermodelQueries
 from tuner_service.store.jobs import JobQueries
 from tuner_service.store.models import RANKED_TRIALS, DatasetRow, EpochRow, StudyRow, TrialRow, as_utc, utcnow
-from tuner_service.store.queue import QueueQueries
+from tuner_service.store.queue import TEAM_LOCK_CLASS, QueueQueries, team_loads
 from tuner_service.store.records import (
     FINISHED_TRIAL,
     TERMINAL_STUDY,
@@ -67,6 +68,10 @@ def sort_key(score: float | None, direction: str) -> float | None:
     if score is None:
         return None
     return -score if direction == "max" else score
+
+
+# What ``with_study_lock(..., skip_locked=True)`` answers when the study's lock is taken.
+LOCKED = object()
 
 
 class StudyTransaction:
@@ -157,6 +162,22 @@ class StudyTransaction:
             .limit(limit)
         )
         return [TrialRecord.of(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        """The study's trials by status, in one query."""
+        rows = self._session.execute(
+            select(TrialRow.status, func.count()).where(TrialRow.study_id == self._study.id).group_by(TrialRow.status)
+        )
+        return {status: count for status, count in rows}
+
+    def team_load(self, window_s: float) -> TeamLoad:
+        """The study's team's load, read under the team's claim lock (PostgreSQL: an advisory lock held to
+        the end of this transaction), so that two claims cannot both take the last trial of its quota."""
+        team_id = self._study.team_id
+        if self._session.get_bind().dialect.name == "postgresql" and team_id is not None:
+            self._session.execute(select(func.pg_advisory_xact_lock(TEAM_LOCK_CLASS, team_id)))
+        loads = team_loads(self._session, window_s, team_id)
+        return loads.get(team_id) or TeamLoad(team_id, "-")
 
     def count(self, *statuses: str) -> int:
         query = select(func.count()).where(TrialRow.study_id == self._study.id)
@@ -506,20 +527,26 @@ class Store(AccountQueries, QueueQueries, JobQueries, HypermodelQueries):
         return self.with_study_lock(study_id, change)
 
     @contextmanager
-    def locked_study(self, study_id: int) -> Iterator[StudyTransaction]:
-        """Hold the study's row lock (``FOR UPDATE``; an immediate transaction on SQLite)."""
+    def locked_study(self, study_id: int, *, skip_locked: bool = False) -> Iterator[StudyTransaction | None]:
+        """Hold the study's row lock (``FOR UPDATE``; an immediate transaction on SQLite). With
+        ``skip_locked``, yield None instead of waiting when another transaction holds it (PostgreSQL)."""
+        started = time.perf_counter()
         with self._write() as session:
-            row = session.scalar(select(StudyRow).where(StudyRow.id == study_id).with_for_update())
-            if row is None:
+            query = select(StudyRow).where(StudyRow.id == study_id).with_for_update(skip_locked=skip_locked)
+            row = session.scalar(query)
+            if self.on_lock_wait is not None:
+                self.on_lock_wait(time.perf_counter() - started)
+            if row is None and not skip_locked:
                 raise NotFound("study", study_id)
-            yield StudyTransaction(session, row)
+            yield StudyTransaction(session, row) if row is not None else None
 
-    def with_study_lock(self, study_id: int, fn: Any) -> Any:
-        """Run ``fn(tx)`` under the study's lock, retrying on lock conflicts."""
+    def with_study_lock(self, study_id: int, fn: Any, *, skip_locked: bool = False) -> Any:
+        """Run ``fn(tx)`` under the study's lock, retrying on lock conflicts. With ``skip_locked``, answer
+        :data:`LOCKED` at once if another transaction holds the lock (or the study is gone)."""
 
         def attempt() -> Any:
-            with self.locked_study(study_id) as tx:
-                return fn(tx)
+            with self.locked_study(study_id, skip_locked=skip_locked) as tx:
+                return LOCKED if tx is None else fn(tx)
 
         return self._retrying(attempt)
 
