@@ -419,13 +419,12 @@ def _claim_next(
     window_s: float,
     hypermodels: frozenset[str] | None = None,
 ) -> Claim | Wait | Done | Propose:
-    mine = store.trial_by_ticket(ticket)
+    mine, studies, teams = store.claim_view(ticket, pool, window_s)
     if mine is not None:
         # The broker delivered this message again: resume only a trial nobody is working on.
         return store.with_study_lock(
             mine.study_id, lambda tx: _resume_redelivered(tx, mine.id, ticket, worker, gpu, heartbeat_timeout_s)
         )
-    studies, teams = store.queue_snapshot(pool, window_s)
     waited = False
     busy: list[WaitingStudy] = []
 

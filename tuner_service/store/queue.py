@@ -116,11 +116,16 @@ class QueueQueries:
         with self._read() as session:
             return snapshot(session, pool, window_s, team_id)
 
-    def trial_by_ticket(self, ticket: str) -> TrialRecord | None:
-        """The trial a broker message (its ticket) started, if any."""
+    def claim_view(
+        self, ticket: str, pool: str, window_s: float
+    ) -> tuple[TrialRecord | None, list[WaitingStudy], dict[int | None, TeamLoad]]:
+        """What a claim reads first, in one transaction: the trial this broker message (its ticket) already
+        started, if any, else the pool's queue (see :func:`snapshot`)."""
         with self._read() as session:
             row = session.scalar(select(TrialRow).where(TrialRow.ticket == ticket))
-            return TrialRecord.of(row) if row else None
+            if row is not None:
+                return TrialRecord.of(row), [], {}
+            return None, *snapshot(session, pool, window_s)
 
     def pool_has_work(self, pool: str) -> bool:
         """Whether some active study of the pool still owes trials (quotas aside)."""
