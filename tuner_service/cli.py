@@ -114,7 +114,7 @@ def reaper(every: float, once: bool) -> None:
     from tuner_service.errors import ServiceUnavailable
     from tuner_service.reaper import reap
     from tuner_service.store import Store
-    from workers.app import celery_for, enqueue_job, enqueue_trials, sending
+    from workers.app import celery_for, enqueue_job, enqueue_trials, sending, waiting_messages
 
     settings = load_settings()
     store, celery = Store(settings.database_url), celery_for(settings)
@@ -127,6 +127,7 @@ def reaper(every: float, once: bool) -> None:
                     settings,
                     lambda pool, n: enqueue_trials(celery, pool, n),
                     lambda pool, job_id: enqueue_job(celery, pool, job_id),
+                    lambda pool: waiting_messages(celery, pool),
                 )
         except ServiceUnavailable as exc:  # keep reaping: one line when an outage starts, one when it ends
             if once:

@@ -32,7 +32,7 @@ class Settings:
     max_trials_limit: int = 10_000
     heartbeat_timeout_s: float = 120.0
     max_trial_retries: int = 2
-    # A study that owes trials but has had nothing running or enqueued this long is enqueued again.
+    # A study below its parallelism with nothing enqueued this long gets the missing messages again.
     wake_after_s: float = 60.0
     # Fair share compares the teams' worker time within this window.
     fair_share_window_s: float = 3600.0

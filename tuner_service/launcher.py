@@ -228,7 +228,7 @@ class LocalService:
         self._threads.append(thread)
 
     def _reap_loop(self) -> None:
-        from workers.app import celery_for, enqueue_job, enqueue_trials
+        from workers.app import celery_for, enqueue_job, enqueue_trials, waiting_messages
 
         celery = celery_for(self.settings)
         while not self._stop.wait(self.reap_every_s):
@@ -238,6 +238,7 @@ class LocalService:
                     self.settings,
                     lambda pool, n: enqueue_trials(celery, pool, n),
                     lambda pool, job_id: enqueue_job(celery, pool, job_id),
+                    lambda pool: waiting_messages(celery, pool),
                 )
                 if self.settings.broker_url.startswith("sqla+"):
                     from workers.embedded import purge_delivered

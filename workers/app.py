@@ -88,6 +88,18 @@ def enqueue_trials(app: Celery, pool: str, count: int = 1, *, countdown: float |
     return tickets
 
 
+def waiting_messages(app: Celery, pool: str) -> int | None:
+    """How many messages wait on the pool's queue (not yet delivered to a worker); None if the broker
+    cannot say. The reaper wakes only what this does not already cover."""
+    try:
+        with app.connection_for_read() as connection:
+            # Declaring is idempotent (what a worker does at start); a passive declare of a queue with no
+            # message fails on Redis, where an empty queue has no key.
+            return connection.default_channel.queue_declare(queue=pool_queue(pool)).message_count
+    except Exception:  # noqa: BLE001 - the broker cannot say: the reaper wakes as if nothing waited
+        return None
+
+
 app = celery_for(load_settings())
 
 

@@ -17,7 +17,7 @@ from tuner_service.reaper import reap
 from tuner_service.search import Claim, Done, Wait, claim_next, finish_trial
 from tuner_service.store import Store
 from workers import announce, lifecycle
-from workers.app import REAP, RUN_JOB, RUN_TRIAL, app, enqueue_job, enqueue_trials
+from workers.app import REAP, RUN_JOB, RUN_TRIAL, app, enqueue_job, enqueue_trials, waiting_messages
 
 log = logging.getLogger(__name__)
 
@@ -147,5 +147,6 @@ def reap_task() -> dict[str, int]:
         settings,
         lambda pool, n: enqueue_trials(app, pool, n),
         lambda pool, job_id: enqueue_job(app, pool, job_id),
+        lambda pool: waiting_messages(app, pool),
     )
     return report.to_json()

@@ -198,15 +198,25 @@ def test_a_flushed_broker_is_recovered_by_the_reaper(deployment, workers, redis_
     worker.send_signal(signal.SIGTERM)  # warm shutdown: the trial in hand finishes
     worker.wait(timeout=60)
     assert delete_redis_keys(redis_prefix) > 0  # every message of this deployment is gone
+    from workers.app import celery_for, enqueue_job, enqueue_trials, waiting_messages
+
+    celery = celery_for(settings)
+    assert not waiting_messages(celery, "cpu")
+    enqueue_trials(celery, "gpu", 2)  # what the reaper counts before waking: messages no worker took yet
+    assert waiting_messages(celery, "gpu") == 2
+    delete_redis_keys(redis_prefix)
     done_before = store.trial_counts(study)
     pool.start(1)
     time.sleep(4)
     assert store.trial_counts(study) == done_before, "without messages nothing should run"
     assert not store.get_study(study).is_terminal
-    from workers.app import celery_for, enqueue_job, enqueue_trials
-
-    celery = celery_for(settings)
-    report = reap(store, settings, lambda p, n: enqueue_trials(celery, p, n), lambda p, j: enqueue_job(celery, p, j))
+    report = reap(
+        store,
+        settings,
+        lambda p, n: enqueue_trials(celery, p, n),
+        lambda p, j: enqueue_job(celery, p, j),
+        lambda p: waiting_messages(celery, p),
+    )
     assert report.woken >= 1
     assert wait_for_study(store, study, logs=pool.logs).status == "completed"
     assert len(trials_of(store, study)) == 4

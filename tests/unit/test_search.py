@@ -104,15 +104,21 @@ def test_reaper_wakes_a_study_whose_messages_were_lost(store, settings) -> None:
         lambda p, j: jobs.append(j),
     )
     assert woken == [("cpu", 3)]
-    claim(store, study.id)  # a trial is running now: nothing to wake
+    claim(store, study.id)  # one trial runs, the two other messages are lost: wake two
     time.sleep(0.05)
-    reap(
-        store,
-        settings.with_overrides(wake_after_s=0.01),
-        lambda s, n: woken.append((s, n)),
-        lambda p, j: jobs.append(j),
-    )
-    assert woken == [("cpu", 3)]
+    quick = settings.with_overrides(wake_after_s=0.01)
+    reap(store, quick, lambda s, n: woken.append((s, n)), lambda p, j: jobs.append(j))
+    assert woken == [("cpu", 3), ("cpu", 2)]
+    time.sleep(0.05)  # two messages already wait on the broker: nothing more to wake
+    reap(store, quick, lambda s, n: woken.append((s, n)), lambda p, j: jobs.append(j), lambda pool: 2)
+    assert woken == [("cpu", 3), ("cpu", 2)]
+    reap(store, quick, lambda s, n: woken.append((s, n)), lambda p, j: jobs.append(j), lambda pool: 1)
+    assert woken == [("cpu", 3), ("cpu", 2), ("cpu", 1)], "one of two still missing"
+    claim(store, study.id)
+    claim(store, study.id)  # at its parallelism now: nothing to wake
+    time.sleep(0.05)
+    reap(store, quick, lambda s, n: woken.append((s, n)), lambda p, j: jobs.append(j))
+    assert woken == [("cpu", 3), ("cpu", 2), ("cpu", 1)]
 
 
 def test_cancel_stops_new_claims_and_running_trials(store, settings) -> None:

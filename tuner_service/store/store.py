@@ -735,31 +735,15 @@ class Store(AccountQueries, QueueQueries, JobQueries, HypermodelQueries):
 
         self._retrying(attempt)
 
-    def idle_studies(self, idle_s: float) -> list[tuple[int, str, int]]:
-        """Active studies with nothing running and nothing enqueued for ``idle_s``: (id, pool, slots to wake).
-
-        Slots are the trials still owed (pending ones plus unspent budget), capped by the parallelism.
-        """
+    def quiet_studies(self, idle_s: float) -> set[int]:
+        """Active studies for which nothing was put on the broker for ``idle_s`` (or ever)."""
         cutoff = utcnow() - timedelta(seconds=idle_s)
-        running = (
-            select(func.count()).where(TrialRow.study_id == StudyRow.id, TrialRow.status == "running").scalar_subquery()
-        )
-        pending = (
-            select(func.count()).where(TrialRow.study_id == StudyRow.id, TrialRow.status == "pending").scalar_subquery()
-        )
-        total = select(func.count()).where(TrialRow.study_id == StudyRow.id).scalar_subquery()
-        query = select(StudyRow.id, StudyRow.pool, StudyRow.parallelism, StudyRow.max_trials, pending, total).where(
+        query = select(StudyRow.id).where(
             StudyRow.status.in_(("queued", "running")),
-            running == 0,
             (StudyRow.enqueued_at.is_(None)) | (StudyRow.enqueued_at < cutoff),
         )
         with self._read() as session:
-            out = []
-            for study_id, pool, parallelism, max_trials, n_pending, n_total in session.execute(query):
-                owed = n_pending + max(0, max_trials - n_total)
-                if owed > 0:
-                    out.append((study_id, pool, min(parallelism, owed)))
-            return out
+            return set(session.scalars(query))
 
     # -- leaderboards -------------------------------------------------------------------------
     def leaderboard(
