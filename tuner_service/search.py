@@ -55,9 +55,11 @@ class Claim:
 
 @dataclass(frozen=True)
 class Wait:
-    """No trial can start now (Hyperband waits for a round to finish); ask again later."""
+    """No trial can start now (Hyperband waits for a round to finish); ask again later. ``study_ids``: the
+    studies the message waits for (its worker re-enqueues it, so they have a message on the broker)."""
 
     seconds: float
+    study_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -371,7 +373,7 @@ def claim_next(
         if not isinstance(result, Propose):
             return result
         proposals.compute_proposal(store, result.study_id, delay_s=proposal_delay_s)
-    return Wait(WAIT_FOR_PROPOSAL_S)
+    return Wait(WAIT_FOR_PROPOSAL_S, (result.study_id,))
 
 
 def claim_once(
@@ -425,7 +427,7 @@ def _claim_next(
         return store.with_study_lock(
             mine.study_id, lambda tx: _resume_redelivered(tx, mine.id, ticket, worker, gpu, heartbeat_timeout_s)
         )
-    waited = False
+    waited: list[int] = []
     busy: list[WaitingStudy] = []
 
     def attempt(candidate: WaitingStudy, *, skip_locked: bool) -> Any:
@@ -444,8 +446,8 @@ def _claim_next(
             busy.append(candidate)
         elif isinstance(result, (Claim, Propose)):
             return result
-        else:
-            waited = waited or isinstance(result, Wait)
+        elif isinstance(result, Wait):
+            waited.append(candidate.study_id)
     for candidate in busy:  # every other study is spoken for: wait for these locks, in the same order
         try:
             result = attempt(candidate, skip_locked=False)
@@ -453,9 +455,10 @@ def _claim_next(
             continue
         if isinstance(result, (Claim, Propose)):
             return result
-        waited = waited or isinstance(result, Wait)
+        if isinstance(result, Wait):
+            waited.append(candidate.study_id)
     if waited:
-        return Wait(WAIT_FOR_ROUND_S)
+        return Wait(WAIT_FOR_ROUND_S, tuple(waited))
     return Done(f"no study of pool {pool!r} can start a trial now")
 
 

@@ -77,6 +77,8 @@ def run_trial(self, pool: str, ticket: str) -> str:  # noqa: ANN001 - Celery's b
         self.apply_async(
             args=[pool, ticket], countdown=claim.seconds, queue=self.request.delivery_info.get("routing_key")
         )
+        for study_id in claim.study_ids:  # the message is on its way back: the reaper need not wake them
+            wait_out(lambda study_id=study_id: store.mark_enqueued(study_id), what="marking a study enqueued")
         return f"waiting {claim.seconds}s for a round to finish"
     if isinstance(claim, Done):
         return claim.reason

@@ -160,7 +160,7 @@ def test_hyperband_waits_for_its_round_instead_of_spinning(store, settings) -> N
     # Round 1 needs round 0's results; bracket 0 starts meanwhile with its 2 trials; then the oracle waits.
     extra = [claim(store, study.id) for _ in range(3)]
     assert [type(c).__name__ for c in extra] == ["Claim", "Claim", "Wait"]
-    assert isinstance(extra[2], Wait) and extra[2].seconds > 0
+    assert isinstance(extra[2], Wait) and extra[2].seconds > 0 and extra[2].study_ids == (study.id,)
     for c, score in zip(claims, [0.2, 0.9, 0.5], strict=True):
         finish_trial(store, study.id, c.trial.id, done(score))
     promoted = claim(store, study.id)
