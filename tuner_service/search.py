@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tuner_service import proposals
+from tuner_service.gpu_slots import WAIT_FOR_SLOTS_S, GpuPlace, open_gate
 from tuner_service.queue import runnable
 from tuner_service.space import SearchSpace
 from tuner_service.store import Store, StudyRecord, StudyTransaction, TrialRecord
@@ -346,13 +347,15 @@ def claim_next(
     window_s: float = 3600.0,
     hypermodels: frozenset[str] | None = None,
     proposal_delay_s: float = 0.0,
+    place: GpuPlace | None = None,
 ) -> Claim | Wait | Done:
     """Give a free worker of ``pool`` its next trial, from whichever study the queue serves next.
 
     Idempotent per ``ticket``: a redelivered message never creates a second trial. A worker that names
     the ``hypermodels`` it offers skips studies of other hypermodels (they wait for a worker that has them).
     When the study served next needs a model-based proposal, this worker computes it with no lock held and
-    claims again.
+    claims again. A GPU worker names its ``place``: a trial starts only if its GPU slots are free there
+    (:mod:`tuner_service.gpu_slots`).
     """
     for _ in range(PROPOSE_ROUNDS):
         result = claim_once(
@@ -364,6 +367,7 @@ def claim_next(
             heartbeat_timeout_s=heartbeat_timeout_s,
             window_s=window_s,
             hypermodels=hypermodels,
+            place=place,
         )
         if not isinstance(result, Propose):
             return result
@@ -381,6 +385,7 @@ def claim_once(
     heartbeat_timeout_s: float,
     window_s: float = 3600.0,
     hypermodels: frozenset[str] | None = None,
+    place: GpuPlace | None = None,
 ) -> Claim | Wait | Done | Propose:
     """One pass under the queue lock: a claim, or what the worker should do instead (never fits a model)."""
     return store.with_queue_lock(
@@ -393,6 +398,7 @@ def claim_once(
             heartbeat_timeout_s=heartbeat_timeout_s,
             window_s=window_s,
             hypermodels=hypermodels,
+            place=place,
         )
     )
 
@@ -407,22 +413,30 @@ def _claim_next(
     heartbeat_timeout_s: float,
     window_s: float,
     hypermodels: frozenset[str] | None = None,
+    place: GpuPlace | None = None,
 ) -> Claim | Wait | Done | Propose:
+    slots = open_gate(queue.session, place)  # the GPU's lock first, then studies': one order for every claim
     mine = queue.trial_by_ticket(ticket)
     if mine is not None:
         # The broker delivered this message again: resume only a trial nobody is working on.
         if mine.status != "running" or _is_fresh(mine, heartbeat_timeout_s):
             return Done(f"message already handled by trial {mine.id}")
         tx = queue.lock_study(mine.study_id)
-        return Claim(tx.restart_trial(mine.id, ticket=ticket, worker=worker, gpu=gpu), tx.study)
+        if not slots.admits(tx.study, replacing=mine.id):
+            return Wait(WAIT_FOR_SLOTS_S)
+        return slots.took(Claim(tx.restart_trial(mine.id, ticket=ticket, worker=worker, gpu=gpu), tx.study))
     studies, teams = queue.snapshot(pool, window_s)
     waited = False
     for candidate in runnable(studies, teams):
         tx = queue.lock_study(candidate.study_id)
         if hypermodels is not None and _hypermodel_of(tx.study) not in hypermodels:
             continue
+        if not slots.admits(tx.study):
+            return Wait(WAIT_FOR_SLOTS_S)  # hold back: the GPU drains until the study served next fits
         result = _claim_in_study(tx, ticket=ticket, worker=worker, gpu=gpu)
-        if isinstance(result, (Claim, Propose)):
+        if isinstance(result, Claim):
+            return slots.took(result)
+        if isinstance(result, Propose):
             return result
         waited = waited or isinstance(result, Wait)
     if waited:

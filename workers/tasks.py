@@ -11,6 +11,7 @@ from celery.worker import state as worker_state
 
 from tuner_service import shutdown
 from tuner_service.config import Settings, load_settings
+from tuner_service.gpu_slots import GpuPlace
 from tuner_service.outage import wait_out
 from tuner_service.proposals import refill
 from tuner_service.reaper import reap
@@ -32,6 +33,14 @@ def worker_name(settings: Settings) -> str:
     """Unique across hosts and restarts: host, process id and the launcher's slot (``cpu0``, ``gpu1.0``)."""
     base = f"{socket.gethostname()}:{os.getpid()}"
     return f"{base}:{settings.worker_id}" if settings.worker_id else base
+
+
+def gpu_place(settings: Settings) -> GpuPlace | None:
+    """This process's GPU and its share of it (``--per-gpu K``), or None on a CPU worker."""
+    gpu = os.environ.get("CUDA_VISIBLE_DEVICES") or None
+    if gpu is None:
+        return None
+    return GpuPlace(socket.gethostname(), gpu, max(1, settings.per_gpu), settings.gpu_process)
 
 
 def _wake(pool: str, study_id: int) -> None:
@@ -59,17 +68,19 @@ def run_trial(self, pool: str, ticket: str) -> str:  # noqa: ANN001 - Celery's b
         # would strand it when the worker is killed. Hand the message back for another worker instead.
         self.apply_async(args=[pool, ticket], queue=self.request.delivery_info.get("routing_key"))
         return "worker stopping: message handed back"
+    place = gpu_place(settings)
     claim = wait_out(
         lambda: claim_next(
             store,
             pool,
             ticket=ticket,
             worker=worker_name(settings),
-            gpu=os.environ.get("CUDA_VISIBLE_DEVICES") or None,
+            gpu=place.gpu if place else None,
             heartbeat_timeout_s=settings.heartbeat_timeout_s,
             window_s=settings.fair_share_window_s,
             hypermodels=announce.offered_names(),
             proposal_delay_s=settings.proposal_delay_s,
+            place=place,
         ),
         what="claiming a trial",
     )
@@ -86,7 +97,7 @@ def run_trial(self, pool: str, ticket: str) -> str:  # noqa: ANN001 - Celery's b
         return _hand_back(store, settings, claim, pool, shutdown.Handback("worker stopping before the trial started"))
     log.info("study %s: training trial %s %s", study_id, claim.trial.number, claim.values)
     outcome = train_trial(store, settings, claim)
-    lifecycle.trial_done(settings)
+    lifecycle.trial_done(settings, gpu_slots=claim.trial.gpu_slots or 1)
     if isinstance(outcome, shutdown.Handback):
         return _hand_back(store, settings, claim, pool, outcome)
     finished = wait_out(lambda: finish_trial(store, study_id, claim.trial.id, outcome), what="storing a result")

@@ -1,0 +1,177 @@
+"""GPU slots: what a trial takes of a GPU shared by K worker processes, checked on the real claim path and a
+real store (SQLite, and PostgreSQL with its GPU lock). Workers are named as the launcher names them
+(``host:pid:gpu0.1``); no GPU is needed, as claiming never touches one."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+from sqlalchemy import func, select
+
+from tests.conftest import digits_study
+from tuner_service.errors import InvalidInput
+from tuner_service.gpu_slots import (
+    WAIT_FOR_SLOTS_S,
+    GpuPlace,
+    open_gate,
+    requested_slots,
+    slots_in_use,
+    slots_taken,
+)
+from tuner_service.search import Claim, TrialOutcome, Wait, claim_next, finish_trial
+from tuner_service.store import Store
+from tuner_service.store.slots import GPU_LOCK_NAMESPACE, SlotHolder, gpu_lock_key
+from tuner_service.study import StudySpec, submit_study
+
+pytest.importorskip("keras_tuner")
+
+HOST = "gpuhost"
+GONE = 0  # set once: the id of an exited process, for workers whose process does not matter
+
+
+def test_a_trial_takes_its_slots_up_to_the_whole_gpu() -> None:
+    assert requested_slots({"resources": {"gpu": 1}}) == 1
+    assert requested_slots({"resources": {"gpu": 1, "gpu_slots": 3}}) == 3
+    assert [slots_taken(asked, per_gpu=2) for asked in (1, 2, 3, 64)] == [1, 2, 2, 2]
+    assert slots_taken(4, per_gpu=1) == 1, "one process per GPU: every trial has the GPU to itself"
+    first, second = GpuPlace(HOST, "0", per_gpu=2, process=0), GpuPlace(HOST, "0", per_gpu=2, process=1)
+    assert first.may_start(1, taken=1) and second.may_start(1, taken=1)
+    assert not first.may_start(1, taken=2), "both slots taken"
+    assert first.may_start(2, taken=0) and not first.may_start(2, taken=1)
+    assert not second.may_start(2, taken=0), "only the GPU's first process has the memory of several slots"
+
+
+def gone_pid() -> int:
+    """The id of a process that has exited."""
+    done = subprocess.Popen([sys.executable, "-c", "pass"])
+    done.wait()
+    return done.pid
+
+
+def test_a_finished_trial_of_several_slots_holds_them_while_its_process_lives() -> None:
+    alive, gone = f"{HOST}:{os.getpid()}:gpu0.0", f"{HOST}:{gone_pid()}:gpu0.0"
+    running = SlotHolder(1, 1, f"{HOST}:1:gpu0.1", running=True)
+    assert slots_in_use([running, SlotHolder(2, 2, alive, running=False)]) == 3
+    assert slots_in_use([running, SlotHolder(2, 2, gone, running=False)]) == 1
+    assert slots_in_use([running], ignoring=1) == 0, "a claim taking over its own trial does not count it"
+
+
+@pytest.mark.parametrize(
+    ("resources", "reason"),
+    [
+        ({"gpu": 1, "gpu_slots": 0}, "between 1 and 64"),
+        ({"gpu": 1, "gpu_slots": 65}, "between 1 and 64"),
+        ({"gpu": 1, "gpu_slots": True}, "between 1 and 64"),
+        ({"gpu": 1, "gpu_slots": "2"}, "between 1 and 64"),
+        ({"cpu": 1, "gpu_slots": 2}, "only for studies that ask for a GPU"),
+    ],
+)
+def test_gpu_slots_must_be_a_whole_number_of_slots_on_a_gpu_study(resources: dict, reason: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        StudySpec.from_json(digits_study(resources=resources))
+    assert [(e.field, reason in e.reason) for e in refused.value.errors] == [("resources.gpu_slots", True)]
+
+
+def test_gpu_slots_are_kept_in_the_study_spec() -> None:
+    spec = StudySpec.from_json(digits_study(resources={"gpu": 1, "gpu_slots": 2}))
+    assert (spec.pool, spec.gpu_slots) == ("gpu", 2)
+    assert spec.to_json()["resources"] == {"gpu": 1, "gpu_slots": 2}
+    assert StudySpec.from_json(digits_study(resources={"gpu": 1})).to_json()["resources"] == {"gpu": 1}
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def any_store(request, store: Store) -> Store:
+    if request.param == "sqlite":
+        return store
+    postgres = Store(request.getfixturevalue("postgres_url"))
+    postgres.upgrade()
+    request.addfinalizer(postgres.dispose)
+    return postgres
+
+
+def claim(store: Store, place: GpuPlace, pid: int | None = None) -> Claim | Wait:
+    pid = pid or GONE
+    result = claim_next(
+        store,
+        "gpu",
+        ticket=uuid.uuid4().hex,
+        worker=f"{place.host}:{pid}:gpu{place.gpu}.{place.process}",
+        gpu=place.gpu,
+        heartbeat_timeout_s=60.0,
+        place=place,
+    )
+    assert isinstance(result, (Claim, Wait)), result
+    return result
+
+
+def finish(store: Store, claimed: Claim) -> None:
+    outcome = TrialOutcome("completed", metrics={"val_accuracy": 0.5}, best_epoch=0)
+    finish_trial(store, claimed.study.id, claimed.trial.id, outcome)
+
+
+def test_k_processes_share_a_gpus_slots_and_a_trial_of_all_of_them_runs_alone(any_store: Store, settings) -> None:
+    global GONE
+    store, GONE = any_store, gone_pid()
+
+    def submit(**overrides):
+        doc = digits_study(**{"resources": {"gpu": 1}, "max_trials": 8, "parallelism": 8, **overrides})
+        return submit_study(store, settings, doc, lambda pool, n: None).id
+
+    small = submit(name="one-slot")
+    first, second = GpuPlace(HOST, "0", per_gpu=2, process=0), GpuPlace(HOST, "0", per_gpu=2, process=1)
+    elsewhere = GpuPlace(HOST, "1", per_gpu=2, process=0)
+
+    # K = 2: two trials of one slot run at once on one GPU; a third waits (its message comes back later).
+    a, b = claim(store, first), claim(store, second)
+    assert isinstance(a, Claim) and isinstance(b, Claim) and (a.trial.gpu_slots, b.trial.gpu_slots) == (1, 1)
+    assert claim(store, first) == Wait(WAIT_FOR_SLOTS_S)
+    assert isinstance(claim(store, GpuPlace("otherhost", "0", per_gpu=2)), Claim), "another host's GPU 0 is free"
+
+    # A study of two slots, served first: the GPU drains for it. Neither process claims the one-slot study
+    # meanwhile, and the second process never starts a trial of two slots.
+    big = submit(name="two-slots", resources={"gpu": 1, "gpu_slots": 2}, priority="high", parallelism=1)
+    finish(store, a)
+    assert claim(store, first) == Wait(WAIT_FOR_SLOTS_S), "one slot free, two needed"
+    finish(store, b)
+    assert claim(store, second) == Wait(WAIT_FOR_SLOTS_S), "the second process holds back for the first"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        whole = claim(store, first, pid=sleeper.pid)
+        assert isinstance(whole, Claim) and whole.study.id == big and whole.trial.gpu_slots == 2
+        assert store.get_trial(big, whole.trial.id).to_json()["gpu_slots"] == 2
+        assert {r["trial_id"]: r["gpu_slots"] for r in store.running_trials()}[whole.trial.id] == 2  # the queue
+        assert claim(store, second) == Wait(WAIT_FOR_SLOTS_S), "the two-slot trial has the GPU to itself"
+        other_gpu = claim(store, elsewhere)  # the big study is at its parallelism: GPU 1 serves the small one
+        assert isinstance(other_gpu, Claim) and other_gpu.study.id == small and other_gpu.trial.gpu == "1"
+
+        # Finished, its slots stay taken until its process (which restarts to free the memory) is gone.
+        finish(store, whole)
+        assert claim(store, first) == Wait(WAIT_FOR_SLOTS_S), "the restarted first process waits for the old one"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    again = claim(store, first)
+    assert isinstance(again, Claim) and again.study.id == big and again.trial.gpu_slots == 2
+
+
+@pytest.mark.integration
+def test_a_claim_holds_its_gpus_lock_until_it_commits(postgres_url: str) -> None:
+    store = Store(postgres_url)
+    store.upgrade()
+    try:
+        place = GpuPlace(HOST, "0", per_gpu=2)
+
+        def try_lock(gpu: str) -> bool:
+            with store.engine.connect() as other:
+                key = gpu_lock_key(HOST, gpu)
+                return bool(other.scalar(select(func.pg_try_advisory_xact_lock(GPU_LOCK_NAMESPACE, key))))
+
+        seen = store.with_queue_lock(lambda queue: (open_gate(queue.session, place), try_lock("0"), try_lock("1")))
+        assert seen[1:] == (False, True), "this GPU is locked for the claim, another GPU is not"
+        assert try_lock("0"), "released with the claim's transaction"
+    finally:
+        store.dispose()
