@@ -10,8 +10,10 @@ starts trials of several slots; the others are capped at 1/K each. After such a 
 restarts (its launcher starts a fresh one), which is how the memory it grew into goes back to the GPU, and
 the trial's slots stay taken until that process is gone.
 
-A process that cannot start the study served next holds back instead of claiming studies ranked after it:
-its GPU drains until the trial fits, so studies of one slot do not starve a study of several.
+A process that cannot start the study served next holds back instead of claiming studies ranked after it,
+so studies of one slot do not starve a study of several: its GPU drains until the trial fits. Another
+process of the GPU passes over it only while the first process could still start it, once its own trial
+ends, beside the trial the passing process takes.
 """
 
 from __future__ import annotations
@@ -83,14 +85,36 @@ def process_alive(pid: int | None) -> bool:
     return True
 
 
+def holding(holders: list[SlotHolder], *, ignoring: int | None = None) -> list[SlotHolder]:
+    """The ``holders`` whose slots are taken: those whose process is alive (the holders are of this host's
+    GPU, so their processes are this host's), running trials and finished ones of several slots (that process
+    holds the memory it grew into until it has restarted). A killed worker's trial, running until the reaper
+    requeues it, gives its slots back at once: its process is gone, and its memory with it."""
+    return [
+        h for h in holders if h.trial_id != ignoring and (h.running or h.slots > 1) and process_alive(pid_of(h.worker))
+    ]
+
+
 def slots_in_use(holders: list[SlotHolder], *, ignoring: int | None = None) -> int:
-    """The slots the ``holders`` take: running trials, and a finished trial of several slots whose process is
-    still alive (it holds the memory it grew into until it has restarted)."""
-    return sum(
-        h.slots
-        for h in holders
-        if h.trial_id != ignoring and (h.running or (h.slots > 1 and process_alive(pid_of(h.worker))))
-    )
+    return sum(h.slots for h in holding(holders, ignoring=ignoring))
+
+
+def of_first_process(holder: SlotHolder) -> bool:
+    """Whether the GPU's first process took it (the launcher names it ``gpuX.0``: ``host:pid:gpuX.0``)."""
+    return (holder.worker or "").endswith(".0")
+
+
+def must_hold_back(place: GpuPlace, slots: int, holders: list[SlotHolder]) -> bool:
+    """Whether a process that cannot start a trial of ``slots`` now must claim nothing ranked after it.
+
+    Yes for the GPU's first process (it is the one to start it) and for a trial of one slot (the GPU is
+    full). Another process passes over a trial of several slots only if the first process could still start
+    it once its own trial ends, beside the slots the others hold and the one this process would take.
+    """
+    if place.process == 0 or slots == 1:
+        return True
+    others = sum(h.slots for h in holding(holders) if not of_first_process(h))
+    return others + 1 + slots > place.per_gpu
 
 
 @dataclass
@@ -108,6 +132,11 @@ class SlotGate:
         if self.place is None:
             return True
         return self.place.may_start(self.place.slots_for(study), slots_in_use(self.holders, ignoring=replacing))
+
+    def holds_back(self, study: StudyRecord) -> bool:
+        """Whether this process, which cannot start ``study`` now, must wait rather than claim a study ranked
+        after it (:func:`must_hold_back`)."""
+        return self.place is not None and must_hold_back(self.place, self.place.slots_for(study), self.holders)
 
     def took(self, claim: Any) -> Any:
         """Record on the claimed trial the slots it takes; returns the claim with its trial record updated."""

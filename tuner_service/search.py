@@ -432,7 +432,10 @@ def _claim_next(
         if hypermodels is not None and _hypermodel_of(tx.study) not in hypermodels:
             continue
         if not slots.admits(tx.study):
-            return Wait(WAIT_FOR_SLOTS_S)  # hold back: the GPU drains until the study served next fits
+            if slots.holds_back(tx.study):
+                return Wait(WAIT_FOR_SLOTS_S)  # the GPU drains until the study served first fits
+            waited = True  # its GPU's first process can start it once free, beside what this process takes
+            continue
         result = _claim_in_study(tx, ticket=ticket, worker=worker, gpu=gpu)
         if isinstance(result, Claim):
             return slots.took(result)

@@ -17,6 +17,7 @@ from tuner_service.errors import InvalidInput
 from tuner_service.gpu_slots import (
     WAIT_FOR_SLOTS_S,
     GpuPlace,
+    must_hold_back,
     open_gate,
     requested_slots,
     slots_in_use,
@@ -30,7 +31,6 @@ from tuner_service.study import StudySpec, submit_study
 pytest.importorskip("keras_tuner")
 
 HOST = "gpuhost"
-GONE = 0  # set once: the id of an exited process, for workers whose process does not matter
 
 
 def test_a_trial_takes_its_slots_up_to_the_whole_gpu() -> None:
@@ -52,12 +52,34 @@ def gone_pid() -> int:
     return done.pid
 
 
-def test_a_finished_trial_of_several_slots_holds_them_while_its_process_lives() -> None:
-    alive, gone = f"{HOST}:{os.getpid()}:gpu0.0", f"{HOST}:{gone_pid()}:gpu0.0"
-    running = SlotHolder(1, 1, f"{HOST}:1:gpu0.1", running=True)
-    assert slots_in_use([running, SlotHolder(2, 2, alive, running=False)]) == 3
-    assert slots_in_use([running, SlotHolder(2, 2, gone, running=False)]) == 1
+def worker(pid: int, process: int) -> str:
+    return f"{HOST}:{pid}:gpu0.{process}"
+
+
+def test_slots_are_held_while_their_process_lives() -> None:
+    me, gone = os.getpid(), gone_pid()
+    running = SlotHolder(1, 1, worker(me, 1), running=True)
+    assert slots_in_use([running, SlotHolder(2, 2, worker(me, 0), running=False)]) == 3, "finished, still held"
+    assert slots_in_use([running, SlotHolder(2, 2, worker(gone, 0), running=False)]) == 1, "its process exited"
+    assert slots_in_use([running, SlotHolder(3, 1, worker(me, 0), running=False)]) == 1, "one slot: no memory kept"
+    assert slots_in_use([SlotHolder(4, 1, worker(gone, 1), running=True)]) == 0, "a killed worker's trial"
     assert slots_in_use([running], ignoring=1) == 0, "a claim taking over its own trial does not count it"
+
+
+def test_a_process_passes_over_a_trial_of_several_slots_only_while_it_leaves_room_for_it() -> None:
+    me = os.getpid()
+    first, second = GpuPlace(HOST, "0", per_gpu=4, process=0), GpuPlace(HOST, "0", per_gpu=4, process=1)
+    first_runs_two = SlotHolder(1, 2, worker(me, 0), running=True)
+    third_runs_one, fourth_runs_one = (SlotHolder(n, 1, worker(me, n), running=True) for n in (2, 3))
+    # K = 4: beside the first process's trial of two slots, the others may take one slot each as long as the
+    # first process can start the next trial of two as soon as its own ends.
+    assert not must_hold_back(second, 2, [first_runs_two])
+    assert not must_hold_back(second, 2, [first_runs_two, third_runs_one])
+    assert must_hold_back(second, 2, [third_runs_one, fourth_runs_one]), "one more would leave 1 slot of 4"
+    assert must_hold_back(first, 2, [third_runs_one, fourth_runs_one, SlotHolder(4, 1, worker(me, 1), True)])
+    assert must_hold_back(second, 1, [first_runs_two, third_runs_one, fourth_runs_one]), "the GPU is full"
+    # K = 2: the second process never takes the slot the first needs.
+    assert must_hold_back(GpuPlace(HOST, "0", per_gpu=2, process=1), 2, [SlotHolder(1, 1, worker(me, 0), True)])
 
 
 @pytest.mark.parametrize(
@@ -94,7 +116,7 @@ def any_store(request, store: Store) -> Store:
 
 
 def claim(store: Store, place: GpuPlace, pid: int | None = None) -> Claim | Wait:
-    pid = pid or GONE
+    pid = pid or os.getpid()  # a live process: its trials hold their slots while they run
     result = claim_next(
         store,
         "gpu",
@@ -114,8 +136,7 @@ def finish(store: Store, claimed: Claim) -> None:
 
 
 def test_k_processes_share_a_gpus_slots_and_a_trial_of_all_of_them_runs_alone(any_store: Store, settings) -> None:
-    global GONE
-    store, GONE = any_store, gone_pid()
+    store = any_store
 
     def submit(**overrides):
         doc = digits_study(**{"resources": {"gpu": 1}, "max_trials": 8, "parallelism": 8, **overrides})
@@ -175,3 +196,19 @@ def test_a_claim_holds_its_gpus_lock_until_it_commits(postgres_url: str) -> None
         assert try_lock("0"), "released with the claim's transaction"
     finally:
         store.dispose()
+
+
+def test_beside_a_trial_of_two_slots_of_four_the_other_processes_take_the_rest(store: Store, settings) -> None:
+    def submit(name: str, **overrides) -> int:
+        doc = digits_study(**{"name": name, "resources": {"gpu": 1}, "max_trials": 8, "parallelism": 8, **overrides})
+        return submit_study(store, settings, doc, lambda pool, n: None).id
+
+    small = submit("one-slot")
+    big = submit("two-slots", resources={"gpu": 1, "gpu_slots": 2}, priority="high")
+    places = [GpuPlace(HOST, "0", per_gpu=4, process=k) for k in range(4)]
+    first = claim(store, places[0])
+    assert isinstance(first, Claim) and first.study.id == big and first.trial.gpu_slots == 2
+    for place in places[1:3]:  # the big study is served first, but they cannot run it: they pass over it
+        other = claim(store, place)
+        assert isinstance(other, Claim) and other.study.id == small and other.trial.gpu_slots == 1
+    assert claim(store, places[3]) == Wait(WAIT_FOR_SLOTS_S), "all four slots taken"
