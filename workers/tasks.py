@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 from functools import lru_cache
 
 from celery.worker import state as worker_state
@@ -35,10 +36,10 @@ def worker_name(settings: Settings) -> str:
     return f"{base}:{settings.worker_id}" if settings.worker_id else base
 
 
-def gpu_place(settings: Settings) -> GpuPlace | None:
-    """This process's GPU and its share of it (``--per-gpu K``), or None on a CPU worker."""
+def gpu_place(settings: Settings, pool: str) -> GpuPlace | None:
+    """This process's GPU and its share of it (``--per-gpu K``) when it serves the GPU pool; None otherwise."""
     gpu = os.environ.get("CUDA_VISIBLE_DEVICES") or None
-    if gpu is None:
+    if pool != "gpu" or gpu is None:
         return None
     return GpuPlace(socket.gethostname(), gpu, max(1, settings.per_gpu), settings.gpu_process)
 
@@ -62,20 +63,27 @@ def run_trial(self, pool: str, ticket: str) -> str:  # noqa: ANN001 - Celery's b
     """Claim the next trial of the pool (fairly chosen), train it, report it, and wake the next worker."""
     from tuner_service.training import train_trial  # imports Keras: only here, in the worker
 
+    if threading.current_thread() is not threading.main_thread():
+        # On a broker without an event loop (the embedded one) Celery runs a delayed message (a claim told to
+        # wait) from its timer thread, beside the trial the main thread may be training: one process would
+        # train two at once, beyond its memory share and its GPU slot. Queue it again, now due, for a worker's
+        # main thread to take when free.
+        self.apply_async(args=[pool, ticket], queue=self.request.delivery_info.get("routing_key"))
+        return "delayed message queued again for a main thread"
     settings, store = runtime()
     if worker_state.should_stop is not None or worker_state.should_terminate is not None:
         # On the embedded broker a worker told to stop still takes one more message; starting a trial now
         # would strand it when the worker is killed. Hand the message back for another worker instead.
         self.apply_async(args=[pool, ticket], queue=self.request.delivery_info.get("routing_key"))
         return "worker stopping: message handed back"
-    place = gpu_place(settings)
+    place = gpu_place(settings, pool)
     claim = wait_out(
         lambda: claim_next(
             store,
             pool,
             ticket=ticket,
             worker=worker_name(settings),
-            gpu=place.gpu if place else None,
+            gpu=os.environ.get("CUDA_VISIBLE_DEVICES") or None,
             heartbeat_timeout_s=settings.heartbeat_timeout_s,
             window_s=settings.fair_share_window_s,
             hypermodels=announce.offered_names(),
