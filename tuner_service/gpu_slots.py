@@ -96,6 +96,7 @@ def holding(holders: list[SlotHolder], *, ignoring: int | None = None) -> list[S
 
 
 def slots_in_use(holders: list[SlotHolder], *, ignoring: int | None = None) -> int:
+    """How many of the GPU's slots are taken (by the :func:`holding` ones)."""
     return sum(h.slots for h in holding(holders, ignoring=ignoring))
 
 
