@@ -1,5 +1,6 @@
 """Trials per hour of GPU workers through the whole service: ``tuner-service worker --gpus 0 --per-gpu K``
-with K = 1 and K > 1 processes sharing one GPU (each with 1/K of its memory), and the GPU's utilisation.
+with K = 1 and K > 1 processes sharing one GPU (each capped at 1/K of its memory, the first at all of it:
+see the README's GPU hosts), and the GPU's utilisation.
 
 Per configuration: a fresh home (SQLite database, embedded broker), the worker command above (Keras on
 ``KERAS_BACKEND``: tensorflow, jax or torch), started and left until every process says it is ready; then one

@@ -73,7 +73,13 @@ def up(port: int, workers: int, gpus: str | None, access_log: bool) -> None:
 
 @main.command()
 @click.option("--gpus", default=None, help="Comma-separated GPU ids: worker processes pinned to each.")
-@click.option("--per-gpu", default=1, show_default=True, help="Worker processes per GPU, each with 1/K of its memory.")
+@click.option(
+    "--per-gpu",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="K worker processes per GPU: its K slots, 1/K of its memory each (resources.gpu_slots: a trial takes more).",
+)
 @click.option("--concurrency", default=1, show_default=True, help="CPU worker processes (when no --gpus).")
 @click.option("--max-trials-per-process", type=int, default=None, help="Recycle a process after N trials.")
 @click.option("--max-memory-mb", type=int, default=None, help="Recycle a process above this resident memory.")

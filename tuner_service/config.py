@@ -59,6 +59,10 @@ class Settings:
     # besides the installed entry points: "name=module:attr,name2=module:attr".
     worker_pool: str = "cpu"
     hypermodels: str = ""
+    # A GPU worker process's share of its GPU (set per process by ``tuner-service worker --per-gpu K``): K
+    # processes share the GPU's K slots, and the first of them (0) may start trials that take several.
+    per_gpu: int = 1
+    gpu_process: int = 0
     # A worker announces itself (and the hypermodels it offers) this often; it counts as live for three times as long.
     announce_every_s: float = 15.0
     # Served over HTTPS (directly or behind a proxy): cookies are marked Secure and HSTS is sent.
@@ -104,6 +108,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "TUNER_MAX_MEMORY_MB": ("max_memory_mb", int),
         "TUNER_AUTH_FAILURES_PER_MINUTE": ("auth_failures_per_minute", int),
         "TUNER_PROPOSAL_DELAY": ("proposal_delay_s", float),
+        "TUNER_PER_GPU": ("per_gpu", int),
+        "TUNER_GPU_PROCESS": ("gpu_process", int),
     }
     changes: dict[str, object] = {}
     for key, (field, kind) in numeric.items():

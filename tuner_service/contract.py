@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tuner_service.errors import FieldError, InvalidInput
+from tuner_service.gpu_slots import MAX_GPU_SLOTS
 from tuner_service.ids import MAX_ID
 from tuner_service.space import KNOWN_ACTIVATIONS, KNOWN_OPTIMIZERS, MAX_CHOICES, MAX_SAFE_INT, SAMPLINGS
 from tuner_service.task import ALL_METRICS, ARCHITECTURES, DIRECTIONS, TASK_TYPES
@@ -170,6 +171,11 @@ class Validation(Strict):
 class Resources(Strict):
     gpu: Annotated[int, Field(ge=0, le=1)] | None = None
     cpu: Annotated[int, Field(ge=0, le=MAX_SAFE_INT)] | None = None
+    gpu_slots: Annotated[int, Field(ge=1, le=MAX_GPU_SLOTS)] | None = Field(
+        None,
+        description="with gpu: 1, how many of a GPU's K slots each trial takes (K: the worker's --per-gpu; "
+        "at most K are taken, so K or more runs each trial alone on its GPU); default 1",
+    )
 
 
 class Pruner(Strict):

@@ -58,38 +58,55 @@ def worker_command(name: str, queue: str = "trials.cpu", loglevel: str = "WARNIN
 
 
 def worker_envs(settings: Settings, gpus: list[str] | None, processes: int, per_gpu: int = 1) -> list[dict[str, str]]:
-    """One environment per worker process: ``per_gpu`` processes pinned to each GPU (pool ``gpu``, each with
-    a 1/``per_gpu`` share of the GPU's memory), or CPU-only ones (pool ``cpu``). ``TUNER_WORKER_ID`` is the
-    slot (``cpu0``, ``gpu1.0``); the worker adds its host and process id to make its name unique."""
+    """One environment per worker process: ``per_gpu`` processes pinned to each GPU (pool ``gpu``), or CPU-only
+    ones (pool ``cpu``). ``TUNER_WORKER_ID`` is the slot (``cpu0``, ``gpu1.0``); the worker adds its host and
+    process id to make its name unique. K processes on a GPU share its K slots (``TUNER_PER_GPU``); each is
+    capped at 1/K of its memory except the first (``TUNER_GPU_PROCESS`` 0), capped at the whole GPU, which
+    alone starts trials of several slots (:mod:`tuner_service.gpu_slots`)."""
     base = {**os.environ, **settings_env(settings), "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
     if gpus:
-        share = f"{0.9 / max(1, per_gpu):.3f}"  # leave 10 % for the CUDA context of each process
-        # One process per GPU grows into it; K processes each get a fixed share (growth and a fixed logical
-        # device cannot be combined in TensorFlow), and JAX must not preallocate 75 % of it in each of them.
-        sharing = (
-            {
-                "TUNER_GPU_MEMORY_FRACTION": share,
-                "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
-                "XLA_PYTHON_CLIENT_MEM_FRACTION": share,
-            }
-            if per_gpu > 1
-            else {"TF_FORCE_GPU_ALLOW_GROWTH": "true"}
-        )
+        k = max(1, per_gpu)
         return [
             {
                 **base,
-                **sharing,
+                **gpu_memory_env(k, process),
                 "CUDA_VISIBLE_DEVICES": gpu,
-                "TUNER_WORKER_ID": f"gpu{gpu}.{k}" if per_gpu > 1 else f"gpu{gpu}",
+                "TUNER_WORKER_ID": f"gpu{gpu}.{process}" if k > 1 else f"gpu{gpu}",
                 "TUNER_POOL": "gpu",
+                "TUNER_PER_GPU": str(k),
+                "TUNER_GPU_PROCESS": str(process),
             }
             for gpu in gpus
-            for k in range(max(1, per_gpu))
+            for process in range(k)
         ]
     return [
         {**base, "CUDA_VISIBLE_DEVICES": "", "TUNER_WORKER_ID": f"cpu{i}", "TUNER_POOL": "cpu"}
         for i in range(processes)
     ]
+
+
+GPU_MEMORY_USABLE = 0.9  # of a GPU's memory: the rest is left for the CUDA context of each process
+
+
+def gpu_memory_env(per_gpu: int, process: int) -> dict[str, str]:
+    """How one of ``per_gpu`` processes on a GPU holds its memory.
+
+    Alone on its GPU a process grows into it. Sharing it, every process grows on demand up to a cap, so that
+    an idle one holds only its CUDA context and what its trials grew into: 1/K of the usable memory each, the
+    whole of it for the first process (which alone runs trials of several slots). TensorFlow reads
+    ``TF_FORCE_GPU_ALLOW_GROWTH`` in its GPU allocator, whose size is the logical device's memory limit
+    (``workers.lifecycle.limit_gpu_memory``); JAX grows when not preallocating, up to its memory fraction;
+    PyTorch's caching allocator grows by itself, up to its per-process fraction.
+    """
+    if per_gpu <= 1:
+        return {"TF_FORCE_GPU_ALLOW_GROWTH": "true"}
+    cap = f"{GPU_MEMORY_USABLE if process == 0 else GPU_MEMORY_USABLE / per_gpu:.3f}"
+    return {
+        "TUNER_GPU_MEMORY_FRACTION": cap,
+        "TF_FORCE_GPU_ALLOW_GROWTH": "true",
+        "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
+        "XLA_PYTHON_CLIENT_MEM_FRACTION": cap,
+    }
 
 
 def start_workers(

@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 
 from tuner_service import proposals
 from tuner_service.errors import NotFound
+from tuner_service.gpu_slots import WAIT_FOR_SLOTS_S, GpuPlace, SlotGate, open_gate
 from tuner_service.queue import TeamLoad, WaitingStudy, blocked_reason, runnable
 from tuner_service.space import SearchSpace
 from tuner_service.store import Store, StudyRecord, StudyTransaction, TrialRecord
@@ -60,6 +61,12 @@ class Wait:
 
     seconds: float
     study_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class HoldBack(Wait):
+    """This GPU process must not claim a study ranked after the one it cannot fit now (its GPU drains until
+    that study's trial fits; see :mod:`tuner_service.gpu_slots`)."""
 
 
 @dataclass(frozen=True)
@@ -351,13 +358,15 @@ def claim_next(
     window_s: float = 3600.0,
     hypermodels: frozenset[str] | None = None,
     proposal_delay_s: float = 0.0,
+    place: GpuPlace | None = None,
 ) -> Claim | Wait | Done:
     """Give a free worker of ``pool`` its next trial, from whichever study the queue serves next.
 
     Idempotent per ``ticket``: a redelivered message never creates a second trial. A worker that names
     the ``hypermodels`` it offers skips studies of other hypermodels (they wait for a worker that has them).
     When the study served next needs a model-based proposal, this worker computes it with no lock held and
-    claims again.
+    claims again. A GPU worker names its ``place``: a trial starts only if its GPU slots are free there
+    (:mod:`tuner_service.gpu_slots`).
     """
     for _ in range(PROPOSE_ROUNDS):
         result = claim_once(
@@ -369,6 +378,7 @@ def claim_next(
             heartbeat_timeout_s=heartbeat_timeout_s,
             window_s=window_s,
             hypermodels=hypermodels,
+            place=place,
         )
         if not isinstance(result, Propose):
             return result
@@ -386,6 +396,7 @@ def claim_once(
     heartbeat_timeout_s: float,
     window_s: float = 3600.0,
     hypermodels: frozenset[str] | None = None,
+    place: GpuPlace | None = None,
 ) -> Claim | Wait | Done | Propose:
     """One pass over the queue: a claim, or what the worker should do instead (never fits a model).
 
@@ -405,6 +416,7 @@ def claim_once(
             heartbeat_timeout_s=heartbeat_timeout_s,
             window_s=window_s,
             hypermodels=hypermodels,
+            place=place,
         )
     except IntegrityError:  # the same message claimed at the same moment by another worker (unique ticket)
         return Done("message already handled by another worker")
@@ -420,12 +432,19 @@ def _claim_next(
     heartbeat_timeout_s: float,
     window_s: float,
     hypermodels: frozenset[str] | None = None,
+    place: GpuPlace | None = None,
 ) -> Claim | Wait | Done | Propose:
+    # Each transaction below takes the GPU's lock (GPU workers only) before the study's: one order for all.
+    def gate(session: Any) -> SlotGate:
+        return open_gate(session, place)
+
     mine, studies, teams = store.claim_view(ticket, pool, window_s)
     if mine is not None:
         # The broker delivered this message again: resume only a trial nobody is working on.
         return store.with_study_lock(
-            mine.study_id, lambda tx: _resume_redelivered(tx, mine.id, ticket, worker, gpu, heartbeat_timeout_s)
+            mine.study_id,
+            lambda tx, slots: _resume_redelivered(tx, slots, mine.id, ticket, worker, gpu, heartbeat_timeout_s),
+            before=gate,
         )
     waited: list[int] = []
     busy: list[WaitingStudy] = []
@@ -434,45 +453,59 @@ def _claim_next(
         team = teams.get(candidate.team_id)
         return store.with_study_lock(
             candidate.study_id,
-            lambda tx: _claim_candidate(
-                tx, team, ticket=ticket, worker=worker, gpu=gpu, window_s=window_s, hypermodels=hypermodels
+            lambda tx, slots: _claim_candidate(
+                tx, slots, team, ticket=ticket, worker=worker, gpu=gpu, window_s=window_s, hypermodels=hypermodels
             ),
             skip_locked=skip_locked,
+            before=gate,
         )
+
+    def settle(candidate: WaitingStudy, result: Any) -> Claim | Wait | Propose | None:
+        """The answer to give now, or None to try the next study."""
+        if isinstance(result, (Claim, Propose, HoldBack)):
+            return result
+        if isinstance(result, Wait):
+            waited.append(candidate.study_id)
+        return None
 
     for candidate in runnable(studies, teams):
         result = attempt(candidate, skip_locked=True)
         if result is LOCKED:
             busy.append(candidate)
-        elif isinstance(result, (Claim, Propose)):
-            return result
-        elif isinstance(result, Wait):
-            waited.append(candidate.study_id)
+        elif (answer := settle(candidate, result)) is not None:
+            return answer
     for candidate in busy:  # every other study is spoken for: wait for these locks, in the same order
         try:
             result = attempt(candidate, skip_locked=False)
         except NotFound:  # deleted since the queue was read
             continue
-        if isinstance(result, (Claim, Propose)):
-            return result
-        if isinstance(result, Wait):
-            waited.append(candidate.study_id)
+        if (answer := settle(candidate, result)) is not None:
+            return answer
     if waited:
         return Wait(WAIT_FOR_ROUND_S, tuple(waited))
     return Done(f"no study of pool {pool!r} can start a trial now")
 
 
 def _resume_redelivered(
-    tx: StudyTransaction, trial_id: int, ticket: str, worker: str, gpu: str | None, heartbeat_timeout_s: float
-) -> Claim | Done:
+    tx: StudyTransaction,
+    slots: SlotGate,
+    trial_id: int,
+    ticket: str,
+    worker: str,
+    gpu: str | None,
+    heartbeat_timeout_s: float,
+) -> Claim | Wait | Done:
     mine = tx.trial(trial_id)
     if mine.status != "running" or _is_fresh(mine, heartbeat_timeout_s):
         return Done(f"message already handled by trial {mine.id}")
-    return Claim(tx.restart_trial(mine.id, ticket=ticket, worker=worker, gpu=gpu), tx.study)
+    if not slots.admits(tx.study, replacing=mine.id):
+        return Wait(WAIT_FOR_SLOTS_S, (tx.study.id,))
+    return slots.took(Claim(tx.restart_trial(mine.id, ticket=ticket, worker=worker, gpu=gpu), tx.study))
 
 
 def _claim_candidate(
     tx: StudyTransaction,
+    slots: SlotGate,
     team: TeamLoad | None,
     *,
     ticket: str,
@@ -485,6 +518,10 @@ def _claim_candidate(
     study = tx.study
     if hypermodels is not None and _hypermodel_of(study) not in hypermodels:
         return None
+    if not slots.admits(study):
+        if slots.holds_back(study):
+            return HoldBack(WAIT_FOR_SLOTS_S, (study.id,))  # the GPU drains until the study served first fits
+        return Wait(WAIT_FOR_SLOTS_S, (study.id,))  # its GPU's first process can start it once free
     counts = tx.counts()
     if counts.get("running", 0) >= study.parallelism and not study.is_terminal:
         return None
@@ -498,7 +535,8 @@ def _claim_candidate(
         )  # fmt: skip
         if blocked_reason(waiting, team) is not None:
             return None
-    return _claim_in_study(tx, counts, ticket=ticket, worker=worker, gpu=gpu)
+    result = _claim_in_study(tx, counts, ticket=ticket, worker=worker, gpu=gpu)
+    return slots.took(result) if isinstance(result, Claim) else result
 
 
 def _hypermodel_of(study: StudyRecord) -> str:

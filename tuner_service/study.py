@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tuner_service.errors import BrokerUnavailable, FieldError, InvalidInput, NotFound
+from tuner_service.gpu_slots import MAX_GPU_SLOTS
 from tuner_service.hypermodels.registry import ModelRef
 from tuner_service.pruning import PrunerSpec
 from tuner_service.space import SearchSpace
@@ -124,6 +125,7 @@ class StudySpec:
     validation: Validation = field(default_factory=Validation)
     priority: str = "normal"
     pool: str = "cpu"
+    gpu_slots: int = 1  # of the K slots of a GPU shared by K worker processes (tuner_service.gpu_slots)
     pruner: PrunerSpec = field(default_factory=PrunerSpec)
     warm_start: WarmStart = field(default_factory=lambda: WarmStart())
     model: ModelRef = field(default_factory=ModelRef)
@@ -143,11 +145,16 @@ class StudySpec:
             "early_stopping": self.early_stopping.to_json(),
             "validation": self.validation.to_json(),
             "priority": self.priority,
-            "resources": {"gpu": 1} if self.pool == "gpu" else {"cpu": 1},
+            "resources": self._resources(),
             "pruner": self.pruner.to_json(),
             "warm_start": self.warm_start.to_json(),
             "model": self.model.to_json(),
         }
+
+    def _resources(self) -> dict[str, int]:
+        if self.pool != "gpu":
+            return {"cpu": 1}
+        return {"gpu": 1, "gpu_slots": self.gpu_slots} if self.gpu_slots != 1 else {"gpu": 1}
 
     @classmethod
     def from_json(cls, doc: object, *, max_parameters: int = 64, max_trials_limit: int = 10_000) -> StudySpec:
@@ -183,7 +190,7 @@ class StudySpec:
         priority = doc.get("priority", "normal")
         if priority not in PRIORITIES:
             errors.append(FieldError("priority", f"must be one of {', '.join(PRIORITIES)}"))
-        pool = _pool(doc.get("resources", {"cpu": 1}), errors)
+        pool, gpu_slots = _resources(doc.get("resources", {"cpu": 1}), errors)
         pruner = PrunerSpec.from_json(doc.get("pruner"), errors)
         # learning_rate_from is resolved into search_space.learning_rate by submit_study (it needs the store).
         warm_start = WarmStart.from_json(doc.get("warm_start"), errors)
@@ -203,7 +210,7 @@ class StudySpec:
             name=name, dataset=dataset, task=task, objective=objective, search_space=space,
             algorithm=algorithm, max_trials=max_trials, executions_per_trial=executions,
             parallelism=parallelism, seed=seed, early_stopping=early, validation=validation, priority=priority,
-            pool=pool, pruner=pruner, warm_start=warm_start, model=model,
+            pool=pool, gpu_slots=gpu_slots, pruner=pruner, warm_start=warm_start, model=model,
         )  # type: ignore[arg-type]  # fmt: skip
 
 
@@ -236,19 +243,38 @@ def _initial_points(algorithm: AlgorithmSpec, max_trials: int) -> None:
             raise InvalidInput.one(f"algorithm.{key}", f"must be at most max_trials ({max_trials})")
 
 
-def _pool(value: object, errors: list[FieldError]) -> str:
-    """``{"gpu": 1}`` runs on the GPU pool (one trial per GPU); ``{"cpu": N}`` or nothing on the CPU pool."""
+def _resources(value: object, errors: list[FieldError]) -> tuple[str, int]:
+    """The pool and GPU slots: ``{"gpu": 1}`` runs on the GPU pool, each trial taking ``gpu_slots`` (default 1)
+    of the K slots of a GPU that ``--per-gpu K`` worker processes share; ``{"cpu": N}`` or nothing on the CPU
+    pool."""
     if not isinstance(value, dict) or not value:
         errors.append(FieldError("resources", 'must be {"gpu": 1} or {"cpu": 1}'))
-        return "cpu"
+        return "cpu", 1
     for key, amount in value.items():
-        if key not in ("gpu", "cpu"):
-            errors.append(FieldError(f"resources.{key}", "unknown resource; known: cpu, gpu"))
+        if key not in ("gpu", "cpu", "gpu_slots"):
+            errors.append(FieldError(f"resources.{key}", "unknown resource; known: cpu, gpu, gpu_slots"))
+        elif key == "gpu_slots":
+            continue
         elif not _number_ok(amount, int) or amount < 0:
             errors.append(FieldError(f"resources.{key}", "must be a non-negative integer"))
         elif key == "gpu" and amount > 1:
             errors.append(FieldError("resources.gpu", "a trial uses at most one GPU (workers run one trial per GPU)"))
-    return "gpu" if value.get("gpu") else "cpu"
+    pool = "gpu" if value.get("gpu") else "cpu"
+    return pool, _gpu_slots(value, pool, errors)
+
+
+def _gpu_slots(resources: dict[str, Any], pool: str, errors: list[FieldError]) -> int:
+    """How many of its GPU's slots a trial takes: an integer from 1 to MAX_GPU_SLOTS, for GPU studies only."""
+    if "gpu_slots" not in resources:
+        return 1
+    slots = resources["gpu_slots"]
+    if not _number_ok(slots, int) or not 1 <= slots <= MAX_GPU_SLOTS:
+        errors.append(FieldError("resources.gpu_slots", f"must be an integer between 1 and {MAX_GPU_SLOTS}"))
+        return 1
+    if pool != "gpu":
+        errors.append(FieldError("resources.gpu_slots", 'only for studies that ask for a GPU ("gpu": 1)'))
+        return 1
+    return slots
 
 
 def _collect(parse: Any, errors: list[FieldError]) -> Any:

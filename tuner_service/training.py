@@ -3,7 +3,8 @@
 A promoted ASHA/Hyperband trial continues its parent's training: weights, optimizer state and epoch
 counter. It takes the parent's model straight from this process's memory when this worker trained the
 parent (see :class:`LiveModels`), and otherwise loads the parent's checkpoint, a full ``.keras`` model
-with its optimizer's variables. Imports Keras; only workers import this module.
+with its optimizer's variables. A trial handed back by a stopping worker resumes the same way, from the
+full model its worker saved at the epoch end where it stopped. Imports Keras; only workers import this module.
 """
 
 from __future__ import annotations
@@ -171,8 +172,21 @@ def _norm_stats(info: DatasetInfo, fraction: float, seed: int, split: Split) -> 
 
 
 def preempt_checkpoint_path(settings: Settings, study_id: int, trial_id: int) -> Path:
-    """Where a preempted trial's weights wait for the worker that resumes it."""
+    """Where a preempted trial waits for the worker that resumes it: its model as it was at the epoch end where
+    its worker stopped, optimizer state included (a ``.keras`` file)."""
+    return study_dir(settings, study_id) / "checkpoints" / f"preempted-{trial_id}.keras"
+
+
+def legacy_preempt_checkpoint_path(settings: Settings, study_id: int, trial_id: int) -> Path:
+    """Weights only, as trials were handed back before the checkpoint kept the optimizer; still resumed from."""
     return study_dir(settings, study_id) / "checkpoints" / f"preempted-{trial_id}.weights.h5"
+
+
+def preempted_checkpoint(settings: Settings, study_id: int, trial_id: int) -> Path:
+    """The checkpoint a preempted trial resumes from: the full model, or an older weights file."""
+    path = preempt_checkpoint_path(settings, study_id, trial_id)
+    legacy = legacy_preempt_checkpoint_path(settings, study_id, trial_id)
+    return legacy if not path.exists() and legacy.exists() else path
 
 
 class TargetUnitLogs(keras.callbacks.Callback):
@@ -204,6 +218,7 @@ def train_trial(store: Store, settings: Settings, claim: Claim) -> TrialOutcome 
             result = _train(store, settings, claim)
         if isinstance(result, TrialOutcome):
             preempt_checkpoint_path(settings, claim.study.id, claim.trial.id).unlink(missing_ok=True)
+            legacy_preempt_checkpoint_path(settings, claim.study.id, claim.trial.id).unlink(missing_ok=True)
         return result
     except shutdown.GraceExpired:
         return shutdown.Handback("worker stopped before an epoch ended (grace period over)")
@@ -367,7 +382,7 @@ def _train(store: Store, settings: Settings, claim: Claim) -> TrialOutcome | shu
     pruner = PrunerSpec(**study.spec.get("pruner", {}))
     resume = resume_source(settings, claim)
     promotable = study.spec["algorithm"]["name"] in PROMOTING_ALGORITHMS
-    preempted = preempt_checkpoint_path(settings, study.id, trial.id)
+    preempted = preempted_checkpoint(settings, study.id, trial.id)
     resumed = _resume_point(trial, preempted)
     earlier = wait_out(lambda: store.epochs(trial.id), what="reading a resumed trial") if resumed else []
     best: list[tuple[int, dict[str, float]]] = []
@@ -393,7 +408,7 @@ def _train(store: Store, settings: Settings, claim: Claim) -> TrialOutcome | shu
             if resume is not None:
                 source = "memory" if live is not None else f"checkpoint {resume.name}"
                 log.info("trial %s continues trial %s from %s", trial.number, claim.resumes, source)
-        callbacks = [reporter, last] if promotable else [reporter]
+        callbacks = [reporter, last]  # last: where a promotion or a handed-back trial continues from
         model, history = fit_once(
             prepared, study, values, seed=seed, callbacks=callbacks, resume_from=start_from, model=live
         )
@@ -407,7 +422,7 @@ def _train(store: Store, settings: Settings, claim: Claim) -> TrialOutcome | shu
         if reporter.stop_reason is not None:
             return TrialOutcome("cancelled", error=reporter.stop_reason)
         if reporter.preempted_at is not None:
-            _save_preempted(model, preempted)
+            _save_preempted(model, last, settings, study.id, trial.id)
             return shutdown.Handback(
                 f"worker stopping: handed back after epoch {reporter.preempted_at}",
                 resume=(execution, reporter.preempted_at),
@@ -456,11 +471,15 @@ def _resume_point(trial: Any, checkpoint: Path) -> tuple[int, int] | None:
     return int(trial.resume_execution), int(trial.resume_epoch)
 
 
-def _save_preempted(model: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name.replace(".weights.h5", ".tmp.weights.h5"))
-    model.save_weights(tmp)
-    tmp.replace(path)  # whole or absent: a worker killed while saving leaves the previous checkpoint
+def _save_preempted(model: Any, last: LastState, settings: Settings, study_id: int, trial_id: int) -> None:
+    """Save the model as it was at the epoch end where its worker stopped: that epoch's weights (early stopping
+    has restored the best ones by now), the optimizer's state and step count, so that the worker resuming it
+    trains on as this one would have (weights alone would restart the optimizer: Adam's moments at zero, a
+    schedule back at step 0). Whole or absent: a worker killed while saving leaves the previous checkpoint."""
+    if last.weights is not None:
+        model.set_weights(last.weights)
+    _atomic_save(model, preempt_checkpoint_path(settings, study_id, trial_id))
+    legacy_preempt_checkpoint_path(settings, study_id, trial_id).unlink(missing_ok=True)
 
 
 def resume_source(settings: Settings, claim: Claim) -> Path | None:

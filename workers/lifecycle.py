@@ -37,6 +37,7 @@ _warm_up_s: float | None = None
 def _warm_up(**_kwargs: object) -> None:
     global _warm_up_s
     if not load_settings().worker_warm_up:
+        limit_gpu_memory()  # the warm-up does it first otherwise; a cold worker is held to its share too
         return
     started = time.monotonic()
     try:
@@ -83,8 +84,9 @@ def limit_gpu_memory() -> None:
     """Hold this process to its share of the GPU (``TUNER_GPU_MEMORY_FRACTION``, set by ``--per-gpu K``).
 
     JAX reads its XLA_PYTHON_CLIENT_* variables (set by the launcher) itself; TensorFlow gets a logical
-    device of that size (memory growth alone would let one process take the whole GPU); PyTorch a per-process
-    fraction. Must run before the backend touches the GPU, which is why it runs first in the warm-up.
+    device of that size, which its allocator grows into on demand (``TF_FORCE_GPU_ALLOW_GROWTH``, set by the
+    launcher: memory growth alone would let one process take the whole GPU); PyTorch a per-process fraction.
+    Must run before the backend touches the GPU, which is why it runs first in the warm-up.
     """
     fraction = float(os.environ.get("TUNER_GPU_MEMORY_FRACTION") or 0)
     if not fraction or not os.environ.get("CUDA_VISIBLE_DEVICES"):
@@ -142,18 +144,25 @@ def resident_mb() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
-def trial_done(settings: Settings) -> None:
-    """Count a trial; stop the worker warmly once it should be recycled (the launcher starts a fresh one)."""
+def trial_done(settings: Settings, *, gpu_slots: int = 1) -> None:
+    """Count a trial; stop the worker warmly once it should be recycled (the launcher starts a fresh one).
+
+    A trial of several GPU slots always recycles: the memory the backend grew into for it stays in its
+    allocator's pool until the process exits, and the GPU's other processes need it back
+    (:mod:`tuner_service.gpu_slots`; they count those slots as taken until this process is gone)."""
     global _trials_done
     _trials_done += 1
-    reason = recycle_reason(settings, _trials_done, resident_mb())
+    reason = recycle_reason(settings, _trials_done, resident_mb(), gpu_slots=gpu_slots)
     if reason is not None and worker_state.should_stop is None:
         log.warning("recycling this worker process: %s", reason)
         worker_state.should_stop = RECYCLE_EXIT_CODE
 
 
-def recycle_reason(settings: Settings, trials: int, memory_mb: float) -> str | None:
-    """Why a worker process that ran ``trials`` trials and holds ``memory_mb`` should be replaced, if it should."""
+def recycle_reason(settings: Settings, trials: int, memory_mb: float, *, gpu_slots: int = 1) -> str | None:
+    """Why a worker process that ran ``trials`` trials and holds ``memory_mb`` should be replaced, if it should
+    (``gpu_slots``: the slots of its GPU the last trial took)."""
+    if gpu_slots > 1:
+        return f"its trial took {gpu_slots} GPU slots: the memory it grew into goes back to the GPU"
     if settings.max_trials_per_process and trials >= settings.max_trials_per_process:
         return f"{trials} trials done (limit {settings.max_trials_per_process})"
     if settings.max_memory_mb and memory_mb > settings.max_memory_mb:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 from functools import lru_cache
 
 from celery.worker import state as worker_state
 
 from tuner_service import shutdown
 from tuner_service.config import Settings, load_settings
+from tuner_service.gpu_slots import GpuPlace
 from tuner_service.outage import wait_out
 from tuner_service.proposals import refill
 from tuner_service.reaper import reap
@@ -34,6 +36,14 @@ def worker_name(settings: Settings) -> str:
     return f"{base}:{settings.worker_id}" if settings.worker_id else base
 
 
+def gpu_place(settings: Settings, pool: str) -> GpuPlace | None:
+    """This process's GPU and its share of it (``--per-gpu K``) when it serves the GPU pool; None otherwise."""
+    gpu = os.environ.get("CUDA_VISIBLE_DEVICES") or None
+    if pool != "gpu" or gpu is None:
+        return None
+    return GpuPlace(socket.gethostname(), gpu, max(1, settings.per_gpu), settings.gpu_process)
+
+
 def _wake(pool: str, study_id: int) -> None:
     """Enqueue the pool's next trial; with the broker away, the reaper wakes the study once it is back."""
     try:
@@ -53,12 +63,20 @@ def run_trial(self, pool: str, ticket: str) -> str:  # noqa: ANN001 - Celery's b
     """Claim the next trial of the pool (fairly chosen), train it, report it, and wake the next worker."""
     from tuner_service.training import train_trial  # imports Keras: only here, in the worker
 
+    if threading.current_thread() is not threading.main_thread():
+        # On a broker without an event loop (the embedded one) Celery runs a delayed message (a claim told to
+        # wait) from its timer thread, beside the trial the main thread may be training: one process would
+        # train two at once, beyond its memory share and its GPU slot. Queue it again, now due, for a worker's
+        # main thread to take when free.
+        self.apply_async(args=[pool, ticket], queue=self.request.delivery_info.get("routing_key"))
+        return "delayed message queued again for a main thread"
     settings, store = runtime()
     if worker_state.should_stop is not None or worker_state.should_terminate is not None:
         # On the embedded broker a worker told to stop still takes one more message; starting a trial now
         # would strand it when the worker is killed. Hand the message back for another worker instead.
         self.apply_async(args=[pool, ticket], queue=self.request.delivery_info.get("routing_key"))
         return "worker stopping: message handed back"
+    place = gpu_place(settings, pool)
     claim = wait_out(
         lambda: claim_next(
             store,
@@ -70,6 +88,7 @@ def run_trial(self, pool: str, ticket: str) -> str:  # noqa: ANN001 - Celery's b
             window_s=settings.fair_share_window_s,
             hypermodels=announce.offered_names(),
             proposal_delay_s=settings.proposal_delay_s,
+            place=place,
         ),
         what="claiming a trial",
     )
@@ -88,7 +107,7 @@ def run_trial(self, pool: str, ticket: str) -> str:  # noqa: ANN001 - Celery's b
         return _hand_back(store, settings, claim, pool, shutdown.Handback("worker stopping before the trial started"))
     log.info("study %s: training trial %s %s", study_id, claim.trial.number, claim.values)
     outcome = train_trial(store, settings, claim)
-    lifecycle.trial_done(settings)
+    lifecycle.trial_done(settings, gpu_slots=claim.trial.gpu_slots or 1)
     if isinstance(outcome, shutdown.Handback):
         return _hand_back(store, settings, claim, pool, outcome)
     finished = wait_out(lambda: finish_trial(store, study_id, claim.trial.id, outcome), what="storing a result")

@@ -105,6 +105,10 @@ CASES = [
     pytest.param(study("parallelism", parallelism=0), id="zero-parallelism"),
     pytest.param(study("seed", seed=True), id="seed-a-boolean"),
     pytest.param(study("priority", priority="urgent"), id="unknown-priority"),
+    pytest.param(study("resources.gpu_slots", resources={"gpu": 1, "gpu_slots": 0}), id="gpu-slots-0"),
+    pytest.param(study("resources.gpu_slots", resources={"gpu": 1, "gpu_slots": 1.5}), id="gpu-slots-a-float"),
+    pytest.param(study("resources.gpu_slots", resources={"gpu": 1, "gpu_slots": 65}), id="gpu-slots-above-64"),
+    pytest.param(study("resources.gpu_slots", resources={"cpu": 1, "gpu_slots": 2}), id="gpu-slots-without-gpu"),
     # -- search space
     pytest.param(
         space("hidden_layers", {"type": "int", "min": 3, "max": 1}, "search_space.hidden_layers.min"),

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import keras
 import pytest
 
 from tests.integration.test_team_queue import Team, completed, quick_study, trials_of, wait_until
@@ -84,6 +85,10 @@ def test_sigterm_hands_the_trial_back_at_an_epoch_end_and_another_worker_resumes
     assert pending.resume_execution == 0 and pending.resume_epoch is not None and pending.resume_epoch >= 2
     assert preempt_checkpoint_path(settings, study, trial.id).exists()
     assert "handed back" in (pending.error or "")
+    # The checkpoint is the whole model: the optimizer's state and step count come back with the weights.
+    steps_done = int(keras.models.load_model(preempt_checkpoint_path(settings, study, trial.id)).optimizer.iterations)
+    assert steps_done > 0 and steps_done % pending.resume_epoch == 0
+    steps_per_epoch = steps_done // pending.resume_epoch
 
     pool.start(1, prefix="successor")
     wait_until(lambda: store.get_study(study).is_terminal, what="the study", logs=pool.logs)
@@ -95,6 +100,8 @@ def test_sigterm_hands_the_trial_back_at_an_epoch_end_and_another_worker_resumes
     assert resumed.epochs_run == 8 and epochs_are_contiguous(store, resumed.id)
     assert f"trial {trial.id} resumes execution 0 at epoch {pending.resume_epoch}" in pool.logs()
     assert not preempt_checkpoint_path(settings, study, trial.id).exists(), "the checkpoint is cleaned up"
+    saved = keras.models.load_model(settings.artifacts / (resumed.model_path or ""))
+    assert int(saved.optimizer.iterations) == 8 * steps_per_epoch, "the resumed run continued the optimizer's steps"
     print(
         f"\nSIGTERM -> trial requeued in {handed_back_s:.1f} s (at epoch {pending.resume_epoch}), "
         f"worker exited in {exited_s:.1f} s; resumed by {resumed.worker}"

@@ -1,6 +1,7 @@
 """A promoted trial continues its parent's training (weights, optimizer state, epoch counter), from this
-process's memory or from the parent's checkpoint; a scaled regression target is reported and saved in its
-own units. Real Keras models on digits and diabetes, a few epochs each."""
+process's memory or from the parent's checkpoint, and so does a trial handed back by a stopping worker; a
+scaled regression target is reported and saved in its own units. Real Keras models on digits and diabetes, a
+few epochs each."""
 
 from __future__ import annotations
 
@@ -10,10 +11,21 @@ import keras
 import numpy as np
 import pytest
 
+from tuner_service.config import load_settings
 from tuner_service.datasets import describe_builtin, load_split, output_units
 from tuner_service.hypermodel import StandardizedLoss, build_model, normalization_stats, target_stats
 from tuner_service.task import TaskSpec
-from tuner_service.training import LastState, LiveModels, TargetUnitLogs, _atomic_save, load_checkpoint
+from tuner_service.training import (
+    LastState,
+    LiveModels,
+    TargetUnitLogs,
+    _atomic_save,
+    _save_preempted,
+    legacy_preempt_checkpoint_path,
+    load_checkpoint,
+    preempt_checkpoint_path,
+    preempted_checkpoint,
+)
 
 VALUES = {"hidden_layers": 1, "neurons": 32, "optimizer": "adam", "learning_rate": 1e-3, "batch_size": 64}
 
@@ -73,6 +85,31 @@ def test_last_state_keeps_the_last_epoch_while_early_stopping_restores_the_best(
         np.testing.assert_array_equal(restored, first)
         np.testing.assert_array_equal(kept, third)
     assert not all(np.array_equal(a, b) for a, b in zip(seen[0], last.weights, strict=True))
+
+
+def test_a_handed_back_trial_resumes_from_its_last_epoch_with_the_optimizer_state(tmp_path: Path) -> None:
+    keras.utils.set_random_seed(0)
+    split, model = digits(tmp_path)
+    settings = load_settings({"TUNER_HOME": str(tmp_path / "home")})
+    legacy = legacy_preempt_checkpoint_path(settings, 1, 7)
+    legacy.parent.mkdir(parents=True)
+    model.save_weights(legacy)  # handed back by an older release: still resumed from (weights only)
+    assert preempted_checkpoint(settings, 1, 7) == legacy
+    last = LastState()
+    # The worker stops after epoch 2 while early stopping (best: the first epoch, by highest loss) has already
+    # restored epoch 1's weights: the checkpoint keeps epoch 2's, and the optimizer's state after 2 epochs.
+    stopper = keras.callbacks.EarlyStopping(monitor="loss", mode="max", patience=10, restore_best_weights=True)
+    model.fit(split.x_train, split.y_train, epochs=2, batch_size=64, verbose=0, callbacks=[last, stopper])
+    _save_preempted(model, last, settings, 1, 7)
+    path = preempted_checkpoint(settings, 1, 7)
+    assert path == preempt_checkpoint_path(settings, 1, 7) and path.suffix == ".keras" and not legacy.exists()
+    resumed = load_checkpoint(None, VALUES, path)  # type: ignore[arg-type]
+    steps = int(np.ceil(len(split.x_train) / 64))
+    assert int(resumed.optimizer.iterations) == int(model.optimizer.iterations) == 2 * steps
+    for kept, third in zip(resumed.get_weights(), last.weights, strict=True):
+        np.testing.assert_array_equal(kept, third)
+    in_memory, from_checkpoint = (fit_epoch(m, split, 2) for m in (model, resumed))
+    assert from_checkpoint == pytest.approx(in_memory, rel=1e-4), "the third epoch trains as if never stopped"
 
 
 def test_live_models_hand_a_model_out_once_and_only_while_its_checkpoint_is_unchanged(tmp_path: Path) -> None:

@@ -26,10 +26,17 @@ def test_k_processes_per_gpu_get_distinct_slots_and_a_memory_share_each(tmp_path
     envs = worker_envs(settings, ["0", "1"], processes=1, per_gpu=2)
     assert [e["TUNER_WORKER_ID"] for e in envs] == ["gpu0.0", "gpu0.1", "gpu1.0", "gpu1.1"]
     assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0", "0", "1", "1"]
-    assert {e["TUNER_GPU_MEMORY_FRACTION"] for e in envs} == {"0.450"}
-    assert all(e["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false" and "TF_FORCE_GPU_ALLOW_GROWTH" not in e for e in envs)
+    # Each grows on demand up to its cap: 1/K of the usable memory, the whole of it for the GPU's first process
+    # (the one that runs trials of several slots).
+    assert [e["TUNER_GPU_MEMORY_FRACTION"] for e in envs] == ["0.900", "0.450", "0.900", "0.450"]
+    assert [e["XLA_PYTHON_CLIENT_MEM_FRACTION"] for e in envs] == ["0.900", "0.450", "0.900", "0.450"]
+    assert all(e["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false" and e["TF_FORCE_GPU_ALLOW_GROWTH"] == "true" for e in envs)
+    assert [(e["TUNER_PER_GPU"], e["TUNER_GPU_PROCESS"]) for e in envs] == [("2", "0"), ("2", "1")] * 2
+    processes = [load_settings(e) for e in envs]
+    assert [(p.per_gpu, p.gpu_process) for p in processes] == [(2, 0), (2, 1)] * 2
     alone = worker_envs(settings, ["3"], processes=1)
     assert alone[0]["TUNER_WORKER_ID"] == "gpu3" and alone[0]["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
+    assert "TUNER_GPU_MEMORY_FRACTION" not in alone[0] and alone[0]["TUNER_PER_GPU"] == "1"
     cpu = worker_envs(settings, None, processes=3)
     assert [e["TUNER_WORKER_ID"] for e in cpu] == ["cpu0", "cpu1", "cpu2"] and {e["TUNER_POOL"] for e in cpu} == {"cpu"}
 
@@ -42,6 +49,7 @@ def test_a_worker_recycles_after_its_trial_limit_or_above_its_memory_ceiling(tmp
     assert "50 trials" in (recycle_reason(settings, 50, 1000.0) or "")
     assert "2049 MB" in (recycle_reason(settings, 3, 2049.0) or "")
     assert recycle_reason(load_settings({"TUNER_HOME": str(tmp_path)}), 10_000, 1e6) is None  # 0: never
+    assert "2 GPU slots" in (recycle_reason(load_settings({"TUNER_HOME": str(tmp_path)}), 1, 10.0, gpu_slots=2) or "")
     assert RECYCLE_EXIT_CODE == RECYCLED
 
 

@@ -22,8 +22,16 @@ def _queue_view() -> dict[str, Any]:
     running = svc.store.running_trials(team)
     workers: dict[str, list[dict[str, Any]]] = {}
     for row in running:
-        workers.setdefault(f"{row['worker'] or '?'}" + (f" · GPU {row['gpu']}" if row["gpu"] else ""), []).append(row)
+        workers.setdefault(f"{row['worker'] or '?'}{_gpu_label(row)}", []).append(row)
     return {"running": running, "workers": workers, "waiting": waiting, "teams": teams}
+
+
+def _gpu_label(row: dict[str, Any]) -> str:
+    """`` · GPU 0``, with the slots its trial takes when more than one."""
+    if not row["gpu"]:
+        return ""
+    slots = row.get("gpu_slots") or 1
+    return f" · GPU {row['gpu']}" + (f" ({slots} slots)" if slots > 1 else "")
 
 
 @bp.get("/queue")

@@ -161,6 +161,7 @@ class StudyRow(Base):
     )
 
 
+MULTI_SLOT = text("gpu_slots > 1")
 RANKED = text("status IN ('completed', 'pruned') AND sort_key IS NOT NULL")
 # The same condition for queries that join studies (which has a status too); the planner matches it to RANKED.
 RANKED_TRIALS = text("trials.status IN ('completed', 'pruned') AND trials.sort_key IS NOT NULL")
@@ -189,6 +190,8 @@ class TrialRow(Base):
     team_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     pool: Mapped[str] = mapped_column(String(16), default="cpu", server_default="cpu")
     gpu: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # The GPU slots the trial took on its worker's GPU (resources.gpu_slots, at most the GPU's K); NULL: no GPU.
+    gpu_slots: Mapped[int | None] = mapped_column(Integer, nullable=True)
     score: Mapped[float | None] = mapped_column(Float, nullable=True)
     sort_key: Mapped[float | None] = mapped_column(Float, nullable=True)
     best_epoch: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -243,6 +246,8 @@ class TrialRow(Base):
         Index("ix_trials_study_score", "study_id", "sort_key", "number"),
         Index("ix_trials_status_heartbeat", "status", "heartbeat_at"),
         Index("ix_trials_team_started", "team_id", "started_at"),
+        # A GPU's trials of several slots that finished lately, which every claim on that GPU looks up.
+        Index("ix_trials_gpu_multi_slot", "gpu", "finished_at", postgresql_where=MULTI_SLOT, sqlite_where=MULTI_SLOT),
     )
 
 

@@ -154,6 +154,7 @@ class QueueQueries:
                     "pool": trial.pool,
                     "worker": trial.worker,
                     "gpu": trial.gpu,
+                    "gpu_slots": trial.gpu_slots,
                     "elapsed_s": round((now - as_utc(trial.started_at)).total_seconds(), 1)
                     if trial.started_at
                     else None,

@@ -123,6 +123,8 @@ class TrialRecord:
     resume_epoch: int | None = None
     # epochs_run is the absolute epoch reached; a promoted trial trained only the epochs after its parent's.
     epochs_trained: int = 0
+    # The slots of its GPU the trial took (of the K that K worker processes on one GPU share); None: no GPU.
+    gpu_slots: int | None = None
 
     @classmethod
     def of(cls, row: TrialRow) -> TrialRecord:
@@ -133,7 +135,7 @@ class TrialRecord:
             row.worker, row.pool, row.gpu, row.heartbeat_at, row.created_at, row.started_at, row.finished_at,
             row.duration_s, row.retries, row.error, row.model_path,
             dict(row.environment) if row.environment else None, row.resume_execution, row.resume_epoch,
-            row.epochs_trained,
+            row.epochs_trained, row.gpu_slots,
         )  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:

@@ -80,6 +80,7 @@ class StudyTransaction:
     def __init__(self, session: Session, study: StudyRow) -> None:
         self._session = session
         self._study = study
+        self.before: Any = None  # what ``Store.locked_study``'s ``before`` answered in this transaction
 
     @property
     def study(self) -> StudyRecord:
@@ -527,26 +528,37 @@ class Store(AccountQueries, QueueQueries, JobQueries, HypermodelQueries):
         return self.with_study_lock(study_id, change)
 
     @contextmanager
-    def locked_study(self, study_id: int, *, skip_locked: bool = False) -> Iterator[StudyTransaction | None]:
+    def locked_study(
+        self, study_id: int, *, skip_locked: bool = False, before: Any = None
+    ) -> Iterator[StudyTransaction | None]:
         """Hold the study's row lock (``FOR UPDATE``; an immediate transaction on SQLite). With
-        ``skip_locked``, yield None instead of waiting when another transaction holds it (PostgreSQL)."""
+        ``skip_locked``, yield None instead of waiting when another transaction holds it (PostgreSQL).
+        ``before(session)`` runs first in the same transaction (to take a lock that comes before studies')."""
         started = time.perf_counter()
         with self._write() as session:
+            first = before(session) if before is not None else None
             query = select(StudyRow).where(StudyRow.id == study_id).with_for_update(skip_locked=skip_locked)
             row = session.scalar(query)
             if self.on_lock_wait is not None:
                 self.on_lock_wait(time.perf_counter() - started)
             if row is None and not skip_locked:
                 raise NotFound("study", study_id)
-            yield StudyTransaction(session, row) if row is not None else None
+            tx = StudyTransaction(session, row) if row is not None else None
+            if tx is not None:
+                tx.before = first
+            yield tx
 
-    def with_study_lock(self, study_id: int, fn: Any, *, skip_locked: bool = False) -> Any:
-        """Run ``fn(tx)`` under the study's lock, retrying on lock conflicts. With ``skip_locked``, answer
-        :data:`LOCKED` at once if another transaction holds the lock (or the study is gone)."""
+    def with_study_lock(self, study_id: int, fn: Any, *, skip_locked: bool = False, before: Any = None) -> Any:
+        """Run ``fn(tx)`` under the study's lock, retrying on lock conflicts; with ``before``,
+        ``fn(tx, before(session))``, ``before`` run in the same transaction ahead of the study's lock. With
+        ``skip_locked``, answer :data:`LOCKED` at once if another transaction holds the lock (or the study is
+        gone)."""
 
         def attempt() -> Any:
-            with self.locked_study(study_id, skip_locked=skip_locked) as tx:
-                return LOCKED if tx is None else fn(tx)
+            with self.locked_study(study_id, skip_locked=skip_locked, before=before) as tx:
+                if tx is None:
+                    return LOCKED
+                return fn(tx) if before is None else fn(tx, tx.before)
 
         return self._retrying(attempt)
 
