@@ -696,7 +696,9 @@ def _after_finish(tx: StudyTransaction, finished: TrialRecord, study_error: str 
         tx.set_status("failed", error=study_error)
     if tx.study.is_terminal:
         return Finished(finished, tx.study.status, more_work=False)
-    if tx.count() >= study.max_trials and tx.count("running", "pending") == 0:
+    counts = tx.counts()  # one query: this runs under the study's lock, on every report
+    total, pending = sum(counts.values()), counts.get("pending", 0)
+    if total >= study.max_trials and counts.get("running", 0) + pending == 0:
         tx.set_status("completed")
         return Finished(finished, "completed", more_work=False)
-    return Finished(finished, tx.study.status, more_work=tx.count() < study.max_trials or tx.count("pending") > 0)
+    return Finished(finished, tx.study.status, more_work=total < study.max_trials or pending > 0)
