@@ -43,17 +43,18 @@ FAMILIES = {
 }
 # Per task: epoch budget per run and the longest a trial may train (every contender's cap: RandomSearch,
 # Bayesian and Optuna fit up to it with early stopping, Hyperband's max_epochs, ASHA's top rung). Sized so that the
-# whole benchmark takes about 20 minutes on 2 cores: digits (the headline) about 15, the two small sets about 6.
+# whole benchmark takes about 70 minutes on 2 shared cores: digits (the headline) and the 20,000-row synthetic
+# task about 20 minutes each, the three small sets about 7 each.
 FULL = {
-    "seeds": [1, 2, 3],
+    "seeds": [1, 2, 3, 4, 5],
     "tasks": {
         "digits": {"budget": 120, "max_epochs": 9},
+        "synthetic_20k": {"budget": 60, "max_epochs": 6},
         "breast_cancer": {"budget": 40, "max_epochs": 4},
         "diabetes": {"budget": 40, "max_epochs": 4},
         "wine": {"budget": 40, "max_epochs": 4},
     },
 }
-# The smoke run (CI): one classification and one regression task (both directions), every contender, tiny budgets.
 # The smoke run: every contender once on one task (the regression path is smoke-tested by target_scaling).
 QUICK = {
     "seeds": [1],
@@ -158,6 +159,13 @@ def epochs_to(curve: list[float | None], target: float | None, direction: str) -
     return None
 
 
+def _initial_points(budget: int, max_epochs: int) -> int:
+    from bench.quality_runs import SPACE
+    from tuner_service.proposals import default_initial_points
+
+    return default_initial_points(budget // max_epochs, len(SPACE))
+
+
 def analyse(runs: list[dict[str, Any]], plan: dict[str, Any]) -> dict[str, Any]:
     from bench.quality_runs import TASKS
 
@@ -180,6 +188,7 @@ def analyse(runs: list[dict[str, Any]], plan: dict[str, Any]) -> dict[str, Any]:
             if not rs:
                 continue
             bests = [r["best"] for r in rs if r["best"] is not None]
+            tests = [r["test"] for r in rs if r.get("test") is not None]
             contenders[contender] = {
                 "seeds": [r["seed"] for r in rs],
                 "best": [r["best"] for r in rs],
@@ -195,6 +204,11 @@ def analyse(runs: list[dict[str, Any]], plan: dict[str, Any]) -> dict[str, Any]:
                 "to_kt_random": [epochs_to(r["cut"], targets["kt_random"].get(r["seed"]), direction) for r in rs],
                 "to_kt_hyperband": [epochs_to(r["cut"], targets["kt_hyperband"].get(r["seed"]), direction) for r in rs],
                 "curves": [r["curve"] for r in rs],
+                "test": [r.get("test") for r in rs],
+                "test_mean": statistics.fmean(tests) if tests else None,
+                "test_sd": statistics.stdev(tests) if len(tests) > 1 else None,
+                "val_again": [r.get("val_again") for r in rs],
+                "model_beyond_budget": [r.get("model_beyond_budget", False) for r in rs],
             }
         tasks[task] = {
             "objective": objective,
@@ -202,11 +216,17 @@ def analyse(runs: list[dict[str, Any]], plan: dict[str, Any]) -> dict[str, Any]:
             "budget": budget,
             "max_epochs": sizes["max_epochs"],
             "hyperband_iteration_epochs": hyperband_epochs(sizes["max_epochs"], HYPERBAND_FACTOR),
+            "initial_points": _initial_points(budget, sizes["max_epochs"]),
             "targets": targets,
             "contenders": contenders,
         }
+    from bench.quality_runs import SYNTHETIC_20K, TEST_FRACTION, TEST_SEED
+
     return {
         "seeds": plan["seeds"],
+        "test_fraction": TEST_FRACTION,
+        "test_seed": TEST_SEED,
+        "synthetic_20k": SYNTHETIC_20K,
         "patience": PATIENCE,
         "hyperband_factor": HYPERBAND_FACTOR,
         "asha": ASHA,
