@@ -312,6 +312,11 @@ def _rungs(max_epochs: int, result: dict[str, Any]) -> str:
 
 def _setup(result: dict[str, Any]) -> str:
     synth = result.get("synthetic_20k", {})
+    budgets = "; ".join(
+        f"{task} {d['budget']} epochs = {d['budget'] // d['max_epochs']} trials of at most {d['max_epochs']} epochs"
+        for task, d in result["tasks"].items()
+    )
+    runs = sum(len(c["seeds"]) for d in result["tasks"].values() for c in d["contenders"].values())
     test = f"{result.get('test_fraction', 0.2):.0%}"
     return (
         f"Five tasks. Before any search, {test} of each task's rows are held out as its **test set** (split seed "
@@ -352,6 +357,8 @@ def _setup(result: dict[str, Any]) -> str:
         "`bayesian` and `tpe` get `initial_points` as the service's default would set it for a study whose "
         "`max_trials` is what the budget holds at full length (budget / max_epochs trials, a quarter of it, at "
         f"least 2). Seeds {', '.join(map(str, result['seeds']))} (the tuner's, the study's and Optuna's seed). "
+        f"**The budgets are small**: {budgets}, so that {runs} runs fit in about an hour on 2 cores shared "
+        "with other work (a run's cost is mostly per trial: building and tracing a model). "
         f"Runs are processes of one TensorFlow thread, {result['parallel']} at a time; wall times are per run "
         "and only indicative."
     )
@@ -555,9 +562,26 @@ def _count(c: dict[str, Any], prefix: str) -> int:
 
 
 def _rank(data: dict[str, Any], contender: str, key: str = "mean") -> str:
+    """Competition rank (1 + how many are strictly better), marked when tied."""
     cs = {k: v for k, v in data["contenders"].items() if v.get(key) is not None}
-    order = sorted(cs, key=lambda k: cs[k][key], reverse=data["direction"] == "max")
-    return f"{order.index(contender) + 1} of {len(order)}" if contender in order else "–"
+    if contender not in cs:
+        return "–"
+    mine = cs[contender][key]
+    ahead = sum(_better(c[key], mine, data["direction"]) for c in cs.values())
+    tied = sum(c[key] == mine for c in cs.values()) > 1
+    return f"{ahead + 1}{' (tied)' if tied else ''} of {len(cs)}"
+
+
+def _worst(data: dict[str, Any], contender: str) -> float | None:
+    bests = [b for b in data["contenders"][contender]["best"] if b is not None]
+    if not bests:
+        return None
+    return min(bests) if data["direction"] == "max" else max(bests)
+
+
+def _median_epoch(data: dict[str, Any], contender: str) -> float | None:
+    values = [v for curve in data["contenders"][contender]["curves"] for v in curve[: data["budget"]] if v is not None]
+    return statistics.median(values) if values else None
 
 
 def _span(values: list[int]) -> str:
@@ -583,39 +607,59 @@ def _why(result: dict[str, Any]) -> list[str]:
         )
     model_based = []
     for task, data in tasks.items():
-        cs, direction, obj = data["contenders"], data["direction"], data["objective"]
-        if "svc_random" not in cs:
-            continue
-        for k in ("svc_bayesian", "svc_tpe"):
-            if k in cs and cs[k]["mean"] is not None and cs["svc_random"]["mean"] is not None:
-                verdict = "ahead of" if _better(cs[k]["mean"], cs["svc_random"]["mean"], direction) else "not ahead of"
-                if cs[k]["mean"] == cs["svc_random"]["mean"]:
-                    verdict = "level with"
-                model_based.append(
-                    f"{task}: `{k.removeprefix('svc_')}` {_fmt(cs[k]['mean'], obj)} {verdict} `random` "
-                    f"{_fmt(cs['svc_random']['mean'], obj)}"
+        cs, obj = data["contenders"], data["objective"]
+        names = [k for k in ("svc_bayesian", "svc_tpe", "svc_random") if k in cs and cs[k]["mean"] is not None]
+        if len(names) == 3:
+            model_based.append(
+                f"{task} "
+                + ", ".join(
+                    f"`{k.removeprefix('svc_')}` {_fmt(cs[k]['mean'], obj)} (worst seed {_fmt(_worst(data, k), obj)}, "
+                    f"median epoch {_fmt(_median_epoch(data, k), obj)})"
+                    for k in names
                 )
+            )
     if model_based:
         points = ", ".join(
             f"{t} {d.get('initial_points', '–')} of {_span(d['contenders']['svc_bayesian']['trials'])}"
             for t, d in tasks.items()
             if "svc_bayesian" in d["contenders"]
         )
+        initial = " or ".join(sorted({str(d.get("initial_points")) for d in tasks.values()}))
+        behind = {
+            k: [
+                t
+                for t, d in tasks.items()
+                if k in d["contenders"]
+                and "svc_random" in d["contenders"]
+                and None not in (d["contenders"][k]["mean"], d["contenders"]["svc_random"]["mean"])
+                and _better(d["contenders"]["svc_random"]["mean"], d["contenders"][k]["mean"], d["direction"])
+            ]
+            for k in ("svc_bayesian", "svc_tpe")
+        }
+        mostly = all(2 * len(v) > len(tasks) for v in behind.values())
+        steer = ", and here it mostly steered them away from what random draws found" if mostly else ""
         lines.append(
-            "- **The service's `bayesian` and `tpe` model the results from their first trials on**: their random "
-            f"initial trials are sized to the budget (initial trials of the trials `bayesian` ran per seed: {points}), "
-            "and every later trial is proposed by the Gaussian process (resp. TPE). On the mean best validation "
-            "score: " + "; ".join(model_based) + "."
+            "- **The service's `bayesian` and `tpe` switch to their model after a few random trials**, as many as "
+            "the service's default gives a study sized to these budgets (initial trials, and trials `bayesian` ran "
+            f"per seed: {points}); every later trial is proposed by the Gaussian process (resp. TPE), fitted first "
+            f"on the initial trials' results alone. Their mean best fell behind the service's `random` on "
+            f"{len(behind['svc_bayesian'])} (`bayesian`) and {len(behind['svc_tpe'])} (`tpe`) of {len(tasks)} "
+            f"tasks: a model fitted on {initial} results steers the few trials such a budget holds{steer}. Mean "
+            "best validation score, worst seed, and "
+            "the median objective over every epoch the runs trained: "
+            + "; ".join(model_based)
+            + ". At budgets this small, `random` or `asha` serve a study better; more `initial_points` bring "
+            "`bayesian` and `tpe` closer to random search, which is what they are until the model starts."
         )
     gaps = []
     for task, data in tasks.items():
         obj = data["objective"]
         g_rs, g_hb = _pair_gap(data, "kt_random", "svc_random"), _pair_gap(data, "kt_hyperband", "svc_hyperband")
-        sds = [c["sd"] for c in data["contenders"].values() if c["sd"] is not None]
-        if g_rs is not None and g_hb is not None and sds:
+        sds = [data["contenders"][k]["sd"] for k in ("kt_random", "svc_random") if k in data["contenders"]]
+        if g_rs is not None and g_hb is not None and None not in sds:
             gaps.append(
-                f"{task} up to {_fmt(g_rs, obj)} (random) and {_fmt(g_hb, obj)} (Hyperband), seed-to-seed sd "
-                f"{_fmt(min(sds), obj)} to {_fmt(max(sds), obj)}"
+                f"{task} up to {_fmt(g_rs, obj)} (random) and {_fmt(g_hb, obj)} (Hyperband), against a "
+                f"seed-to-seed sd of random search of {' and '.join(_fmt(v, obj) for v in sds)}"
             )
     if gaps:
         lines.append(
@@ -627,22 +671,31 @@ def _why(result: dict[str, Any]) -> list[str]:
             "epochs. The gap within a pair is luck, not search: per seed, " + "; ".join(gaps) + ". Differences "
             "between contenders' means of that size say little about the algorithms."
         )
-    optimism = []
+    optimistic, pessimistic = [], []
     for task, data in tasks.items():
         diffs = [
-            c["mean"] - c["test_mean"]
+            (c["mean"] - c["test_mean"]) * (1 if data["direction"] == "max" else -1)
             for c in data["contenders"].values()
             if c["mean"] is not None and c.get("test_mean") is not None
         ]
         if diffs:
-            optimism.append(f"{task} {_fmt(statistics.fmean(diffs), data['objective'])}")
-    if optimism:
+            mean = statistics.fmean(diffs)
+            (optimistic if mean > 0 else pessimistic).append(f"{task} by {_fmt(abs(mean), data['objective'])}")
+    if optimistic or pessimistic:
+        text = (
+            "- **Validation best against test.** The best validation score is the best over every epoch of every "
+            "trial on the same validation rows, so it is biased upwards, and the test score of that model is the "
+            "fair number. Averaged over the contenders, the test score was worse than the best validation score on "
+            + (", ".join(optimistic) or "no task")
+        )
+        if pessimistic:
+            text += (
+                " and better on " + ", ".join(pessimistic) + " (the validation and test rows are two fixed samples of "
+                "the task, and there the test rows were the easier ones)"
+            )
         lines.append(
-            "- **Validation best against test.** The best validation score is the maximum (minimum) over every "
-            "epoch of every trial on the same validation rows, so it is optimistic, the more so with few "
-            "validation rows and many trials; the test score of that model is the fair number. Mean over "
-            "contenders of (best validation − test): " + "; ".join(optimism) + ". Where the two rankings "
-            "disagree, trust neither beyond the seed-to-seed sd."
+            text + ". The rankings by the two differ, as the tables show; differences within the seed-to-seed sd "
+            "are not a ranking in either."
         )
     asha = []
     for task, data in tasks.items():
@@ -656,9 +709,8 @@ def _why(result: dict[str, Any]) -> list[str]:
     if asha:
         lines.append(
             "- **ASHA** tries many more configurations for the same epochs (most of them stopped after the first "
-            "rung's epoch) and promotes the top third rung by rung: " + "; ".join(asha) + ". It pays where one "
-            "epoch already ranks configurations the way the full training does, and loses where an early ranking "
-            "favours fast starters that end worse."
+            "rung's epoch) and promotes the top third rung by rung: " + "; ".join(asha) + ". That is a bet that "
+            "one epoch ranks configurations the way the full training does; the ranks above say where it paid."
         )
     optuna = []
     for task, data in tasks.items():
@@ -682,9 +734,59 @@ def _why(result: dict[str, Any]) -> list[str]:
             + "; ".join(failed)
             + "."
         )
+    lines.extend(_wins(result))
     checks = _checks(result)
     if checks:
         lines.append(checks)
+    return lines
+
+
+# Random draws before the outside model-based contenders model anything (their defaults here).
+RANDOM_START = {"kt_bayesian": 15, "optuna_tpe": 10}
+
+
+def _wins(result: dict[str, Any]) -> list[str]:
+    """Where an outside contender's mean beats the best service algorithm's, and what its runs were."""
+    lines = []
+    for key, sd_key, what in (("mean", "sd", "best validation"), ("test_mean", "test_sd", "test score")):
+        for task, data in result["tasks"].items():
+            goal = quality_goal(data, key)
+            if goal["holds"] or goal["top"] is None:
+                continue
+            cs, obj, direction = data["contenders"], data["objective"], data["direction"]
+            top = cs[goal["top"]]
+            ahead = [
+                k
+                for k in OUTSIDE
+                if k in cs and cs[k].get(key) is not None and _better(cs[k][key], top[key], direction)
+            ]
+            parts = []
+            for k in ahead:
+                c = cs[k]
+                gap = abs(c[key] - top[key])
+                spread = max(c[sd_key] or 0.0, top[sd_key] or 0.0)
+                side = "more" if gap > spread else "less"
+                text = f"{LABELS[k]} by {_fmt(gap, obj)} ({side} than the larger sd, {_fmt(spread, obj)})"
+                start = RANDOM_START.get(k)
+                if start is not None and max(c["trials"]) <= start:
+                    text += (
+                        f": its runs held {_span(c['trials'])} trials, all within its {start} random start-up draws, "
+                        "so it was random search with other draws"
+                    )
+                elif k == "kt_hyperband" and "svc_hyperband" in cs:
+                    gap_pair = _pair_gap(data, "kt_hyperband", "svc_hyperband")
+                    text += (
+                        ": the same new configurations as the service's `hyperband`, whose per-seed gap to it "
+                        f"reached {_fmt(gap_pair, obj)}"
+                    )
+                if k == "optuna_tpe":
+                    pruned = _count(c, "pruned")
+                    text += f"; its pruner stopped {pruned} trial{'s' if pruned != 1 else ''} over the seeds"
+                parts.append(text)
+            lines.append(
+                f"- **Where the goal fails, {task} ({what})**: ahead of the best service algorithm "
+                f"({LABELS[goal['top']]}, {_fmt(top[key], obj)}): " + "; ".join(parts) + "."
+            )
     return lines
 
 
@@ -706,13 +808,15 @@ def _checks(result: dict[str, Any]) -> str:
                 worst = max(worst, abs(best - again) / scale)
     if not runs:
         return ""
+    within = "exactly" if worst == 0 else f"within {worst:.1e}{' (relative for MAE)' if worst else ''}"
     text = (
-        f"- **Check**: every scored model, evaluated again on the validation rows, gave back its run's best "
-        f"validation score within {worst:.1e} (relative for MAE; {runs} runs)"
+        f"- **Check**: in {runs} runs the scored model, evaluated again on the validation rows, gave back the "
+        f"run's best validation score {within}"
     )
     if beyond:
         text += (
-            f"; in {beyond} service runs the trial that held the best epoch within the budget was the one that "
-            "crossed it, and the model it saved is from a later, better epoch (its test score is counted as is)"
+            f"; in {beyond} service run{'s' if beyond > 1 else ''} the trial that held the best epoch within the "
+            "budget was the one that crossed it, and the model it saved is from a later, better epoch (its test "
+            "score is counted as is)"
         )
     return text + "."
