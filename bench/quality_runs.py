@@ -2,14 +2,19 @@
 
 ``python -m bench.quality_runs SPEC.json OUT.json``. SPEC names the task, the seed, the contenders and the
 budget; OUT receives, per contender, the objective of every epoch actually trained, in training order (so
-the orchestrator can cut any run at the same epoch budget), the number of trials and the wall time.
+the orchestrator can cut any run at the same epoch budget), the number of trials, the wall time, and the
+held-out test score of the run's best model.
 
-Every contender builds its models with ``tuner_service.hypermodel.build_model`` on the same split
-(validation fraction 0.2, seed 0) and the same normalization statistics. Imports TensorFlow/Keras.
+Each task's rows are first split into a development set and a test set (fraction :data:`TEST_FRACTION`,
+seed :data:`TEST_SEED`, stratified for classes); the test rows are never seen by a search. The development
+set is handed to the service as an uploaded .npz, and every contender trains on the service's own split of
+it (validation fraction 0.2, seed 0) with the same normalization statistics, building its models with
+``tuner_service.hypermodel.build_model``. Imports TensorFlow/Keras.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import sys
@@ -33,7 +38,22 @@ TASKS: dict[str, tuple[str, str, str]] = {  # data set: (task type, objective, d
     "breast_cancer": ("binary", "val_accuracy", "max"),
     "diabetes": ("regression", "val_mae", "min"),
     "wine": ("multiclass", "val_accuracy", "max"),
+    "synthetic_20k": ("multiclass", "val_accuracy", "max"),
 }
+# The larger task: scikit-learn's make_classification, generated in process with a fixed seed.
+SYNTHETIC_20K = {
+    "n_samples": 20_000,
+    "n_features": 100,
+    "n_informative": 20,
+    "n_redundant": 10,
+    "n_classes": 4,
+    "n_clusters_per_class": 2,
+    "flip_y": 0.02,
+    "class_sep": 1.0,
+    "random_state": 0,
+}
+TEST_FRACTION = 0.2  # rows held out per task before any search, for the test score of each run's best model
+TEST_SEED = 7
 KT_CONTENDERS = {"kt_random": "RandomSearch", "kt_bayesian": "BayesianOptimization", "kt_hyperband": "Hyperband"}
 SERVICE_CONTENDERS = {
     "svc_random": "random",
@@ -44,8 +64,11 @@ SERVICE_CONTENDERS = {
 }
 CONTENDERS = [*KT_CONTENDERS, "optuna_tpe", *SERVICE_CONTENDERS]
 
-# Objective of every epoch trained by the in-process contenders (module level: Keras Tuner deep-copies callbacks).
+# Objective of every epoch trained by the in-process contenders, and the trial each epoch belongs to (module
+# level: Keras Tuner deep-copies callbacks).
 CURVE: list[float | None] = []
+TRIAL_OF: list[Any] = []
+CURRENT_TRIAL: list[Any] = [None]
 
 
 class BudgetSpent(Exception):
@@ -69,6 +92,9 @@ class Context:
     hyperband_factor: int
     asha_min_epochs: int
     asha_factor: int
+    dev_npz: bytes  # the development rows as an .npz upload (x, y): what every search sees
+    x_test: Any
+    y_test: Any
     target: Any = None  # the training target's (mean, std) when the task scales it
 
     def build(self, values: dict[str, Any]) -> Any:
@@ -83,6 +109,14 @@ class Context:
             norm_stats=self.norm,
             target_stats=self.target,
         )
+
+    def score(self, model: Any) -> dict[str, float | None]:
+        """The model's objective on the held-out test rows, and again on the validation rows (which must give
+        back the run's best validation score: a check that the model scored is the best trial's)."""
+        metric = self.objective.removeprefix("val_")
+        test = model.evaluate(self.x_test, self.y_test, batch_size=1024, verbose=0, return_dict=True)
+        val = model.evaluate(self.split.x_val, self.split.y_val, batch_size=1024, verbose=0, return_dict=True)
+        return {"test": _finite(test.get(metric)), "val_again": _finite(val.get(metric))}
 
     def fit_data(self) -> dict[str, Any]:
         return {
@@ -111,10 +145,20 @@ def _epoch_logger() -> Any:
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             CURVE.append(_finite((logs or {}).get(self.objective)))
+            TRIAL_OF.append(CURRENT_TRIAL[0])
             if len(CURVE) >= self.budget:
                 self.model.stop_training = True
 
     return EpochLog
+
+
+def first_best(curve: list[float | None], direction: str) -> int | None:
+    """Index of the first epoch that holds the curve's best value (None when no epoch has a finite one)."""
+    best, where = None, None
+    for i, value in enumerate(curve):
+        if value is not None and (best is None or (value > best if direction == "max" else value < best)):
+            best, where = value, i
+    return where
 
 
 def _early_stopping(ctx: Context) -> Any:
@@ -134,6 +178,7 @@ def run_keras_tuner(ctx: Context, contender: str, seed: int, workdir: Path) -> d
 
     keras.utils.set_random_seed(seed)
     CURVE.clear()
+    TRIAL_OF.clear()
 
     class MLP(kt.HyperModel):
         def build(self, hp: kt.HyperParameters) -> keras.Model:
@@ -152,6 +197,10 @@ def run_keras_tuner(ctx: Context, contender: str, seed: int, workdir: Path) -> d
     base = getattr(kt, KT_CONTENDERS[contender])
 
     class Budgeted(base):  # type: ignore[misc, valid-type]
+        def on_trial_begin(self, trial: Any) -> None:
+            super().on_trial_begin(trial)
+            CURRENT_TRIAL[0] = trial.trial_id
+
         def on_trial_end(self, trial: Any) -> None:
             super().on_trial_end(trial)
             if len(CURVE) >= ctx.budget:
@@ -184,7 +233,12 @@ def run_keras_tuner(ctx: Context, contender: str, seed: int, workdir: Path) -> d
     statuses: dict[str, int] = {}
     for trial in tuner.oracle.trials.values():
         statuses[trial.status] = statuses.get(trial.status, 0) + 1
-    return {"curve": list(CURVE), "trials": len(tuner.oracle.trials), "statuses": statuses, "ended": ended}
+    run = {"curve": list(CURVE), "trials": len(tuner.oracle.trials), "statuses": statuses, "ended": ended}
+    best = first_best(CURVE[: ctx.budget], ctx.direction)
+    if best is not None:
+        # The trial that first reached the run's best; Keras Tuner kept its best epoch's weights.
+        run.update(ctx.score(tuner.load_model(tuner.oracle.get_trial(TRIAL_OF[best]))))
+    return run
 
 
 # -- Optuna: TPE with the median pruner -------------------------------------------------------------------
@@ -196,6 +250,7 @@ def run_optuna(ctx: Context, seed: int, workdir: Path) -> dict[str, Any]:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     CURVE.clear()
+    kept: dict[str, Any] = {}  # the model of the trial that first reached the run's best so far
 
     class Report(keras.callbacks.Callback):
         def __init__(self, trial: optuna.Trial) -> None:
@@ -222,6 +277,7 @@ def run_optuna(ctx: Context, seed: int, workdir: Path) -> dict[str, Any]:
         keras.utils.set_random_seed(seed * 100_003 + trial.number)
         model = ctx.build(values)
         report = Report(trial)
+        before = len(CURVE)
         history = model.fit(
             **ctx.fit_data(),
             epochs=ctx.max_epochs,
@@ -229,6 +285,9 @@ def run_optuna(ctx: Context, seed: int, workdir: Path) -> dict[str, Any]:
             callbacks=[_early_stopping(ctx), report, _epoch_logger()(ctx.objective, ctx.budget)],
             verbose=0,
         )
+        best = first_best(CURVE[: ctx.budget], ctx.direction)
+        if best is not None and best >= before:  # this trial set a new best: keep its best epoch's weights
+            kept.update(values=values, weights=model.get_weights())
         keras.backend.clear_session()
         if report.pruned:
             raise optuna.TrialPruned()
@@ -247,22 +306,37 @@ def run_optuna(ctx: Context, seed: int, workdir: Path) -> dict[str, Any]:
     statuses: dict[str, int] = {}
     for trial in study.trials:
         statuses[trial.state.name] = statuses.get(trial.state.name, 0) + 1
-    return {"curve": list(CURVE), "trials": len(study.trials), "statuses": statuses, "ended": "budget spent"}
+    run = {"curve": list(CURVE), "trials": len(study.trials), "statuses": statuses, "ended": "budget spent"}
+    if kept:
+        model = ctx.build(kept["values"])
+        model.set_weights(kept["weights"])
+        run.update(ctx.score(model))
+    return run
 
 
 # -- the service's own core, in process -------------------------------------------------------------------
 
 
-def study_doc(ctx: Context, algorithm: str, seed: int) -> dict[str, Any]:
+def initial_points(ctx: Context) -> int:
+    """Random trials before ``bayesian``/``tpe`` model anything: the service's default for a study whose
+    ``max_trials`` is what the budget holds at full length (budget / max_epochs trials)."""
+    from tuner_service.proposals import default_initial_points
+
+    return default_initial_points(ctx.budget // ctx.max_epochs, len(SPACE))
+
+
+def study_doc(ctx: Context, algorithm: str, seed: int, dataset: str) -> dict[str, Any]:
     algo: dict[str, Any] = {"name": algorithm}
-    max_trials = 2000
+    max_trials = 2000  # never the limit: the run ends when the budget's epochs are spent
+    if algorithm in ("bayesian", "tpe"):
+        algo["initial_points"] = initial_points(ctx)
     if algorithm == "hyperband":
         algo.update(max_epochs=ctx.max_epochs, factor=ctx.hyperband_factor, hyperband_iterations=3)
     elif algorithm == "asha":
         algo.update(min_epochs=ctx.asha_min_epochs, max_epochs=ctx.max_epochs, reduction_factor=ctx.asha_factor)
     return {
         "name": f"quality-{ctx.name}-{algorithm}-{seed}",
-        "dataset": f"builtin:{ctx.name}",
+        "dataset": dataset,
         "task": {"type": ctx.task.type},
         "objective": {"name": ctx.objective, "direction": ctx.direction},
         "search_space": SPACE,
@@ -277,9 +351,12 @@ def study_doc(ctx: Context, algorithm: str, seed: int) -> dict[str, Any]:
 
 def run_service(ctx: Context, contender: str, seed: int, workdir: Path) -> dict[str, Any]:
     """What a worker does (claim → train → finish), minus the broker, until the store counts the budget."""
+    import keras
     from sqlalchemy import func, select
 
+    from tuner_service.catalog import register_dataset
     from tuner_service.config import load_settings
+    from tuner_service.datasets import ingest_upload
     from tuner_service.search import Claim, Done, Wait, claim_next, finish_trial
     from tuner_service.store import Store
     from tuner_service.store.models import EpochRow, TrialRow
@@ -290,7 +367,10 @@ def run_service(ctx: Context, contender: str, seed: int, workdir: Path) -> dict[
     store = Store(settings.database_url)
     store.upgrade()
     try:
-        study = submit_study(store, settings, study_doc(ctx, SERVICE_CONTENDERS[contender], seed), lambda pool, n: None)
+        info = ingest_upload(ctx.dev_npz, f"{ctx.name}-dev.npz", settings.artifacts, max_bytes=len(ctx.dev_npz))
+        register_dataset(store, info)
+        doc = study_doc(ctx, SERVICE_CONTENDERS[contender], seed, info.key)
+        study = submit_study(store, settings, doc, lambda pool, n: None)
         epochs_of_study = (
             select(func.count())
             .select_from(EpochRow)
@@ -319,22 +399,33 @@ def run_service(ctx: Context, contender: str, seed: int, workdir: Path) -> dict[
             with store._read() as session:
                 used = session.scalar(epochs_of_study) or 0
         curve_query = (
-            select(EpochRow.metrics)
+            select(EpochRow.metrics, EpochRow.trial_id)
             .join(TrialRow, TrialRow.id == EpochRow.trial_id)
             .where(TrialRow.study_id == study.id)
             .order_by(EpochRow.id)
         )
         with store._read() as session:
-            curve = [_finite(m.get(ctx.objective)) for m in session.scalars(curve_query)]
+            rows = session.execute(curve_query).all()
+        curve = [_finite(metrics.get(ctx.objective)) for metrics, _trial in rows]
         record = store.get_study(study.id)
         counts = store.trial_counts(study.id)
-        return {
+        run = {
             "curve": curve,
             "trials": sum(counts.values()),
             "statuses": counts,
             "ended": ended,
             "store_best": record.best_score,
         }
+        best = first_best(curve[: ctx.budget], ctx.direction)
+        if best is not None:
+            # The trial that first reached the run's best: the model the service saved for it (its best epoch).
+            with store._read() as session:
+                trial = session.get(TrialRow, rows[best][1])
+                model_path, trial_score = trial.model_path, trial.score
+            run.update(ctx.score(keras.models.load_model(settings.artifacts / model_path)))
+            # Only the trial that crossed the budget can have its saved best epoch beyond it.
+            run["model_beyond_budget"] = trial_score != curve[best]
+        return run
     finally:
         store.dispose()
 
@@ -342,14 +433,50 @@ def run_service(ctx: Context, contender: str, seed: int, workdir: Path) -> dict[
 # -- the process ------------------------------------------------------------------------------------------
 
 
+def task_rows(name: str) -> tuple[Any, Any]:
+    """All rows of a task: a scikit-learn data set, or the synthetic classification generated here."""
+    from sklearn import datasets as sk
+
+    if name == "synthetic_20k":
+        return sk.make_classification(**SYNTHETIC_20K)
+    loader = {
+        "digits": sk.load_digits,
+        "breast_cancer": sk.load_breast_cancer,
+        "diabetes": sk.load_diabetes,
+        "wine": sk.load_wine,
+    }[name]
+    return loader(return_X_y=True)
+
+
+def dev_and_test(name: str) -> tuple[bytes, Any, Any]:
+    """The development rows as an .npz upload, and the held-out test rows (features, targets laid out as the
+    service lays out the task's targets)."""
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    from tuner_service.datasets import _encode_target, _targets_for, infer_target_kind
+
+    task_type = TASKS[name][0]
+    x, y = task_rows(name)
+    x, y = np.asarray(x, dtype=np.float32), np.asarray(y)
+    kind, _outputs = infer_target_kind(y)
+    stratify = y if kind in ("binary", "multiclass") else None
+    dev, test = train_test_split(np.arange(len(x)), test_size=TEST_FRACTION, random_state=TEST_SEED, stratify=stratify)
+    buffer = io.BytesIO()
+    np.savez(buffer, x=x[dev], y=y[dev])
+    # Class ids from all rows (the service derives the same ones from the development rows, which hold every class).
+    return buffer.getvalue(), x[test], _targets_for(_encode_target(y, kind)[test], task_type)
+
+
 def make_context(spec: dict[str, Any], artifacts: Path) -> Context:
-    from tuner_service.datasets import describe_builtin, load_split
+    from tuner_service.datasets import ingest_upload, load_split
     from tuner_service.hypermodel import normalization_stats, target_stats
     from tuner_service.task import TaskSpec
 
     task_type, objective, direction = TASKS[spec["task"]]
     task = TaskSpec.from_json({"type": task_type})
-    info = describe_builtin(spec["task"])
+    dev_npz, x_test, y_test = dev_and_test(spec["task"])
+    info = ingest_upload(dev_npz, f"{spec['task']}-dev.npz", artifacts, max_bytes=len(dev_npz))
     split = load_split(info, artifacts, validation_fraction=0.2, seed=0, task_type=task_type)
     return Context(
         name=spec["task"],
@@ -365,6 +492,9 @@ def make_context(spec: dict[str, Any], artifacts: Path) -> Context:
         hyperband_factor=spec["hyperband_factor"],
         asha_min_epochs=spec["asha_min_epochs"],
         asha_factor=spec["asha_factor"],
+        dev_npz=dev_npz,
+        x_test=x_test,
+        y_test=y_test,
         target=target_stats(split.y_train) if task.scale_target else None,
     )
 
@@ -382,7 +512,7 @@ def main(spec_path: Path, out_path: Path) -> None:
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
         root = Path(tmp)
-        ctx = make_context(spec, root)
+        ctx = make_context(spec, root / "data")
         for contender in spec["contenders"]:
             workdir = root / contender
             workdir.mkdir()
@@ -400,7 +530,7 @@ def main(spec_path: Path, out_path: Path) -> None:
             out_path.write_text(json.dumps(results))  # partial results survive a later failure
             print(
                 f"[quality] {spec['task']} seed {spec['seed']} {contender}: {len(run['curve'])} epochs, "
-                f"{run['trials']} trials, {run['wall_s']:.0f} s ({run['ended']})",
+                f"{run['trials']} trials, {run['wall_s']:.0f} s ({run['ended']}); test {run.get('test')}",
                 flush=True,
             )
 
