@@ -209,6 +209,8 @@ def run(quick: bool) -> dict[str, Any]:
     gpus = detect_gpus()
     has_gpu = bool(gpus["names"]) and gpus["backend_gpus"] > 0
     cpu_configs = [("1 process", 1, 0), ("2 processes", 2, 0), ("2 processes, 1 thread each", 2, 1)]
+    if quick:  # the smoke run: one process against two
+        cpu_configs = cpu_configs[:2]
     gpu_configs = [
         ("1 process on GPU 0", 1, 0),
         ("2 processes sharing GPU 0", 2, 0),

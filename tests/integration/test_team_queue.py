@@ -3,7 +3,6 @@ quotas, a SIGKILLed worker and a flushed broker. Trials are tiny (one epoch) so 
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from datetime import UTC, datetime
@@ -151,41 +150,6 @@ def test_a_team_at_its_concurrency_quota_gets_no_more_running_trials(deployment,
     overlaps = [(a, b) for a, b in zip(spans, spans[1:], strict=False) if b[0] < a[1]]
     assert not overlaps, "two trials of a team with a quota of 1 ran at once"
     assert any("quota of 1 concurrent trials" in r for r in reasons), reasons
-
-
-def test_a_sigkilled_worker_s_trial_is_rerun_and_nothing_is_lost_or_doubled(deployment, workers) -> None:
-    settings, store, app = deployment(TUNER_HEARTBEAT_TIMEOUT="4", TUNER_MAX_TRIAL_RETRIES="2")
-    pool = workers(settings)
-    victim = pool.start(1)[0]
-    team = Team(app, store, "crash")
-    study = team.submit(quick_study("crash", 3, early_stopping={"patience": 100, "max_epochs": 40}))
-    wait_until(
-        lambda: any(t.status == "running" and t.epochs_run >= 2 for t in trials_of(store, study)),
-        what="a trial in the middle of training",
-        logs=pool.logs,
-    )
-    killed = next(t for t in trials_of(store, study) if t.status == "running")
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.wait()
-    pool.start(1)
-    from workers.app import celery_for, enqueue_job, enqueue_trials
-
-    celery = celery_for(settings)
-
-    def reaped() -> bool:
-        reap(store, settings, lambda p, n: enqueue_trials(celery, p, n), lambda p, j: enqueue_job(celery, p, j))
-        return store.get_study(study).is_terminal
-
-    wait_until(reaped, timeout_s=240, what="the study to finish after the kill", logs=pool.logs)
-    final = trials_of(store, study)
-    assert store.get_study(study).status == "completed"
-    assert len(final) == 3 and all(t.status == "completed" for t in final)
-    rerun = next(t for t in final if t.id == killed.id)
-    assert rerun.retries == 1 and rerun.hyperparameters == killed.hyperparameters
-    assert rerun.worker != killed.worker
-    epochs = [e.epoch for e in store.epochs(rerun.id)]
-    assert epochs == list(range(len(epochs))), "the rerun's epochs restart from 0 without leftovers"
-    print(f"\nkill: trial {killed.number} killed at epoch {killed.epochs_run}, rerun by {rerun.worker}; 3/3 completed")
 
 
 def test_a_flushed_broker_is_recovered_by_the_reaper(deployment, workers, redis_prefix) -> None:

@@ -116,6 +116,7 @@ def test_ten_sigkills_during_a_twenty_trial_study_lose_and_double_nothing(deploy
     budget = 20
     study = team.submit(quick_study("chaos", budget, parallelism=3))
     killed_at: dict[int, tuple[float, int]] = {}  # trial id -> (when, its retries then)
+    killed_values: dict[int, dict[str, object]] = {}  # trial id -> the hyperparameters it was training
     requeue_s: list[float] = []
     kills = 0
     deadline = time.monotonic() + 300
@@ -131,6 +132,7 @@ def test_ten_sigkills_during_a_twenty_trial_study_lose_and_double_nothing(deploy
                 os.kill(pid, signal.SIGKILL)
                 live.pop(pid).wait()
                 killed_at[trial.id] = (time.monotonic(), trial.retries)
+                killed_values[trial.id] = trial.hyperparameters
                 kills += 1
                 live.update({proc.pid: proc for proc in pool.start(1)})
                 break
@@ -148,6 +150,9 @@ def test_ten_sigkills_during_a_twenty_trial_study_lose_and_double_nothing(deploy
     assert all(t.status == "completed" for t in final), [(t.number, t.status, t.error) for t in final]
     assert all(epochs_are_contiguous(store, t.id) for t in final), "no epoch written twice or left over"
     assert sum(t.retries for t in final) >= 1
+    by_id = {t.id: t for t in final}
+    for trial_id, values in killed_values.items():  # rerun, not replaced: same trial, same configuration
+        assert by_id[trial_id].retries >= 1 and by_id[trial_id].hyperparameters == values
     print(
         f"\n10 SIGKILLs: {budget}/{budget} completed, {sum(t.retries for t in final)} retries; kill -> requeued "
         f"{min(requeue_s or [0]):.1f}-{max(requeue_s or [0]):.1f} s (heartbeat timeout 3 s)"
