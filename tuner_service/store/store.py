@@ -80,7 +80,6 @@ class StudyTransaction:
     def __init__(self, session: Session, study: StudyRow) -> None:
         self._session = session
         self._study = study
-        self.before: Any = None  # what ``Store.locked_study``'s ``before`` answered in this transaction
 
     @property
     def study(self) -> StudyRecord:
@@ -536,17 +535,15 @@ class Store(AccountQueries, QueueQueries, JobQueries, HypermodelQueries):
         ``before(session)`` runs first in the same transaction (to take a lock that comes before studies')."""
         started = time.perf_counter()
         with self._write() as session:
-            first = before(session) if before is not None else None
+            if before is not None:
+                before(session)
             query = select(StudyRow).where(StudyRow.id == study_id).with_for_update(skip_locked=skip_locked)
             row = session.scalar(query)
             if self.on_lock_wait is not None:
                 self.on_lock_wait(time.perf_counter() - started)
             if row is None and not skip_locked:
                 raise NotFound("study", study_id)
-            tx = StudyTransaction(session, row) if row is not None else None
-            if tx is not None:
-                tx.before = first
-            yield tx
+            yield StudyTransaction(session, row) if row is not None else None
 
     def with_study_lock(self, study_id: int, fn: Any, *, skip_locked: bool = False, before: Any = None) -> Any:
         """Run ``fn(tx)`` under the study's lock, retrying on lock conflicts; with ``before``,
@@ -555,10 +552,13 @@ class Store(AccountQueries, QueueQueries, JobQueries, HypermodelQueries):
         gone)."""
 
         def attempt() -> Any:
-            with self.locked_study(study_id, skip_locked=skip_locked, before=before) as tx:
+            first: list[Any] = []  # what ``before`` answered in this attempt's transaction
+            with self.locked_study(
+                study_id, skip_locked=skip_locked, before=None if before is None else lambda s: first.append(before(s))
+            ) as tx:
                 if tx is None:
                     return LOCKED
-                return fn(tx) if before is None else fn(tx, tx.before)
+                return fn(tx) if before is None else fn(tx, first[0])
 
         return self._retrying(attempt)
 
