@@ -402,9 +402,10 @@ def claim_once(
 
     No lock spans the deployment. The queue is read without one; then each study the worker may serve is
     tried in the scheduler's order under its own row lock, where what the read said is checked again (the
-    study's parallelism and budget, its team's quota). A study whose lock another claim holds is passed over
-    at first, and waited for only when no other study could start a trial, so concurrent claims spread over
-    the studies instead of queueing behind one.
+    study's parallelism and budget, its team's quota). A study whose lock another transaction holds is passed
+    over for a later study of the same priority and team, so concurrent claims spread over a team's studies
+    instead of queueing behind one; a study of a lower priority or of another team never overtakes it (the
+    claim waits for the lock first).
     """
     try:
         return _claim_next(
@@ -468,22 +469,37 @@ def _claim_next(
             waited.append(candidate.study_id)
         return None
 
+    def wait_for_busy() -> Claim | Wait | Propose | None:
+        """Wait for the locks of the studies passed over, in order; the first answer to give, if any."""
+        for candidate in busy:
+            try:
+                result = attempt(candidate, skip_locked=False)
+            except NotFound:  # deleted since the queue was read
+                continue
+            if (answer := settle(candidate, result)) is not None:
+                return answer
+        busy.clear()
+        return None
+
     for candidate in runnable(studies, teams):
+        if busy and _rank(busy[0]) != _rank(candidate) and (answer := wait_for_busy()) is not None:
+            return answer  # a study of a lower priority or of another team never overtakes a locked one
         result = attempt(candidate, skip_locked=True)
         if result is LOCKED:
             busy.append(candidate)
         elif (answer := settle(candidate, result)) is not None:
             return answer
-    for candidate in busy:  # every other study is spoken for: wait for these locks, in the same order
-        try:
-            result = attempt(candidate, skip_locked=False)
-        except NotFound:  # deleted since the queue was read
-            continue
-        if (answer := settle(candidate, result)) is not None:
-            return answer
+    if (answer := wait_for_busy()) is not None:
+        return answer
     if waited:
         return Wait(WAIT_FOR_ROUND_S, tuple(waited))
     return Done(f"no study of pool {pool!r} can start a trial now")
+
+
+def _rank(study: WaitingStudy) -> tuple[str, int | None]:
+    """What orders studies across the queue (priority, then the team's fair share); a claim passes over a
+    locked study only for another of the same rank, i.e. a later-submitted study of the same team."""
+    return study.priority, study.team_id
 
 
 def _resume_redelivered(

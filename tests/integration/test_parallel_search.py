@@ -3,6 +3,7 @@ range, the budget exact, and a slow model that holds up no other study's claim."
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -149,16 +150,20 @@ def test_concurrent_claims_respect_parallelism_and_team_quota_without_a_global_l
         assert running.get(narrow.id, 0) <= 1, running
         assert sum(running.values()) == 8
 
-        # While one transaction holds the wide study's lock, a claim goes to the next study that can start.
-        more = submit_study(store, settings, digits_study(name="more", priority="low"), enqueue, team_id=free.id)
+        # While one transaction holds the wide study's lock, a claim goes to the team's next study of the same
+        # priority; a study of a lower priority never overtakes a locked one: the claim waits for the lock.
+        more = submit_study(store, settings, digits_study(name="more", max_trials=20), enqueue, team_id=free.id)
+        low = submit_study(store, settings, digits_study(name="low", priority="low"), enqueue, team_id=free.id)
         held, release = threading.Event(), threading.Event()
 
-        def hold() -> None:
-            with store.locked_study(wide.id):
+        def hold(*study_ids: int) -> None:
+            with contextlib.ExitStack() as locks:
+                for study_id in study_ids:
+                    locks.enter_context(store.locked_study(study_id))
                 held.set()
                 release.wait(30)
 
-        holder = threading.Thread(target=hold)
+        holder = threading.Thread(target=hold, args=(wide.id,))
         holder.start()
         assert held.wait(10)
         try:
@@ -167,6 +172,27 @@ def test_concurrent_claims_respect_parallelism_and_team_quota_without_a_global_l
         finally:
             release.set()
             holder.join(30)
+        held.clear()
+        release.clear()
+        holder = threading.Thread(target=hold, args=(wide.id, more.id))
+        holder.start()
+        assert held.wait(10)
+        waiting: list[object] = []
+        claimer = threading.Thread(
+            target=lambda: waiting.append(
+                claim_once(stores[1], "cpu", ticket=uuid.uuid4().hex, worker="w1", heartbeat_timeout_s=60)
+            )
+        )
+        try:
+            claimer.start()
+            claimer.join(1.0)
+            assert claimer.is_alive(), f"the low-priority study overtook the locked ones: {waiting}"
+        finally:
+            release.set()
+            holder.join(30)
+            claimer.join(30)
+        assert isinstance(waiting[0], Claim) and waiting[0].study.id in (wide.id, more.id), waiting
+        assert store.trial_counts(low.id) == {}
     finally:
         store.dispose()
         for own in stores:
