@@ -368,7 +368,12 @@ def _why(result: dict[str, Any]) -> str:
             "its row lock one at a time."
         )
     else:
-        text += "."
+        text += (
+            f": the cores were the limit, and claims waited for one, and for study locks whose holders waited for "
+            f"one (study-lock wait p95 {fmt_s(min(waits))}-{fmt_s(max(waits))})."
+            if waits
+            else "."
+        )
     return text
 
 
