@@ -118,9 +118,8 @@ def worker(
 def reaper(every: float, once: bool) -> None:
     """Requeue trials of dead workers and wake studies whose messages were lost."""
     from tuner_service.errors import ServiceUnavailable
-    from tuner_service.reaper import reap
     from tuner_service.store import Store
-    from workers.app import celery_for, enqueue_job, enqueue_trials, sending, waiting_messages
+    from workers.app import celery_for, reap_through, sending
 
     settings = load_settings()
     store, celery = Store(settings.database_url), celery_for(settings)
@@ -128,13 +127,7 @@ def reaper(every: float, once: bool) -> None:
     while True:
         try:
             with sending():
-                report = reap(
-                    store,
-                    settings,
-                    lambda pool, n: enqueue_trials(celery, pool, n),
-                    lambda pool, job_id: enqueue_job(celery, pool, job_id),
-                    lambda pool: waiting_messages(celery, pool),
-                )
+                report = reap_through(celery, store, settings)
         except ServiceUnavailable as exc:  # keep reaping: one line when an outage starts, one when it ends
             if once:
                 raise click.ClickException(str(exc)) from exc

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from tuner_service.config import Settings
-from tuner_service.reaper import reap
 from tuner_service.store import Store
 
 if TYPE_CHECKING:
@@ -245,18 +244,12 @@ class LocalService:
         self._threads.append(thread)
 
     def _reap_loop(self) -> None:
-        from workers.app import celery_for, enqueue_job, enqueue_trials, waiting_messages
+        from workers.app import celery_for, reap_through
 
         celery = celery_for(self.settings)
         while not self._stop.wait(self.reap_every_s):
             try:
-                reap(
-                    self._store,
-                    self.settings,
-                    lambda pool, n: enqueue_trials(celery, pool, n),
-                    lambda pool, job_id: enqueue_job(celery, pool, job_id),
-                    lambda pool: waiting_messages(celery, pool),
-                )
+                reap_through(celery, self._store, self.settings)
                 if self.settings.broker_url.startswith("sqla+"):
                     from workers.embedded import purge_delivered
 

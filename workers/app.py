@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from typing import Any
 
 from celery import Celery
 
@@ -98,6 +99,19 @@ def waiting_messages(app: Celery, pool: str) -> int | None:
             return connection.default_channel.queue_declare(queue=pool_queue(pool)).message_count
     except Exception:  # noqa: BLE001 - the broker cannot say: the reaper wakes as if nothing waited
         return None
+
+
+def reap_through(app: Celery, store: Any, settings: Settings) -> Any:
+    """One reaper pass (:func:`tuner_service.reaper.reap`) that sends through ``app``'s broker."""
+    from tuner_service.reaper import reap
+
+    return reap(
+        store,
+        settings,
+        lambda pool, n: enqueue_trials(app, pool, n),
+        lambda pool, job_id: enqueue_job(app, pool, job_id),
+        lambda pool: waiting_messages(app, pool),
+    )
 
 
 app = celery_for(load_settings())

@@ -15,11 +15,10 @@ from tuner_service.config import Settings, load_settings
 from tuner_service.gpu_slots import GpuPlace
 from tuner_service.outage import wait_out
 from tuner_service.proposals import refill
-from tuner_service.reaper import reap
 from tuner_service.search import Claim, Done, Wait, claim_next, finish_trial
 from tuner_service.store import Store
 from workers import announce, lifecycle
-from workers.app import REAP, RUN_JOB, RUN_TRIAL, app, enqueue_job, enqueue_trials, waiting_messages
+from workers.app import REAP, RUN_JOB, RUN_TRIAL, app, enqueue_trials, reap_through
 
 log = logging.getLogger(__name__)
 
@@ -163,11 +162,5 @@ def run_job(job_id: int) -> str:
 def reap_task() -> dict[str, int]:
     """Requeue trials and jobs of dead workers and wake studies that have work but no message."""
     settings, store = runtime()
-    report = reap(
-        store,
-        settings,
-        lambda pool, n: enqueue_trials(app, pool, n),
-        lambda pool, job_id: enqueue_job(app, pool, job_id),
-        lambda pool: waiting_messages(app, pool),
-    )
+    report = reap_through(app, store, settings)
     return report.to_json()

@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.conftest import bearer, delete_redis_keys, make_token, wait_for_study
-from tuner_service.reaper import reap
 from tuner_service.store import Store
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -162,7 +161,7 @@ def test_a_flushed_broker_is_recovered_by_the_reaper(deployment, workers, redis_
     worker.send_signal(signal.SIGTERM)  # warm shutdown: the trial in hand finishes
     worker.wait(timeout=60)
     assert delete_redis_keys(redis_prefix) > 0  # every message of this deployment is gone
-    from workers.app import celery_for, enqueue_job, enqueue_trials, waiting_messages
+    from workers.app import celery_for, enqueue_trials, reap_through, waiting_messages
 
     celery = celery_for(settings)
     assert not waiting_messages(celery, "cpu")
@@ -174,13 +173,7 @@ def test_a_flushed_broker_is_recovered_by_the_reaper(deployment, workers, redis_
     time.sleep(4)
     assert store.trial_counts(study) == done_before, "without messages nothing should run"
     assert not store.get_study(study).is_terminal
-    report = reap(
-        store,
-        settings,
-        lambda p, n: enqueue_trials(celery, p, n),
-        lambda p, j: enqueue_job(celery, p, j),
-        lambda p: waiting_messages(celery, p),
-    )
+    report = reap_through(celery, store, settings)
     assert report.woken >= 1
     assert wait_for_study(store, study, logs=pool.logs).status == "completed"
     assert len(trials_of(store, study)) == 4

@@ -15,7 +15,6 @@ import keras
 import pytest
 
 from tests.integration.test_team_queue import Team, completed, quick_study, trials_of, wait_until
-from tuner_service.reaper import reap
 from tuner_service.store import Store
 from tuner_service.training import preempt_checkpoint_path
 
@@ -23,10 +22,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def reap_now(store: Store, settings) -> None:
-    from workers.app import celery_for, enqueue_job, enqueue_trials
+    from workers.app import celery_for, reap_through
 
-    celery = celery_for(settings)
-    reap(store, settings, lambda p, n: enqueue_trials(celery, p, n), lambda p, j: enqueue_job(celery, p, j))
+    reap_through(celery_for(settings), store, settings)
 
 
 def epochs_are_contiguous(store: Store, trial_id: int) -> bool:
