@@ -117,26 +117,68 @@ def clamp(space: SearchSpace | list[Parameter], values: dict[str, Any]) -> dict[
     return out
 
 
-def random_values(params: list[Parameter], rng: random.Random) -> dict[str, Any]:
-    """One configuration drawn uniformly (log-uniformly for log sampling), conditions respected."""
+def random_values(
+    params: list[Parameter], rng: random.Random, design: tuple[int, int, int] | None = None
+) -> dict[str, Any]:
+    """One configuration drawn uniformly (log-uniformly for log sampling), conditions respected.
+
+    ``design`` = (index, points, seed): the ``index``-th point of a Latin hypercube of ``points``. Each
+    parameter's range is cut into ``points`` equal slices on its sampling scale, and each slice goes to
+    exactly one point, in an order shuffled per parameter by ``seed``. A small initial design then covers
+    every range, and every value of a choice with no more values than points, instead of clumping by
+    chance: two random points are both ``sgd`` half the time, and a model fitted on those two never learns
+    what ``adam`` does."""
     out: dict[str, Any] = {}
     for p in params:
         if not is_active(p, out):
             continue
         if p.type == "fixed":
             out[p.name] = p.value
-        elif p.type == "choice":
-            out[p.name] = rng.choice(list(p.values))
-        elif p.type == "boolean":
-            out[p.name] = rng.random() < 0.5
-        elif p.sampling == "linear":
-            # Ints: uniform over the integers (or the step grid), max included.
-            upper = p.max + (p.step or 1) * 0.999 if p.type == "int" else p.max
-            out[p.name] = snap(p, _floor_to_grid(p, rng.uniform(p.min, upper)))
-        else:
-            drawn = math.exp(rng.uniform(math.log(p.min), math.log(p.max)))
-            out[p.name] = snap(p, drawn if p.sampling == "log" else p.max + p.min - drawn)
+            continue
+        u = rng.random()
+        if design is not None:
+            index, points, seed = design
+            piece = _latin_slice(seed, p.name, index, points)
+            levels = _levels(p)
+            if levels is not None and levels <= points:
+                # No more values than points: the slices share the values out evenly, each value at least once.
+                u = (piece * levels // points + 0.5) / levels
+            else:
+                u = (piece + u) / points
+        out[p.name] = value_at(p, u)
     return out
+
+
+def _latin_slice(seed: int, name: str, index: int, points: int) -> int:
+    order = list(range(points))
+    random.Random(f"{seed}:{name}:design").shuffle(order)
+    return order[index % points]
+
+
+def _levels(p: Parameter) -> int | None:
+    """How many values the parameter has, where they are evenly spaced on its scale (else None)."""
+    if p.type == "choice":
+        return len(p.values)
+    if p.type == "boolean":
+        return 2
+    if p.type == "int" and p.sampling == "linear":
+        return int((p.max - p.min) // (p.step or 1)) + 1
+    return None
+
+
+def value_at(p: Parameter, u: float) -> Any:
+    """The parameter's value at quantile ``u`` in [0, 1) of its sampling distribution."""
+    if p.type == "choice":
+        values = list(p.values)
+        return values[min(int(u * len(values)), len(values) - 1)]
+    if p.type == "boolean":
+        return u >= 0.5
+    if p.sampling == "linear":
+        # Ints: uniform over the integers (or the step grid), max included.
+        upper = p.max + (p.step or 1) * 0.999 if p.type == "int" else p.max
+        return snap(p, _floor_to_grid(p, p.min + u * (upper - p.min)))
+    drawn = math.exp(math.log(p.min) + u * (math.log(p.max) - math.log(p.min)))
+    return snap(p, drawn if p.sampling == "log" else p.max + p.min - drawn)
 
 
 def _floor_to_grid(p: Parameter, v: float) -> float:
@@ -237,9 +279,10 @@ def take(tx: StudyTransaction) -> dict[str, Any] | str:
         values = state.buffer.pop(0)
     elif state.exhausted:
         values = EXHAUSTED
-    elif tx.count() + len(state.seeds) < state.initial_points:  # warm-start seeds count as initial points
+    elif (drawn_so_far := tx.count()) + len(state.seeds) < state.initial_points:  # seeds count as initial points
         taken = {config_key(t.hyperparameters) for t in tx.trials()}
-        drawn = _draw_random(tuned(space_of(study)), study_seed(study), state, taken)
+        design = (drawn_so_far, state.initial_points - len(state.seeds), study_seed(study))
+        drawn = _draw_random(tuned(space_of(study)), study_seed(study), state, taken, design)
         state.exhausted = drawn is None
         values = EXHAUSTED if drawn is None else drawn
     _save(tx, state)
@@ -258,9 +301,12 @@ def _first_state(tx: StudyTransaction) -> ProposerState:
     return ProposerState(initial_points_of(study), seeds=seeds)
 
 
-def _draw_random(params: list[Parameter], seed: int, state: ProposerState, taken: set[str]) -> dict[str, Any] | None:
+def _draw_random(
+    params: list[Parameter], seed: int, state: ProposerState, taken: set[str], design: tuple[int, int, int] | None
+) -> dict[str, Any] | None:
+    """An initial-design point no trial has taken: its slices stay fixed while the draws inside them retry."""
     for _ in range(MAX_DRAWS):
-        values = random_values(params, random.Random(rng_seed(seed, state.counter)))
+        values = random_values(params, random.Random(rng_seed(seed, state.counter)), design)
         state.counter += 1
         if config_key(values) not in taken:
             return values
@@ -353,7 +399,7 @@ def compute_proposal(store: Store, study_id: int, *, delay_s: float = 0.0) -> bo
             values = candidate
             break
     if values is None:  # the model insists on taken points: explore at random instead
-        values = _draw_random(history.params, seed, ProposerState(0, state.counter + 1), history.taken())
+        values = _draw_random(history.params, seed, ProposerState(0, state.counter + 1), history.taken(), None)
     return store.with_study_lock(study_id, lambda tx: _commit(tx, values))
 
 

@@ -94,6 +94,32 @@ def test_random_values_respect_ranges_steps_and_conditions() -> None:
 # -- initial design -------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("points", [2, 3, 4, 7])
+def test_the_initial_design_is_a_latin_hypercube(points: int) -> None:
+    """Every parameter's range is cut into ``points`` slices on its sampling scale, one point in each: two
+    initial points try both optimizers, whatever the seed (at random, both are ``sgd`` half the time)."""
+    import math
+    import random
+
+    space = params({**CONDITIONAL_SPACE, "batch_size": {"type": "choice", "values": [32, 64, 128]}})
+    by_name = {p.name: p for p in space}
+    for seed in range(20):
+        design = [
+            proposals.random_values(space, random.Random(seed * 100 + i), (i, points, seed)) for i in range(points)
+        ]
+        assert all(proposals.clamp(space, v) == v for v in design)
+        assert {v["optimizer"] for v in design} == {"sgd", "adam"}
+        if points >= 3:
+            assert {v["batch_size"] for v in design} == {32, 64, 128}
+        rate = by_name["learning_rate"]
+        scale = math.log(rate.max) - math.log(rate.min)
+        slices = sorted(int((math.log(v["learning_rate"]) - math.log(rate.min)) / scale * points) for v in design)
+        assert slices == list(range(points))
+        layers = sorted(v["hidden_layers"] for v in design)
+        if points >= 3:
+            assert set(layers) == {0, 1, 2}  # 0..2: three values, each at least once
+
+
 @pytest.mark.parametrize(("max_trials", "parameters", "expected"), [(12, 6, 3), (8, 6, 2), (4, 6, 2), (100, 2, 6)])
 def test_initial_points_default_from_the_budget(max_trials: int, parameters: int, expected: int) -> None:
     assert proposals.default_initial_points(max_trials, parameters) == expected
