@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -105,12 +106,11 @@ def _child(spec: dict[str, Any], workdir: Path) -> list[dict[str, Any]]:
     return json.loads(out_path.read_text())
 
 
-def run(quick: bool) -> dict[str, Any]:
-    plan = QUICK if quick else FULL
+def _specs(plan: dict[str, Any], families: dict[str, list[str]]) -> list[dict[str, Any]]:
     specs = []
     for task, sizes in plan["tasks"].items():
         for seed in plan["seeds"]:
-            for family, contenders in FAMILIES.items():
+            for family, contenders in families.items():
                 specs.append(
                     {
                         "task": task,
@@ -127,10 +127,52 @@ def run(quick: bool) -> dict[str, Any]:
                 )
     # Seed by seed (longest task first, so the two slots finish together): every task has its first seeds early.
     specs.sort(key=lambda s: (s["seed"], -s["budget"]))
+    return specs
+
+
+def _run_specs(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="bench-search-quality-") as tmp, ThreadPoolExecutor(PARALLEL) as pool:
         futures = [pool.submit(_child, spec, Path(tmp)) for spec in specs]
-        runs = [run for future in futures for run in future.result()]
-    return analyse(runs, plan)
+        return [run for future in futures for run in future.result()]
+
+
+def run(quick: bool) -> dict[str, Any]:
+    plan = QUICK if quick else FULL
+    return analyse(_run_specs(_specs(plan, FAMILIES)), plan)
+
+
+def rerun(stored: dict[str, Any], contenders: list[str]) -> dict[str, Any]:
+    """The stored full result with ``contenders`` run again (the others' runs kept as stored): for a change
+    that affects only some contenders, at a fraction of the hour the whole table takes."""
+    plan = FULL
+    runs = [r for r in stored_runs(stored) if r["contender"] not in contenders]
+    runs += _run_specs(_specs(plan, {"rerun": contenders}))
+    result = analyse(runs, plan)
+    earlier = [x for x in stored.get("reruns", []) if not set(x["contenders"]) <= set(contenders)]
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    result["reruns"] = [*earlier, {"contenders": contenders, "date": when}]
+    return result
+
+
+def stored_runs(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The per-run records that :func:`analyse` summarised, back from its result."""
+    runs = []
+    for task, data in result["tasks"].items():
+        for contender, c in data["contenders"].items():
+            for i, seed in enumerate(c["seeds"]):
+                runs.append(
+                    {
+                        "task": task,
+                        "contender": contender,
+                        "seed": seed,
+                        **{key: c[key][i] for key in RUN_KEYS if key in c},
+                        "curve": c["curves"][i],
+                    }
+                )
+    return runs
+
+
+RUN_KEYS = ("trials", "wall_s", "statuses", "ended", "store_best", "test", "val_again", "model_beyond_budget")
 
 
 # -- analysis -------------------------------------------------------------------------------------------
@@ -260,6 +302,9 @@ def _mean_sd(mean: float | None, sd: float | None, objective: str, *, bold: bool
 
 def markdown(result: dict[str, Any]) -> str:
     parts = [_setup(result)]
+    for rerun_ in result.get("reruns", []):
+        names = ", ".join(LABELS[c] for c in rerun_["contenders"])
+        parts.append(f"Run again on {rerun_['date']} after a change that affects them alone: {names}.")
     for task, data in result["tasks"].items():
         obj = data["objective"]
         rows = []
@@ -282,7 +327,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"{data['max_epochs']} epochs (Hyperband `max_epochs={data['max_epochs']}`, factor "
             f"{result['hyperband_factor']}: {data['hyperband_iteration_epochs']} epochs per iteration without early "
             f"stops; ASHA rungs {_rungs(data['max_epochs'], result)}; `bayesian` and `tpe` start with "
-            f"{data.get('initial_points', '–')} random trials)."
+            f"{data.get('initial_points', '–')} initial trials, a Latin hypercube)."
         )
         parts.append(
             md_table(
@@ -652,7 +697,8 @@ def _why(result: dict[str, Any]) -> list[str]:
         mostly = all(2 * len(v) > len(tasks) for v in behind.values())
         steer = ", and here it mostly steered them away from what random draws found" if mostly else ""
         lines.append(
-            "- **The service's `bayesian` and `tpe` switch to their model after a few random trials**, as many as "
+            "- **The service's `bayesian` and `tpe` switch to their model after a few initial trials** (a Latin "
+            "hypercube: one trial in each slice of every parameter's range), as many as "
             "the service's default gives a study sized to these budgets (initial trials, and trials `bayesian` ran "
             f"per seed: {points}); every later trial is proposed by the Gaussian process (resp. TPE), fitted first "
             f"on the initial trials' results alone. Their mean best fell behind the service's `random` on "
@@ -840,3 +886,16 @@ def _checks(result: dict[str, Any]) -> str:
             "score is counted as is)"
         )
     return text + "."
+
+
+if __name__ == "__main__":
+    # python -m bench.search_quality svc_bayesian svc_tpe: run those contenders again into the stored result.
+    from bench.__main__ import machine_info, paths, render
+
+    results_dir, markdown_path = paths(False)
+    result_path = results_dir / f"{NAME}.json"
+    stored = json.loads(result_path.read_text())
+    stored["result"] = rerun(stored["result"], sys.argv[1:])
+    result_path.write_text(json.dumps(stored, indent=2, default=str) + "\n")
+    command = f"python -m bench.search_quality {' '.join(sys.argv[1:])}"
+    markdown_path.write_text(render(results_dir, machine_info(), command))

@@ -69,6 +69,7 @@ def warm_up(settings: Settings | None = None) -> None:
 
     import tuner_service.training  # noqa: F401 - the import itself is the point (Keras, the backend)
     from tuner_service.datasets import describe_builtin, load_split
+    from tuner_service.training import freeze_heap
 
     settings = settings or load_settings()
     limit_gpu_memory()
@@ -78,6 +79,7 @@ def warm_up(settings: Settings | None = None) -> None:
     model.fit(np.zeros((4, 2)), np.zeros((4, 1)), epochs=1, verbose=0)
     keras.backend.clear_session()
     load_split(describe_builtin("digits"), settings.artifacts, validation_fraction=0.2, seed=0)
+    freeze_heap()
 
 
 def limit_gpu_memory() -> None:
