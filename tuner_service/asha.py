@@ -3,8 +3,10 @@
 Rungs train for ``min_epochs · η^k`` epochs (the last one ``max_epochs``). Whenever a worker asks for a
 trial, a finished trial in the top 1/η of its rung that was not promoted yet is promoted at once: a new
 trial that resumes from its checkpoint and trains up to the next rung. Nobody waits for a rung to fill.
-Otherwise the base oracle (random or Bayesian) proposes a new configuration for the bottom rung. Imports
-Keras Tuner: only workers use it.
+Otherwise a new configuration starts at the bottom rung: drawn by the base oracle (random search), or, with a
+model ``sampler`` (``bayesian``, ``tpe``), handed in as ``proposed`` by the claim, which takes it from the
+proposals computed outside the locks (:mod:`tuner_service.proposals`). Imports Keras Tuner: only workers use
+it.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ def asha_oracle_class(base: type) -> type:
             self.reduction_factor = reduction_factor
             self.rung_of: dict[str, int] = {}
             self.promoted: list[str] = []
+            # A new configuration given by the claim (a model's proposal, or EXHAUSTED), instead of the base's.
+            self.proposed: dict[str, Any] | str | None = None
 
         @property
         def rungs(self) -> list[int]:
@@ -51,7 +55,13 @@ def asha_oracle_class(base: type) -> type:
                 self.rung_of[trial_id] = rung + 1
                 self.promoted.append(parent.trial_id)
                 return {"status": "RUNNING", "values": values}
-            response = super().populate_space(trial_id)
+            if self.proposed is None:
+                response = super().populate_space(trial_id)
+            elif isinstance(self.proposed, dict):
+                response = {"status": "RUNNING", "values": dict(self.proposed)}
+            else:  # the proposer has no configuration left
+                response = {"status": "STOPPED", "values": None}
+            self.proposed = None
             if response["status"] == "RUNNING":
                 response["values"] = {**response["values"], **self._budget(0)}
                 self.rung_of[trial_id] = 0
@@ -59,6 +69,10 @@ def asha_oracle_class(base: type) -> type:
                 # No new configuration, but a running trial may still earn a promotion.
                 return {"status": "IDLE"}
             return response
+
+        def promotion_ready(self) -> bool:
+            """Whether the next trial is a promotion (then no new configuration is needed)."""
+            return self._promotion() is not None
 
         def _budget(self, rung: int, resume_from: str | None = None) -> dict[str, Any]:
             rungs = self.rungs

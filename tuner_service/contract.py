@@ -152,7 +152,7 @@ class Algorithm(Strict):
     hyperband_iterations: Annotated[int, Field(ge=1, le=10)] | None = None
     min_epochs: Annotated[int, Field(ge=1, le=1000)] | None = None
     reduction_factor: Annotated[int, Field(ge=2, le=10)] | None = None
-    sampler: Literal["random", "bayesian"] | None = None
+    sampler: Literal["random", "bayesian", "tpe"] | None = None
     initial_points: Annotated[int, Field(ge=1)] | None = None
 
 

@@ -51,6 +51,17 @@ GP_CANDIDATES = 2000
 GP_RESTARTS = 5
 
 
+def model_of(study: StudyRecord) -> str | None:
+    """The model fitted outside the locks for a study's new configurations: its own algorithm (``bayesian``,
+    ``tpe``), or the ``sampler`` of an ``asha`` study; None when its configurations are drawn in the claim."""
+    if study.algorithm in MODEL_BASED:
+        return study.algorithm
+    if study.algorithm == "asha":
+        sampler = study.spec["algorithm"].get("sampler", "random")
+        return sampler if sampler in MODEL_BASED else None
+    return None
+
+
 def default_initial_points(max_trials: int, parameters: int) -> int:
     """About a quarter of the budget, at least 2, at most 3 x the parameters (Keras Tuner's own default)."""
     return max(2, min(round(max_trials / 4), 3 * max(parameters, 1)))
@@ -279,12 +290,16 @@ def take(tx: StudyTransaction) -> dict[str, Any] | str:
         values = state.buffer.pop(0)
     elif state.exhausted:
         values = EXHAUSTED
-    elif (drawn_so_far := tx.count()) + len(state.seeds) < state.initial_points:  # seeds count as initial points
-        taken = {config_key(t.hyperparameters) for t in tx.trials()}
-        design = (drawn_so_far, state.initial_points - len(state.seeds), study_seed(study))
-        drawn = _draw_random(tuned(space_of(study)), study_seed(study), state, taken, design)
-        state.exhausted = drawn is None
-        values = EXHAUSTED if drawn is None else drawn
+    elif tx.count() + len(state.seeds) < state.initial_points or (
+        study.algorithm == "asha" and len(state.seeds) < state.initial_points
+    ):  # warm-start seeds count as initial points; ASHA's promotions do not (they repeat a configuration)
+        trials = tx.trials()
+        configurations = {config_key(t.hyperparameters) for t in trials}
+        if len(configurations) + len(state.seeds) < state.initial_points:
+            design = (len(configurations), state.initial_points - len(state.seeds), study_seed(study))
+            drawn = _draw_random(tuned(space_of(study)), study_seed(study), state, configurations, design)
+            state.exhausted = drawn is None
+            values = EXHAUSTED if drawn is None else drawn
     _save(tx, state)
     return values
 
@@ -339,7 +354,7 @@ class History:
         completed = [(s["values"], float(s["score"])) for s in state.seeds]
         pending = [clamp(params, v) for v in state.buffer]
         failed = []
-        for t in trials:
+        for t in _latest_per_configuration(trials) if study.algorithm == "asha" else trials:
             values = clamp(params, t.hyperparameters)
             if t.status in ("completed", "pruned") and t.score is not None and math.isfinite(t.score):
                 completed.append((values, float(t.score)))
@@ -356,6 +371,17 @@ class History:
 
     def taken(self) -> set[str]:
         return {config_key(v) for v in [*(c for c, _ in self.completed), *self.pending, *self.failed]}
+
+
+def _latest_per_configuration(trials: Iterable[TrialRecord]) -> list[TrialRecord]:
+    """ASHA's trials, one per configuration: the one at its highest rung (a promotion repeats its parent's
+    configuration and trains it further, so the parent's score is superseded)."""
+    latest: dict[str, TrialRecord] = {}
+    for t in trials:
+        key, rung = config_key(t.hyperparameters), t.hyperparameters.get("tuner/rung", 0)
+        if key not in latest or rung >= latest[key].hyperparameters.get("tuner/rung", 0):
+            latest[key] = t
+    return list(latest.values())
 
 
 def propose(algorithm: str, history: History, seed: int) -> dict[str, Any]:
@@ -391,7 +417,7 @@ def compute_proposal(store: Store, study_id: int, *, delay_s: float = 0.0) -> bo
     values = None
     for attempt in range(MODEL_ATTEMPTS):
         try:
-            candidate = propose(study.algorithm, history, rng_seed(seed, state.counter, attempt + 1))
+            candidate = propose(model_of(study) or study.algorithm, history, rng_seed(seed, state.counter, attempt + 1))
         except Exception:  # a model that fails (singular fit, odd data) must not stop the study
             log.exception("study %s: the %s model failed; proposing at random instead", study_id, study.algorithm)
             break
@@ -404,7 +430,7 @@ def compute_proposal(store: Store, study_id: int, *, delay_s: float = 0.0) -> bo
 
 
 def _wants_proposal(study: StudyRecord, trials: int, state: ProposerState | None) -> bool:
-    if study.is_terminal or study.algorithm not in MODEL_BASED or state is None:
+    if study.is_terminal or model_of(study) is None or state is None:
         return False
     owed = study.max_trials - trials - len(state.buffer)
     return owed > 0 and len(state.buffer) < study.parallelism

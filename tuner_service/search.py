@@ -11,6 +11,7 @@ Keras Tuner is imported only when an oracle is needed (in workers), never by the
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import math
@@ -142,10 +143,8 @@ def make_oracle(study: StudyRecord) -> Any:
         from tuner_service.asha import asha_oracle_class
 
         common["max_trials"] = study.max_trials
-        sampler = options.pop("sampler", "random")
-        base = asha_oracle_class(
-            kt.oracles.BayesianOptimizationOracle if sampler == "bayesian" else kt.oracles.RandomSearchOracle
-        )
+        options.pop("sampler", None)  # a model sampler's configurations come from proposals.take, not the oracle
+        base = asha_oracle_class(kt.oracles.RandomSearchOracle)
     else:
         common["max_trials"] = study.max_trials
         base = {
@@ -234,7 +233,8 @@ def restore_oracle(tx: StudyTransaction, *, with_metrics: str | None = None) -> 
     by their score alone.
     """
     oracle = make_oracle(tx.study)
-    state = tx.study.oracle_state
+    # The proposer's buffer (an ASHA study with a model sampler) shares the column; the oracle never sees it.
+    state = {k: v for k, v in (tx.study.oracle_state or {}).items() if k != proposals.STATE_KEY} or None
     seeds = state.get(WARM_START_KEY, []) if state else _warm_start_seeds(tx, oracle)
     for seed in seeds:
         oracle.trials[seed["trial_id"]] = _trial_from_state(oracle, seed, with_metrics=False)
@@ -253,7 +253,8 @@ def restore_oracle(tx: StudyTransaction, *, with_metrics: str | None = None) -> 
                 _FINISHED_TRIALS.clear()
             _FINISHED_TRIALS.setdefault(study_key, {})[trial_id] = trial
     if state:
-        oracle.set_state(state)
+        # Keras Tuner deserializes the space's conditions in place: give it a copy, not the row's own dict.
+        oracle.set_state({**state, "hyperparameters": copy.deepcopy(state["hyperparameters"])})
     else:
         for seed in seeds:
             oracle._record_values(oracle.trials[seed["trial_id"]])  # random search will not repeat them
@@ -294,7 +295,11 @@ def trial_state(trial: Any) -> dict[str, Any]:
 
 
 def save_oracle(tx: StudyTransaction, oracle: Any) -> None:
-    tx.set_oracle_state({**oracle.get_state(), WARM_START_KEY: oracle.warm_start_states})
+    state = {**oracle.get_state(), WARM_START_KEY: oracle.warm_start_states}
+    proposer = (tx.study.oracle_state or {}).get(proposals.STATE_KEY)
+    if proposer is not None:
+        state[proposals.STATE_KEY] = proposer
+    tx.set_oracle_state(state)
 
 
 def _warm_start_seeds(tx: StudyTransaction, oracle: Any) -> list[dict[str, Any]]:
@@ -577,6 +582,12 @@ def _claim_in_study(
     if study.algorithm in proposals.MODEL_BASED:
         return _claim_proposal(tx, total, ticket=ticket, worker=worker, gpu=gpu)
     oracle = restore_oracle(tx)
+    if proposals.model_of(study) is not None and not oracle.promotion_ready():
+        # ASHA with a model sampler: a new configuration is a proposal fitted outside the locks.
+        values = proposals.take(tx)
+        if values == proposals.NOT_READY:
+            return Propose(study.id)
+        oracle.proposed = values
     trial = oracle.create_trial(ticket)
     if trial.status == "IDLE":
         return Wait(WAIT_FOR_ROUND_S)

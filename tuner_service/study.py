@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from tuner_service.store import Store, StudyRecord
 
 ALGORITHMS = ("random", "grid", "bayesian", "tpe", "hyperband", "asha")
-SAMPLERS = ("random", "bayesian")
+SAMPLERS = ("random", "bayesian", "tpe")
 PRIORITIES = ("low", "normal", "high")
 STUDY_KEYS = frozenset(
     {

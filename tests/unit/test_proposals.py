@@ -292,3 +292,52 @@ def test_tpe_rebuild_of_a_thousand_trials_is_timed_for_the_report() -> None:
     elapsed = time.perf_counter() - started
     assert len(study.trials) == 1000
     print(f"TPE rebuild of 1000 trials: {elapsed * 1000:.1f} ms")
+
+
+@pytest.mark.parametrize("sampler", ["bayesian", "tpe"])
+def test_asha_with_a_model_sampler_fits_it_outside_the_claim(store, settings, monkeypatch, sampler) -> None:
+    """ASHA's new configurations come from the model, which no claim fits: a claim without a ready proposal
+    hands the study back (Propose), the worker computes one, and promotions go on as before."""
+    in_claim = []
+    fits = []
+    real = {"bayesian": proposals.propose_gp, "tpe": proposals.propose_tpe}[sampler]
+
+    def watched(history, seed):
+        assert not in_claim, "a model was fitted inside a claim"
+        fits.append(len(history.completed))
+        return real(history, seed)
+
+    monkeypatch.setattr(proposals, {"bayesian": "propose_gp", "tpe": "propose_tpe"}[sampler], watched)
+    algorithm = {"name": "asha", "min_epochs": 1, "max_epochs": 4, "reduction_factor": 2, "sampler": sampler}
+    study = submit(store, settings, algorithm=algorithm, max_trials=14, parallelism=2, seed=3)
+    answers = []
+    running: list[Claim] = []
+    while True:
+        in_claim.append(True)
+        answer = claim_once(store, "cpu", ticket=uuid.uuid4().hex, worker="w", heartbeat_timeout_s=60)
+        in_claim.clear()
+        answers.append(type(answer).__name__)
+        if isinstance(answer, Propose):
+            proposals.compute_proposal(store, study.id)
+            continue
+        if isinstance(answer, Claim):
+            running.append(answer)
+            if len(running) < 2:
+                continue
+        if not running:
+            break
+        oldest = running.pop(0)
+        outcome = TrialOutcome("completed", {"val_accuracy": score_of(oldest.values)}, 0)
+        if finish_trial(store, study.id, oldest.trial.id, outcome).more_work:
+            proposals.refill(store, study.id)
+    trials = store.list_trials(study.id, sort="number", limit=100).items
+    assert len(trials) == 14 and {t.status for t in trials} == {"completed"}
+    promotions = [t for t in trials if "tuner/trial_id" in t.hyperparameters]
+    new = [t for t in trials if "tuner/trial_id" not in t.hyperparameters]
+    assert promotions and all(t.hyperparameters["tuner/rung"] > 0 for t in promotions)
+    keys = [proposals.config_key(t.hyperparameters) for t in new]
+    assert len(set(keys)) == len(keys)  # no configuration twice, promotions aside
+    state = store.get_study(study.id).oracle_state
+    assert state["proposer"]["initial_points"] >= 2 and "asha" in state  # both states kept in one column
+    assert fits and max(fits) >= 3  # the model saw finished configurations, each once
+    assert all(t.hyperparameters["learning_rate"] <= 1e-2 for t in trials)  # the space's own range
