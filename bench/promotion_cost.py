@@ -251,7 +251,9 @@ def markdown(result: dict[str, Any]) -> str:
         "built once by the same builder and fitted by one `model.fit` for all the epochs ASHA gave it, with the "
         "same validation data. Cost per trained epoch = wall time / epochs trained (`epochs_trained`); "
         f"ratios paired within each of {sizes['repeats']} interleaved repeats, median shown; CPU = this process's "
-        "CPU time (all its threads), steadier than wall time on a shared machine. Target: ≤ 1.15× the plain loop.",
+        "CPU time (all its threads), steadier than wall time on a shared machine. Before anything is timed the "
+        "process fits the benchmark's model once per input width and freezes its heap, as a worker does after "
+        "its warm-up, and every timed run starts after a full garbage collection. Target: ≤ 1.15× the plain loop.",
     ]
     for entry in result["asha"]:
         s = entry["summary"]
