@@ -67,9 +67,8 @@ def warm_up(settings: Settings | None = None) -> None:
     import keras
     import numpy as np
 
-    import tuner_service.training  # noqa: F401 - the import itself is the point (Keras, the backend)
     from tuner_service.datasets import describe_builtin, load_split
-    from tuner_service.training import freeze_heap
+    from tuner_service.training import freeze_heap  # importing it imports Keras and initialises the backend
 
     settings = settings or load_settings()
     limit_gpu_memory()
