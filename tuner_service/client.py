@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -133,18 +134,21 @@ class Client:
         poll_s: float = 1.0,
         timeout_s: float | None = None,
         on_progress: Callable[[dict[str, Any]], None] | None = None,
+        stop: threading.Event | None = None,
     ) -> dict[str, Any]:
-        """Poll until the study is completed, cancelled or failed; returns its last state."""
+        """Poll until the study is completed, cancelled or failed, or until ``stop`` is set; returns its last
+        state."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        stop = stop or threading.Event()
         while True:
             study = self.study(study_id)
             if on_progress:
                 on_progress(study)
-            if study["status"] in TERMINAL:
+            if study["status"] in TERMINAL or stop.is_set():
                 return study
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"study {study_id} still {study['status']} after {timeout_s} s")
-            time.sleep(poll_s)
+            stop.wait(poll_s)
 
 
 def __getattr__(name: str) -> Any:

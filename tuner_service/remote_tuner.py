@@ -7,24 +7,55 @@ code). Only numpy and requests are imported here: TensorFlow is imported when a 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import signal
 import sys
 import tempfile
+import threading
 import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tuner_service.client import ApiError, Client
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
 KT_TO_SERVICE = {"randomsearch": "random", "bayesianoptimization": "bayesian", "gridsearch": "grid"}
 # The task a target implies (the service infers the target's kind the same way on upload).
 TASK_OF_TARGET = {"continuous": "regression", "binary": "binary", "multiclass": "multiclass"}
 TASK_OF_TARGET["multilabel"] = "multilabel"
+
+
+@contextlib.contextmanager
+def ctrl_c() -> Iterator[threading.Event]:
+    """Turn Ctrl-C into an event that the caller checks between requests, instead of an exception raised at
+    whatever line runs: one raised inside a request or a print can leave a lock held and hang the cancel
+    that follows, and one raised while the study is being submitted loses its id. A second Ctrl-C raises
+    ``KeyboardInterrupt`` at once. Only the main thread can take signals; elsewhere nothing changes."""
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield interrupted
+        return
+
+    def on_ctrl_c(signum: int, frame: Any) -> None:
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+
+    signal.signal(signal.SIGINT, on_ctrl_c)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @dataclass(frozen=True)
@@ -107,15 +138,20 @@ class RemoteTuner:
             raise TypeError(f"search() arguments not supported remotely: {', '.join(sorted(unsupported))}")
         data, digest = npz_bytes(x, y, validation_data)
         doc = self._study_doc(f"sha256:{digest}", np.asarray(y), epochs, callbacks or [], validation_split)
-        study = self._submit(doc, data)
-        self.study_id = study["id"]
-        try:
-            self.study = self.client.wait(self.study_id, poll_s=self.poll_s, on_progress=self._show)
-        except KeyboardInterrupt:
-            self.client.cancel(self.study_id)
-            if self.progress:
-                print(f"\nstudy {self.study_id} cancelled", file=sys.stderr)
-            raise
+        with ctrl_c() as interrupted:
+            study = self._submit(doc, data)
+            self.study_id = study["id"]
+            try:
+                self.study = self.client.wait(
+                    self.study_id, poll_s=self.poll_s, on_progress=self._show, stop=interrupted
+                )
+            except KeyboardInterrupt:  # Ctrl-C where ctrl_c() could not take it (not the main thread)
+                interrupted.set()
+            if interrupted.is_set():
+                self.client.cancel(self.study_id)
+                if self.progress:
+                    print(f"\nstudy {self.study_id} cancelled", file=sys.stderr)
+                raise KeyboardInterrupt
         if self.progress:
             print(file=sys.stderr)
         if self.study["status"] == "failed":
