@@ -238,8 +238,15 @@ def test_remote_tuner_imports_no_tensorflow_until_a_model_is_loaded(service) -> 
 
 
 INTERRUPTED = """
+import faulthandler
+import signal
 import sys
 import numpy as np
+
+faulthandler.register(signal.SIGUSR1)  # the test asks for the stack if Ctrl-C is not answered in time
+# Ctrl-C as in a terminal: a suite started in the background by a script inherits SIGINT ignored, and so would
+# this process, which then never sees the Ctrl-C the test sends.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from tuner_service.client import RemoteTuner
 
 rng = np.random.default_rng(0)
@@ -267,8 +274,17 @@ def test_ctrl_c_in_remote_tuner_search_cancels_the_study(service) -> None:
             items = http.get(base + "/api/v1/studies", timeout=10).json()["items"]
             study = next((s for s in items if s["name"] == "interrupted"), None)
             time.sleep(0.3)
+        with open(f"/proc/{child.pid}/status") as status:
+            signals = [line.strip() for line in status if line.startswith(("SigBlk", "SigIgn", "SigCgt"))]
         child.send_signal(signal.SIGINT)
-        _out, err = child.communicate(timeout=60)
+        try:
+            _out, err = child.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            child.send_signal(signal.SIGUSR1)
+            time.sleep(1)
+            child.kill()
+            _out, err = child.communicate()
+            raise AssertionError(f"no exit 60 s after Ctrl-C; {signals}; stack:\n{err.decode()[-3000:]}") from None
     finally:
         child.kill()
     assert child.returncode != 0 and "KeyboardInterrupt" in err.decode()
