@@ -77,8 +77,8 @@ def simulate(
     """``threads`` simulated workers in this process, each for ``seconds`` from ``start_at`` plus its stagger, each
     fake trial taking ``train_s``; what they measured. ``stagger`` = (index of this process's first worker, all
     workers): worker k starts k/all of a trial later than the first, so that the workers' claims do not all fall
-    on the same instants (identical fake trials started together would keep them in step for the whole run,
-    every claim in a burst of all workers at once, which workers whose trials end when they end do not make)."""
+    on the same instants. Identical fake trials started together would keep every worker in step for the whole
+    run, each claim part of a burst of all of them; real workers' trials end at different times."""
     from tuner_service.proposals import MODEL_BASED, compute_proposal
     from tuner_service.search import Claim, Propose, TrialOutcome, Wait, claim_once, finish_trial
     from tuner_service.store import Store
@@ -269,7 +269,7 @@ def run_config(store: Any, url: str, algorithm: str, workers: int, seconds: floa
             f"p{i}",
             train_s,
             (i * (workers // tasks), workers),
-        )  # fmt: skip
+        )
         for i in range(tasks)
     ]
     while time.time() < start_at:
@@ -387,7 +387,7 @@ def run(quick: bool) -> dict[str, Any]:
                                         pool,
                                         processes,
                                         train_s,
-                                    )  # fmt: skip
+                                    )
                                 )
                             finally:
                                 store.dispose()
