@@ -166,6 +166,7 @@ CASES = [
     pytest.param(study("objective.name", objective={"name": "val_mae"}), id="objective-not-reported"),
     pytest.param(study("algorithm.name", algorithm={"name": "cmaes"}), id="unknown-algorithm"),
     pytest.param(study("algorithm.initial_points", algorithm={"name": "tpe", "initial_points": 0}), id="tpe-initial-0"),
+    pytest.param(study("algorithm.sampler", algorithm={"name": "asha", "sampler": "cmaes"}), id="unknown-asha-sampler"),
     pytest.param(
         study("algorithm.initial_points", algorithm={"name": "bayesian", "initial_points": 99}),
         id="initial-over-budget",
