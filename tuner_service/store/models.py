@@ -246,6 +246,9 @@ class TrialRow(Base):
         Index("ix_trials_study_score", "study_id", "sort_key", "number"),
         Index("ix_trials_status_heartbeat", "status", "heartbeat_at"),
         Index("ix_trials_team_started", "team_id", "started_at"),
+        # Trials that finished lately, which every claim sums per team (the fair-share window; GPU hours today).
+        Index("ix_trials_finished", "finished_at"),
+        Index("ix_trials_pool_finished", "pool", "finished_at"),
         # A GPU's trials of several slots that finished lately, which every claim on that GPU looks up.
         Index("ix_trials_gpu_multi_slot", "gpu", "finished_at", postgresql_where=MULTI_SLOT, sqlite_where=MULTI_SLOT),
     )

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import DateTime, and_, case, func, literal, or_, select
 from sqlalchemy.orm import Session
 
 from tuner_service.queue import TeamLoad, WaitingStudy
 from tuner_service.store.models import StudyRow, TeamRow, TrialRow, as_utc, utcnow
-from tuner_service.store.records import TrialRecord
+
+
+class Started(NamedTuple):
+    """The trial a broker message already started (its ticket's): which one, in which study."""
+
+    id: int
+    study_id: int
+
 
 # The class of the PostgreSQL advisory locks that serialize claims of one team with a quota (key: team id).
 TEAM_LOCK_CLASS = 0x7475_6E65
@@ -21,31 +28,24 @@ def snapshot(
     session: Session, pool: str | None, window_s: float, team_id: int | None = None
 ) -> tuple[list[WaitingStudy], dict[int | None, TeamLoad]]:
     """Studies that may want trials (in ``pool``; of ``team_id`` if given) and every team's load."""
-    counts: dict[int, dict[str, int]] = {}
-    # Only the columns the scheduler needs: a study row also carries its spec and its oracle's state.
+    # Only the columns the scheduler needs (a study row also carries its spec and its oracle's state), with
+    # each study's trials counted by status in the same statement.
     columns = (StudyRow.id, StudyRow.name, StudyRow.team_id, StudyRow.priority, StudyRow.pool, StudyRow.status)
-    study_query = select(*columns, StudyRow.parallelism, StudyRow.max_trials).where(
-        StudyRow.status.in_(("queued", "running", "paused"))
+    counted = [func.sum(case((TrialRow.status == status, 1), else_=0)) for status in ("running", "pending")]
+    study_query = (
+        select(*columns, StudyRow.parallelism, StudyRow.max_trials, func.count(TrialRow.id), *counted)
+        .outerjoin(TrialRow, TrialRow.study_id == StudyRow.id)
+        .where(StudyRow.status.in_(("queued", "running", "paused")))
+        .group_by(*columns, StudyRow.parallelism, StudyRow.max_trials)
     )
     if pool is not None:
         study_query = study_query.where(StudyRow.pool == pool)
     if team_id is not None:
         study_query = study_query.where(StudyRow.team_id == team_id)
-    studies = session.execute(study_query).all()
-    if studies:
-        ids = [s.id for s in studies]
-        rows = session.execute(
-            select(TrialRow.study_id, TrialRow.status, func.count())
-            .where(TrialRow.study_id.in_(ids))
-            .group_by(TrialRow.study_id, TrialRow.status)
-        )
-        for study_id, status, count in rows:
-            counts.setdefault(study_id, {})[status] = count
     waiting = []
-    for study in studies:
-        by_status = counts.get(study.id, {})
-        total = sum(by_status.values())
-        owed = by_status.get("pending", 0) + max(0, study.max_trials - total)
+    for study in session.execute(study_query):
+        total, running, pending = study[-3], int(study[-2] or 0), int(study[-1] or 0)
+        owed = pending + max(0, study.max_trials - total)
         waiting.append(
             WaitingStudy(
                 study.id,
@@ -54,7 +54,7 @@ def snapshot(
                 study.priority,
                 study.pool,
                 study.status,
-                by_status.get("running", 0),
+                running,
                 study.parallelism,
                 owed,
             )  # fmt: skip
@@ -64,38 +64,66 @@ def snapshot(
 
 def team_loads(session: Session, window_s: float, team_id: int | None = None) -> dict[int | None, TeamLoad]:
     """Each team's worker time within the window (running trials count up to now) and today's GPU hours;
-    only ``team_id``'s (and the no-team entry) when given."""
+    only ``team_id``'s (and the no-team entry) when given.
+
+    Summed by the database, one row per team and pool: every claim reads this, and a team's trials of the
+    last day may be thousands.
+    """
     now = utcnow()
     cutoff, day = now - timedelta(seconds=window_s), now - timedelta(days=1)
-    earliest = min(cutoff, day)
-    query = select(TrialRow.team_id, TrialRow.pool, TrialRow.status, TrialRow.started_at, TrialRow.finished_at).where(
-        TrialRow.started_at.is_not(None),
-        or_(TrialRow.status == "running", TrialRow.finished_at >= earliest),
+    dialect = session.get_bind().dialect.name
+    running = TrialRow.status == "running"
+    end = case((running, _at(now)), else_=TrialRow.finished_at)
+    query = (
+        select(
+            TrialRow.team_id,
+            TrialRow.pool,
+            func.sum(case((running, 1), else_=0)),
+            func.sum(_seconds_after(dialect, end, TrialRow.started_at, cutoff)),
+            func.sum(_seconds_after(dialect, end, TrialRow.started_at, day)),
+        )
+        .where(
+            TrialRow.started_at.is_not(None),
+            or_(
+                running,
+                TrialRow.finished_at >= cutoff,
+                and_(TrialRow.pool == "gpu", TrialRow.finished_at >= day),  # only GPU hours look back a day
+            ),
+        )
+        .group_by(TrialRow.team_id, TrialRow.pool)
     )
     team_query = select(TeamRow)
     if team_id is not None:
         query = query.where(TrialRow.team_id == team_id)
         team_query = team_query.where(TeamRow.id == team_id)
-    rows = session.execute(query)
     usage: dict[int | None, float] = {}
     gpu: dict[int | None, float] = {}
-    running: dict[int | None, int] = {}
-    for team_id, pool, status, started, finished in rows:
-        start, end = as_utc(started), as_utc(finished) if finished else now
-        if status == "running":
-            running[team_id] = running.get(team_id, 0) + 1
-            end = now
-        usage[team_id] = usage.get(team_id, 0.0) + max(0.0, (end - max(start, cutoff)).total_seconds())
+    busy: dict[int | None, int] = {}
+    for team, pool, count, in_window, in_day in session.execute(query):
+        busy[team] = busy.get(team, 0) + int(count or 0)
+        usage[team] = usage.get(team, 0.0) + float(in_window or 0.0)
         if pool == "gpu":
-            gpu[team_id] = gpu.get(team_id, 0.0) + max(0.0, (end - max(start, day)).total_seconds()) / 3600
+            gpu[team] = gpu.get(team, 0.0) + float(in_day or 0.0) / 3600
     loads: dict[int | None, TeamLoad] = {}
     for team in session.scalars(team_query):
         loads[team.id] = TeamLoad(
-            team.id, team.name, team.share_weight, usage.get(team.id, 0.0), running.get(team.id, 0),
+            team.id, team.name, team.share_weight, usage.get(team.id, 0.0), busy.get(team.id, 0),
             team.max_concurrent_trials, gpu.get(team.id, 0.0), team.gpu_hours_per_day,
         )  # fmt: skip
-    loads[None] = TeamLoad(None, "(no team)", 1.0, usage.get(None, 0.0), running.get(None, 0))
+    loads[None] = TeamLoad(None, "(no team)", 1.0, usage.get(None, 0.0), busy.get(None, 0))
     return loads
+
+
+def _at(moment: datetime) -> Any:
+    return literal(moment, DateTime(timezone=True))
+
+
+def _seconds_after(dialect: str, end: Any, start: Any, since: datetime) -> Any:
+    """SQL for the seconds of [start, end] after ``since`` (0 if none), on PostgreSQL or SQLite."""
+    if dialect == "postgresql":
+        return func.greatest(0.0, func.extract("epoch", end - func.greatest(start, _at(since))))
+    # SQLite: timestamps are ISO strings in one format, so max() of two is the later one.
+    return func.max(0.0, (func.julianday(end) - func.julianday(func.max(start, _at(since)))) * 86400.0)
 
 
 class QueueQueries:
@@ -118,13 +146,13 @@ class QueueQueries:
 
     def claim_view(
         self, ticket: str, pool: str, window_s: float
-    ) -> tuple[TrialRecord | None, list[WaitingStudy], dict[int | None, TeamLoad]]:
+    ) -> tuple[Started | None, list[WaitingStudy], dict[int | None, TeamLoad]]:
         """What a claim reads first, in one transaction: the trial this broker message (its ticket) already
         started, if any, else the pool's queue (see :func:`snapshot`)."""
         with self._read() as session:
-            row = session.scalar(select(TrialRow).where(TrialRow.ticket == ticket))
+            row = session.execute(select(TrialRow.id, TrialRow.study_id).where(TrialRow.ticket == ticket)).first()
             if row is not None:
-                return TrialRecord.of(row), [], {}
+                return Started(row.id, row.study_id), [], {}
             return None, *snapshot(session, pool, window_s)
 
     def pool_has_work(self, pool: str) -> bool:
