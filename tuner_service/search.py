@@ -11,7 +11,6 @@ Keras Tuner is imported only when an oracle is needed (in workers), never by the
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
 import math
@@ -157,6 +156,13 @@ def make_oracle(study: StudyRecord) -> Any:
         def save(self) -> None:  # the state goes to the study row instead
             pass
 
+        def set_state(self, state: dict[str, Any]) -> None:
+            # Keras Tuner parses the stored space again on every restore (about a millisecond per entry, on
+            # every claim and report): parse each distinct one once per process. This also leaves the stored
+            # state untouched (Keras Tuner's parsing rewrites the conditions inside the dict it is given).
+            super().set_state({**state, "hyperparameters": {"space": [], "values": {}}})
+            self.hyperparameters = _stored_hyperparameters(json.dumps(state["hyperparameters"], sort_keys=True))
+
         def _save_trial(self, trial: Any) -> None:  # each trial's state goes to its row
             pass
 
@@ -205,15 +211,33 @@ def _is_mlp(spec: dict[str, Any]) -> bool:
 def _hyperparameters(space_json: str, mlp_domains: bool = True) -> Any:
     """A fresh ``HyperParameters`` for the space, sharing entries parsed once per process: every claim
     builds an oracle under the study's lock, and Keras' deserialization costs about a millisecond per entry."""
+
+    return _sharing_entries(_parsed_space(space_json, mlp_domains))
+
+
+def _sharing_entries(parsed: Any) -> Any:
+    """A new ``HyperParameters`` with ``parsed``'s entries (what ``HyperParameters.from_config`` makes, without
+    parsing again) and its own copy of the values."""
     from keras_tuner.engine.hyperparameters import HyperParameters
 
-    parsed = _parsed_space(space_json, mlp_domains)
     hyperparameters = HyperParameters()
-    for hp in parsed.space:  # what HyperParameters.from_config does, with entries parsed before
+    for hp in parsed.space:
         hyperparameters._hps[hp.name].append(hp)
         hyperparameters._space.append(hp)
     hyperparameters.values = dict(parsed.values)
     return hyperparameters
+
+
+def _stored_hyperparameters(config_json: str) -> Any:
+    """A fresh ``HyperParameters`` equal to ``HyperParameters.from_config(config)``, sharing parsed entries."""
+    return _sharing_entries(_parsed_config(config_json))
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_config(config_json: str) -> Any:
+    import keras_tuner as kt
+
+    return kt.HyperParameters.from_config(json.loads(config_json))
 
 
 @functools.lru_cache(maxsize=256)
@@ -253,8 +277,7 @@ def restore_oracle(tx: StudyTransaction, *, with_metrics: str | None = None) -> 
                 _FINISHED_TRIALS.clear()
             _FINISHED_TRIALS.setdefault(study_key, {})[trial_id] = trial
     if state:
-        # Keras Tuner deserializes the space's conditions in place: give it a copy, not the row's own dict.
-        oracle.set_state({**state, "hyperparameters": copy.deepcopy(state["hyperparameters"])})
+        oracle.set_state(state)
     else:
         for seed in seeds:
             oracle._record_values(oracle.trials[seed["trial_id"]])  # random search will not repeat them
@@ -270,15 +293,10 @@ _FINISHED_TRIALS: dict[tuple[str, int, str], dict[str, Any]] = {}
 
 def _trial_from_state(oracle: Any, state: dict[str, Any], *, with_metrics: bool) -> Any:
     """``Trial.from_state`` without deserializing the space again (the costly part: ~1 ms per trial)."""
-    from keras_tuner.engine.hyperparameters import HyperParameters
     from keras_tuner.engine.trial import Trial
     from keras_tuner.src.engine.metrics_tracking import MetricsTracker
 
-    shared = oracle.hyperparameters
-    hyperparameters = HyperParameters()
-    for hp in shared.space:  # what HyperParameters.from_config does, with the oracle's parsed entries
-        hyperparameters._hps[hp.name].append(hp)
-        hyperparameters._space.append(hp)
+    hyperparameters = _sharing_entries(oracle.hyperparameters)
     hyperparameters.values = dict(state["hyperparameters"]["values"])
     trial = Trial(hyperparameters, trial_id=state["trial_id"], status=state["status"])
     if with_metrics:

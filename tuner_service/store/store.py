@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Iterator
@@ -52,10 +53,17 @@ def clean_json(value: Any) -> Any:
 
     PostgreSQL's JSON type rejects NaN, and a diverged trial reports exactly that.
     """
+    try:  # the common case, plain JSON already: one round trip through the C encoder and decoder
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError):
+        return _clean_json(value)
+
+
+def _clean_json(value: Any) -> Any:
     if isinstance(value, dict):
-        return {str(k): clean_json(v) for k, v in value.items()}
+        return {str(k): _clean_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [clean_json(v) for v in value]
+        return [_clean_json(v) for v in value]
     if hasattr(value, "item") and callable(value.item):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -80,6 +88,7 @@ class StudyTransaction:
     def __init__(self, session: Session, study: StudyRow) -> None:
         self._session = session
         self._study = study
+        self._rows: dict[int, TrialRow] = {}
 
     @property
     def study(self) -> StudyRecord:
@@ -294,7 +303,11 @@ class StudyTransaction:
         self._row(trial_id).oracle_trial_state = clean_json(oracle_trial_state)
 
     def _row(self, trial_id: int) -> TrialRow:
-        row = self._session.get(TrialRow, trial_id)
+        # Held for the transaction: the session's identity map keeps only weak references, so a row read for a
+        # record and then updated would otherwise be read again.
+        row = self._rows.get(trial_id) or self._session.get(TrialRow, trial_id)
+        if row is not None:
+            self._rows[trial_id] = row
         if row is None or row.study_id != self._study.id:
             raise NotFound("trial", trial_id)
         return row
