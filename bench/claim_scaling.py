@@ -49,8 +49,17 @@ FULL = {
     "fresh_database": True,
     "processes": 16,
     "slower_trainer": {"workers": 16, "train_s": 0.4},
+    "queue_read_trials": [2_000, 20_000],
+    "study_size_marks": [50, 600],
 }
-QUICK = {"workers": [2], "seconds": 0.5, "fresh_database": False, "processes": 2}
+QUICK = {
+    "workers": [2],
+    "seconds": 0.5,
+    "fresh_database": False,
+    "processes": 2,
+    "queue_read_trials": [200],
+    "study_size_marks": [25],
+}
 STUDIES_PER_TEAM = 2
 TEAMS = ("alpha", "beta")
 
@@ -351,6 +360,130 @@ def tpe_rebuild_ms(trials: int = 1000, repeats: int = 5) -> float:
     return statistics.median(times)
 
 
+def rowwise_team_loads(session: Any, window_s: float) -> dict[int | None, float]:
+    """The baseline: each team's worker seconds in the window as the queue read computed them before, every
+    trial that finished within a day read and summed in Python (GPU hours used the day's rows)."""
+    from datetime import timedelta
+
+    from sqlalchemy import or_, select
+
+    from tuner_service.store.models import TrialRow, as_utc, utcnow
+
+    now = utcnow()
+    cutoff = now - timedelta(seconds=window_s)
+    earliest = min(cutoff, now - timedelta(days=1))
+    usage: dict[int | None, float] = {}
+    for team_id, status, started, finished in session.execute(
+        select(TrialRow.team_id, TrialRow.status, TrialRow.started_at, TrialRow.finished_at).where(
+            TrialRow.started_at.is_not(None), or_(TrialRow.status == "running", TrialRow.finished_at >= earliest)
+        )
+    ):
+        end = now if status == "running" or finished is None else as_utc(finished)
+        usage[team_id] = usage.get(team_id, 0.0) + max(0.0, (end - max(as_utc(started), cutoff)).total_seconds())
+    return usage
+
+
+def queue_read_cost(trials: int, repeats: int) -> dict[str, Any]:
+    """Median wall and CPU milliseconds of a claim's team-load read with ``trials`` trials that finished
+    within the last day (evenly spread; 1/24 of them within the hour-long fair-share window), summed by the
+    database (the service's :func:`~tuner_service.store.queue.team_loads`) against the row-by-row baseline."""
+    import statistics
+    from datetime import timedelta
+
+    from sqlalchemy import insert
+    from sqlalchemy.orm import Session
+
+    from tuner_service.store.models import TrialRow, utcnow
+    from tuner_service.store.queue import team_loads
+
+    window_s = 3600.0
+    with temporary_postgres() as url:
+        store, teams, dataset = prepare(url)
+        studies = make_studies(store, "random", teams, dataset)
+        now = utcnow()
+        rows = [
+            {
+                "study_id": studies[i % len(studies)],
+                "number": i,
+                "oracle_trial_id": str(i),
+                "ticket": f"q{i}",
+                "status": "completed",
+                "hyperparameters": {},
+                "dataset_id": dataset,
+                "objective_name": "val_accuracy",
+                "team_id": teams[i % len(teams)],
+                "pool": "cpu",
+                "started_at": now - timedelta(seconds=86_000 * i / trials + 30),
+                "finished_at": now - timedelta(seconds=86_000 * i / trials),
+            }
+            for i in range(trials)
+        ]
+        with Session(store.engine) as session, session.begin():
+            session.execute(insert(TrialRow), rows)
+        times: dict[str, list[tuple[float, float]]] = {"summed": [], "rowwise": []}
+        with Session(store.engine) as session:
+            summed = team_loads(session, window_s)
+            rowwise = rowwise_team_loads(session, window_s)
+            agree = all(abs(summed[t].usage_s - rowwise.get(t, 0.0)) < 1.0 for t in teams)
+            for _ in range(repeats):  # interleaved, so that both see the same load on a shared machine
+                for name, read in (("summed", team_loads), ("rowwise", rowwise_team_loads)):
+                    wall, cpu = time.perf_counter(), time.process_time()
+                    read(session, window_s)
+                    times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+        store.dispose()
+    out: dict[str, Any] = {"trials": trials, "agree": agree}
+    for name, pairs in times.items():
+        out[f"{name}_wall_ms"] = statistics.median(w for w, _ in pairs) * 1000
+        out[f"{name}_cpu_ms"] = statistics.median(c for _, c in pairs) * 1000
+    return out
+
+
+def study_size_cost(algorithm: str, marks: list[int], last: int = 20) -> dict[str, Any]:
+    """One worker, one study of ``algorithm``: the CPU milliseconds of a claim and of a report (this process's
+    CPU time; PostgreSQL's not included), averaged over the ``last`` cycles before the study holds each of
+    ``marks`` trials. The oracle-driven algorithms restore and store their oracle's state on every call, and
+    that state grows with the trials; what it costs shows here."""
+    from sqlalchemy import update
+
+    from tuner_service.proposals import MODEL_BASED, compute_proposal
+    from tuner_service.search import Claim, Propose, TrialOutcome, claim_once, finish_trial
+    from tuner_service.store.models import StudyRow
+
+    with temporary_postgres() as url:
+        store, teams, dataset = prepare(url)
+        study_id = make_studies(store, algorithm, teams, dataset)[0]
+        with store.engine.begin() as conn:  # the other studies make_studies created stay out of the queue
+            conn.execute(update(StudyRow).where(StudyRow.id != study_id).values(status="cancelled"))
+        points: list[dict[str, Any]] = []
+        cycles = 0
+        for mark in marks:
+            claim_s = report_s = 0.0
+            counted = 0
+            while cycles < mark:
+                started = time.process_time()
+                result = claim_once(store, "cpu", ticket=uuid.uuid4().hex, worker="w", heartbeat_timeout_s=3600)
+                claimed = time.process_time()
+                if isinstance(result, Propose):
+                    compute_proposal(store, result.study_id)  # outside the locks; not part of either figure
+                    continue
+                if isinstance(result, Claim):
+                    outcome = TrialOutcome("completed", {"val_accuracy": synthetic_score(result.values)}, best_epoch=0)
+                    finished = finish_trial(store, study_id, result.trial.id, outcome)
+                    reported = time.process_time()
+                    if algorithm in MODEL_BASED and finished.more_work:
+                        compute_proposal(store, study_id)
+                else:
+                    reported = claimed
+                cycles += 1
+                if mark - cycles < last:
+                    claim_s, report_s, counted = claim_s + claimed - started, report_s + reported - claimed, counted + 1
+            points.append(
+                {"trials": mark, "claim_cpu_ms": claim_s / counted * 1000, "report_cpu_ms": report_s / counted * 1000}
+            )
+        store.dispose()
+    return {"algorithm": algorithm, "points": points}
+
+
 def run(quick: bool) -> dict[str, Any]:
     import multiprocessing
     import os
@@ -404,7 +537,10 @@ def run(quick: bool) -> dict[str, Any]:
         "plan": plan,
         "train_s": TRAIN_S,
         "rows": rows,
+        "cores": os.cpu_count(),
         "tpe_rebuild_1000_ms": tpe_rebuild_ms(repeats=2 if quick else 5),
+        "queue_read": [queue_read_cost(n, repeats=3 if quick else 15) for n in plan["queue_read_trials"]],
+        "study_size": [study_size_cost(a, plan["study_size_marks"]) for a in ALGORITHMS if a != "bayesian"],
     }
 
 
@@ -443,11 +579,90 @@ def _why(result: dict[str, Any]) -> str:
             if waits
             else "."
         )
-    return text
+    return text + _cores_needed(result)
+
+
+def _cores_needed(result: dict[str, Any]) -> str:
+    """How many cores 16 workers would keep busy, from what one worker used: a worker that never waits for a
+    core claims as often as the one-worker row did, and each trial costs the machine the same CPU (the worker's,
+    PostgreSQL's, the rest)."""
+    cores = result.get("cores")
+    single = {r["algorithm"]: r for r in _standard(result) if r["workers"] == 1 and r.get("machine_busy") is not None}
+    if not cores or not single:
+        return ""
+    need = {name: 16 * r["machine_busy"] * cores for name, r in single.items() if name != "bayesian"}
+    if not need:
+        return ""
+    return (
+        f" One worker alone kept {min(need.values()) / 16:.2f}-{max(need.values()) / 16:.2f} of a core busy "
+        f"({', '.join(f'`{n}`' for n in need)}: the worker's claims and reports, PostgreSQL's work for them and anything else running), so "
+        f"16 workers that never wait for a core would need {min(need.values()):.1f}-{max(need.values()):.1f} cores "
+        f"at full use; this machine has {cores}. `bayesian` is apart: its workers' own GP fits keep the cores busy."
+    )
 
 
 def markdown(result: dict[str, Any]) -> str:
-    return setup(result) + "\n\n" + verdict(result) + table(_standard(result)) + slower_trainer(result)
+    parts = [setup(result), "\n\n", verdict(result), table(_standard(result)), slower_trainer(result)]
+    return "".join(parts) + queue_read(result) + study_size(result)
+
+
+def study_size(result: dict[str, Any]) -> str:
+    """Claim and report CPU against the number of trials in the study."""
+    runs = result.get("study_size") or []
+    if not runs:
+        return ""
+    marks = [p["trials"] for p in runs[0]["points"]]
+    headers = ["algorithm"] + [f"at {m:,} trials: claim / report CPU" for m in marks] + ["growth (claim + report)"]
+    rows = []
+    for r in runs:
+        points = r["points"]
+        cells = [f"{p['claim_cpu_ms']:.1f} ms / {p['report_cpu_ms']:.1f} ms" for p in points]
+        first, final = points[0], points[-1]
+        growth = (final["claim_cpu_ms"] + final["report_cpu_ms"]) / (first["claim_cpu_ms"] + first["report_cpu_ms"])
+        rows.append([f"`{r['algorithm']}`", *cells, f"{growth:.2f}×"])
+    return (
+        "\n\n**Claims and reports against the study's size** (one worker, one study, the fake trainer without its "
+        "sleep; this process's CPU per call, averaged over the 20 cycles before the study holds that many trials; "
+        "PostgreSQL's own CPU not included; a model-based study's proposals are computed outside both and not "
+        "counted). Random, Hyperband and ASHA restore Keras Tuner's oracle from the database on every claim and "
+        "report, and its state (the hashes of every configuration tried, the trials' order) grows with the study; "
+        "`tpe` claims take a stored proposal and do not restore an oracle. `bayesian` is left out: its proposals "
+        "(a GP fit) would take the run's time.\n\n" + md_table(headers, rows)
+    )
+
+
+def queue_read(result: dict[str, Any]) -> str:
+    """The team-load part of every claim's queue read against the number of trials that finished lately."""
+    rows = result.get("queue_read") or []
+    if not rows:
+        return ""
+    body = md_table(
+        [
+            "trials finished in the last day",
+            "summed by the database (wall / CPU)",
+            "row by row (wall / CPU)",
+            "ratio (wall)",
+            "same seconds per team",
+        ],
+        [
+            [
+                f"{r['trials']:,}",
+                f"{r['summed_wall_ms']:.1f} ms / {r['summed_cpu_ms']:.1f} ms",
+                f"{r['rowwise_wall_ms']:.1f} ms / {r['rowwise_cpu_ms']:.1f} ms",
+                f"{r['summed_wall_ms'] / r['rowwise_wall_ms']:.3f}×",
+                "yes" if r["agree"] else "NO",
+            ]
+            for r in rows
+        ],
+    )
+    return (
+        "\n\n**The queue read's team loads against the trials of the last day.** Every claim reads each team's "
+        "worker seconds in the fair-share window (an hour) and its GPU hours of the last day. The baseline is how the "
+        "read worked before: every trial that finished within a day read and summed in Python. The service now has "
+        "the database sum them per team and pool, over the trials found by an index on `finished_at` (only GPU "
+        "trials are looked up a day back). Trials spread evenly over the last day, 1/24 of them in the window; "
+        "median of interleaved reads on one connection.\n\n" + body
+    )
 
 
 def table(rows_in: list[dict[str, Any]], *, judged: bool = True) -> str:
