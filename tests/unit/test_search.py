@@ -193,3 +193,39 @@ def test_grid_search_walks_the_whole_grid_across_restores(store, settings) -> No
         finish_trial(store, study.id, claimed.trial.id, done(0.5))
     assert sorted(seen) == sorted((o, b) for o in ("sgd", "adam") for b in (16, 32, 64))
     assert store.get_study(study.id).status == "completed"
+
+
+def test_a_restored_oracle_has_the_stored_space_and_leaves_the_stored_state_as_it_was(store, settings) -> None:
+    """Restoring parses the stored space once per process and never rewrites the row's own state (Keras Tuner's
+    parsing turns the conditions inside the dict it is given into objects, which could no longer be stored)."""
+    import copy
+    import json
+
+    from tuner_service.search import restore_oracle
+
+    space = {
+        "optimizer": {"type": "choice", "values": ["sgd", "adam"]},
+        "momentum": {"type": "float", "min": 0.0, "max": 0.9, "condition": {"parent": "optimizer", "values": ["sgd"]}},
+        "learning_rate": {"type": "float", "min": 1e-4, "max": 1e-2, "sampling": "log"},
+    }
+    study, _ = submit(store, settings, search_space=space, max_trials=4)
+    for score in (0.4, 0.6):
+        claimed = claim(store, study.id)
+        finish_trial(store, study.id, claimed.trial.id, done(score))
+    stored = store.get_study(study.id).oracle_state
+    before = copy.deepcopy(stored)
+
+    def restored_twice(tx):
+        first, second = restore_oracle(tx), restore_oracle(tx)
+        return first.hyperparameters, second.hyperparameters, tx.study.oracle_state
+
+    first, second, after = store.with_study_lock(study.id, restored_twice)
+    assert first.get_config() == second.get_config()
+    assert json.dumps(first.get_config(), sort_keys=True) == json.dumps(before["hyperparameters"], sort_keys=True)
+    assert first is not second and first.values is not second.values  # entries shared, values each their own
+    first.values["learning_rate"] = 0.005
+    assert second.values.get("learning_rate") != 0.005
+    assert after == before  # the row's state untouched, still plain JSON
+    json.dumps(after)
+    momentum = next(hp for hp in first.space if hp.name == "momentum")
+    assert [c.get_config() for c in momentum.conditions] == [{"name": "optimizer", "values": ["sgd"]}]
