@@ -595,7 +595,8 @@ def _cores_needed(result: dict[str, Any]) -> str:
         return ""
     return (
         f" One worker alone kept {min(need.values()) / 16:.2f}-{max(need.values()) / 16:.2f} of a core busy "
-        f"({', '.join(f'`{n}`' for n in need)}: the worker's claims and reports, PostgreSQL's work for them and anything else running), so "
+        f"({', '.join(f'`{n}`' for n in need)}: the worker's claims and reports, PostgreSQL's work for them "
+        "and anything else running), so "
         f"16 workers that never wait for a core would need {min(need.values()):.1f}-{max(need.values()):.1f} cores "
         f"at full use; this machine has {cores}. `bayesian` is apart: its workers' own GP fits keep the cores busy."
     )
