@@ -211,7 +211,6 @@ def _is_mlp(spec: dict[str, Any]) -> bool:
 def _hyperparameters(space_json: str, mlp_domains: bool = True) -> Any:
     """A fresh ``HyperParameters`` for the space, sharing entries parsed once per process: every claim
     builds an oracle under the study's lock, and Keras' deserialization costs about a millisecond per entry."""
-
     return _sharing_entries(_parsed_space(space_json, mlp_domains))
 
 
