@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import DateTime, and_, case, func, literal, or_, select
+from sqlalchemy import DateTime, Select, and_, bindparam, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from tuner_service.queue import TeamLoad, WaitingStudy
@@ -28,22 +29,10 @@ def snapshot(
     session: Session, pool: str | None, window_s: float, team_id: int | None = None
 ) -> tuple[list[WaitingStudy], dict[int | None, TeamLoad]]:
     """Studies that may want trials (in ``pool``; of ``team_id`` if given) and every team's load."""
-    # Only the columns the scheduler needs (a study row also carries its spec and its oracle's state), with
-    # each study's trials counted by status in the same statement.
-    columns = (StudyRow.id, StudyRow.name, StudyRow.team_id, StudyRow.priority, StudyRow.pool, StudyRow.status)
-    counted = [func.sum(case((TrialRow.status == status, 1), else_=0)) for status in ("running", "pending")]
-    study_query = (
-        select(*columns, StudyRow.parallelism, StudyRow.max_trials, func.count(TrialRow.id), *counted)
-        .outerjoin(TrialRow, TrialRow.study_id == StudyRow.id)
-        .where(StudyRow.status.in_(("queued", "running", "paused")))
-        .group_by(*columns, StudyRow.parallelism, StudyRow.max_trials)
-    )
-    if pool is not None:
-        study_query = study_query.where(StudyRow.pool == pool)
-    if team_id is not None:
-        study_query = study_query.where(StudyRow.team_id == team_id)
+    core = session.connection()  # Core rows: every claim reads this, and the ORM's per-statement work is a third
+    params = {"pool": pool, "team_id": team_id}
     waiting = []
-    for study in session.execute(study_query):
+    for study in core.execute(_study_query(pool is not None, team_id is not None), params):
         total, running, pending = study[-3], int(study[-2] or 0), int(study[-1] or 0)
         owed = pending + max(0, study.max_trials - total)
         waiting.append(
@@ -62,6 +51,26 @@ def snapshot(
     return waiting, team_loads(session, window_s)
 
 
+@functools.cache
+def _study_query(by_pool: bool, by_team: bool) -> Select:
+    """The active studies with their trials counted by status, in one statement; built once per process (with
+    bound parameters) because building it costs more than running it."""
+    # Only the columns the scheduler needs (a study row also carries its spec and its oracle's state).
+    columns = (StudyRow.id, StudyRow.name, StudyRow.team_id, StudyRow.priority, StudyRow.pool, StudyRow.status)
+    counted = [func.sum(case((TrialRow.status == status, 1), else_=0)) for status in ("running", "pending")]
+    query = (
+        select(*columns, StudyRow.parallelism, StudyRow.max_trials, func.count(TrialRow.id), *counted)
+        .outerjoin(TrialRow, TrialRow.study_id == StudyRow.id)
+        .where(StudyRow.status.in_(("queued", "running", "paused")))
+        .group_by(*columns, StudyRow.parallelism, StudyRow.max_trials)
+    )
+    if by_pool:
+        query = query.where(StudyRow.pool == bindparam("pool"))
+    if by_team:
+        query = query.where(StudyRow.team_id == bindparam("team_id"))
+    return query
+
+
 def team_loads(session: Session, window_s: float, team_id: int | None = None) -> dict[int | None, TeamLoad]:
     """Each team's worker time within the window (running trials count up to now) and today's GPU hours;
     only ``team_id``'s (and the no-team entry) when given.
@@ -70,10 +79,37 @@ def team_loads(session: Session, window_s: float, team_id: int | None = None) ->
     last day may be thousands.
     """
     now = utcnow()
-    cutoff, day = now - timedelta(seconds=window_s), now - timedelta(days=1)
-    dialect = session.get_bind().dialect.name
+    core = session.connection()
+    params = {"now": now, "cutoff": now - timedelta(seconds=window_s), "day": now - timedelta(days=1)}
+    params["team_id"] = team_id
+    by_team = team_id is not None
+    usage: dict[int | None, float] = {}
+    gpu: dict[int | None, float] = {}
+    busy: dict[int | None, int] = {}
+    for team, pool, count, in_window, in_day in core.execute(
+        _load_query(session.get_bind().dialect.name, by_team), params
+    ):
+        busy[team] = busy.get(team, 0) + int(count or 0)
+        usage[team] = usage.get(team, 0.0) + float(in_window or 0.0)
+        if pool == "gpu":
+            gpu[team] = gpu.get(team, 0.0) + float(in_day or 0.0) / 3600
+    loads: dict[int | None, TeamLoad] = {}
+    for team in core.execute(_team_query(by_team), params):
+        loads[team.id] = TeamLoad(
+            team.id, team.name, team.share_weight, usage.get(team.id, 0.0), busy.get(team.id, 0),
+            team.max_concurrent_trials, gpu.get(team.id, 0.0), team.gpu_hours_per_day,
+        )  # fmt: skip
+    loads[None] = TeamLoad(None, "(no team)", 1.0, usage.get(None, 0.0), busy.get(None, 0))
+    return loads
+
+
+@functools.cache
+def _load_query(dialect: str, by_team: bool) -> Select:
+    """Worker seconds per team and pool: in the window from ``:cutoff`` and in the day from ``:day``, up to
+    ``:now`` for running trials (built once per process, like :func:`_study_query`)."""
+    now, cutoff, day = (bindparam(name, type_=DateTime(timezone=True)) for name in ("now", "cutoff", "day"))
     running = TrialRow.status == "running"
-    end = case((running, _at(now)), else_=TrialRow.finished_at)
+    end = case((running, now), else_=TrialRow.finished_at)
     query = (
         select(
             TrialRow.team_id,
@@ -92,38 +128,27 @@ def team_loads(session: Session, window_s: float, team_id: int | None = None) ->
         )
         .group_by(TrialRow.team_id, TrialRow.pool)
     )
-    team_query = select(TeamRow)
-    if team_id is not None:
-        query = query.where(TrialRow.team_id == team_id)
-        team_query = team_query.where(TeamRow.id == team_id)
-    usage: dict[int | None, float] = {}
-    gpu: dict[int | None, float] = {}
-    busy: dict[int | None, int] = {}
-    for team, pool, count, in_window, in_day in session.execute(query):
-        busy[team] = busy.get(team, 0) + int(count or 0)
-        usage[team] = usage.get(team, 0.0) + float(in_window or 0.0)
-        if pool == "gpu":
-            gpu[team] = gpu.get(team, 0.0) + float(in_day or 0.0) / 3600
-    loads: dict[int | None, TeamLoad] = {}
-    for team in session.scalars(team_query):
-        loads[team.id] = TeamLoad(
-            team.id, team.name, team.share_weight, usage.get(team.id, 0.0), busy.get(team.id, 0),
-            team.max_concurrent_trials, gpu.get(team.id, 0.0), team.gpu_hours_per_day,
-        )  # fmt: skip
-    loads[None] = TeamLoad(None, "(no team)", 1.0, usage.get(None, 0.0), busy.get(None, 0))
-    return loads
+    return query.where(TrialRow.team_id == bindparam("team_id")) if by_team else query
 
 
-def _at(moment: datetime) -> Any:
-    return literal(moment, DateTime(timezone=True))
+@functools.cache
+def _ticket_query() -> Select:
+    return select(TrialRow.id, TrialRow.study_id).where(TrialRow.ticket == bindparam("ticket"))
 
 
-def _seconds_after(dialect: str, end: Any, start: Any, since: datetime) -> Any:
+@functools.cache
+def _team_query(by_team: bool) -> Select:
+    columns = (TeamRow.id, TeamRow.name, TeamRow.share_weight, TeamRow.max_concurrent_trials, TeamRow.gpu_hours_per_day)
+    query = select(*columns)
+    return query.where(TeamRow.id == bindparam("team_id")) if by_team else query
+
+
+def _seconds_after(dialect: str, end: Any, start: Any, since: Any) -> Any:
     """SQL for the seconds of [start, end] after ``since`` (0 if none), on PostgreSQL or SQLite."""
     if dialect == "postgresql":
-        return func.greatest(0.0, func.extract("epoch", end - func.greatest(start, _at(since))))
+        return func.greatest(0.0, func.extract("epoch", end - func.greatest(start, since)))
     # SQLite: timestamps are ISO strings in one format, so max() of two is the later one.
-    return func.max(0.0, (func.julianday(end) - func.julianday(func.max(start, _at(since)))) * 86400.0)
+    return func.max(0.0, (func.julianday(end) - func.julianday(func.max(start, since))) * 86400.0)
 
 
 class QueueQueries:
@@ -150,7 +175,7 @@ class QueueQueries:
         """What a claim reads first, in one transaction: the trial this broker message (its ticket) already
         started, if any, else the pool's queue (see :func:`snapshot`)."""
         with self._read() as session:
-            row = session.execute(select(TrialRow.id, TrialRow.study_id).where(TrialRow.ticket == ticket)).first()
+            row = session.connection().execute(_ticket_query(), {"ticket": ticket}).first()
             if row is not None:
                 return Started(row.id, row.study_id), [], {}
             return None, *snapshot(session, pool, window_s)
