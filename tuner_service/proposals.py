@@ -18,6 +18,8 @@ Keras Tuner, NumPy and Optuna are imported only when a model is fitted, never by
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 import math
@@ -89,6 +91,11 @@ def config_key(values: dict[str, Any]) -> str:
     """A configuration's identity: its values without the budget keys (``tuner/...``) of Hyperband/ASHA."""
     trimmed = {k: v for k, v in values.items() if not k.startswith("tuner/")}
     return json.dumps(trimmed, sort_keys=True, default=str)
+
+
+def config_hash(values: dict[str, Any]) -> str:
+    """The digest of :func:`config_key` stored on every trial row (``trials.config_hash``, indexed per study)."""
+    return hashlib.sha1(config_key(values).encode()).hexdigest()
 
 
 def snap(p: Parameter, value: Any) -> Any:
@@ -330,6 +337,68 @@ def _draw_random(
 
 def _save(tx: StudyTransaction, state: ProposerState) -> None:
     tx.set_oracle_state({**(tx.study.oracle_state or {}), STATE_KEY: state.to_json()})
+
+
+# -- random search: drawn inside the claim, no oracle ----------------------------------------------------------
+
+RANDOM_KEY = "random"
+# Configurations drawn per lookup of which are taken (one indexed query per batch, MAX_DRAWS in all).
+DRAW_BATCH = 8
+
+
+def draw(tx: StudyTransaction) -> dict[str, Any] | str:
+    """The next configuration of a ``random`` study that no trial of it has, or :data:`EXHAUSTED`.
+
+    Called under the study lock; costs the same however many trials the study has. The stored state is a
+    counter (and, with a warm start, the seeds' digests): the ``n``-th draw comes from ``rng_seed(seed, n)``,
+    so a seeded study run by one worker proposes the same sequence again, and whether a draw is taken is one
+    indexed lookup of its digest (``trials.config_hash``) rather than a read of every trial.
+    """
+    study = tx.study
+    stored = (study.oracle_state or {}).get(RANDOM_KEY)
+    if stored is None:
+        stored = {"counter": 0, "avoid": _warm_start_digests(tx), "exhausted": False}
+    if stored["exhausted"]:
+        return EXHAUSTED
+    params = _params(json.dumps(study.spec["search_space"]), _is_mlp(study))
+    seed, counter, avoid = study_seed(study), stored["counter"], set(stored["avoid"])
+    found: dict[str, Any] | None = None
+    while found is None and counter < stored["counter"] + MAX_DRAWS:
+        batch = [random_values(params, random.Random(rng_seed(seed, counter + i))) for i in range(DRAW_BATCH)]
+        digests = [config_hash(values) for values in batch]
+        taken = tx.taken_configurations(digests) | avoid
+        for values, digest in zip(batch, digests, strict=True):
+            counter += 1
+            if digest not in taken:
+                found = values
+                break
+    stored = {**stored, "counter": counter, "exhausted": found is None}
+    tx.set_oracle_state({**(study.oracle_state or {}), RANDOM_KEY: stored})
+    return EXHAUSTED if found is None else found
+
+
+def _warm_start_digests(tx: StudyTransaction) -> list[str]:
+    """The configurations of the warm-start studies' finished trials, fitted to this space: known already,
+    so random search does not train them again."""
+    study = tx.study
+    study_ids = study.spec.get("warm_start", {}).get("studies", [])
+    if not study_ids:
+        return []
+    params = tuned(space_of(study))
+    fitted = (fit_values(params, record.hyperparameters) for record in tx.finished_trials(study_ids))
+    return sorted({config_hash(values) for values in fitted if values is not None})
+
+
+def _is_mlp(study: StudyRecord) -> bool:
+    from tuner_service.hypermodels.registry import model_ref
+
+    return model_ref(study.spec).is_builtin_mlp
+
+
+@functools.lru_cache(maxsize=256)
+def _params(space_json: str, mlp_domains: bool) -> list[Parameter]:
+    """The tuned parameters of a stored space, parsed once per process (every random claim needs them)."""
+    return tuned(SearchSpace.from_json(json.loads(space_json), max_parameters=10_000, mlp_domains=mlp_domains))
 
 
 # -- outside every lock: the model --------------------------------------------------------------------

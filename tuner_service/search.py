@@ -1,9 +1,11 @@
-"""A study's search algorithm: a Keras Tuner oracle whose state lives in the database.
+"""A study's search algorithm: a Keras Tuner oracle whose state lives in the database, or none.
 
 Any worker process may claim the next trial or report a finished one. Each does so under the study's
-row lock (no lock spans the deployment; see :func:`claim_once`): restore the oracle from the stored
-state, ask it, and store the new state before the lock is released. Those oracles (random, grid,
-Hyperband, ASHA) answer in milliseconds. Model-based studies (``bayesian``, ``tpe``) never fit a model
+row lock (no lock spans the deployment; see :func:`claim_once`). Grid, Hyperband and ASHA studies restore
+their oracle from the stored state, ask it, and store the new state before the lock is released. Random
+search needs no oracle: the claim draws a configuration from a counter-seeded stream and checks with one
+indexed lookup that no trial has it (:func:`tuner_service.proposals.draw`), so its claims and reports cost
+the same however many trials the study has. Model-based studies (``bayesian``, ``tpe``) never fit a model
 under a lock: the claim takes a proposal computed beforehand (see :mod:`tuner_service.proposals`), or
 answers :class:`Propose` so that the worker computes one after it released the lock and claims again.
 Keras Tuner is imported only when an oracle is needed (in workers), never by the API.
@@ -29,6 +31,8 @@ from tuner_service.store import Store, StudyRecord, StudyTransaction, TrialRecor
 from tuner_service.store.store import LOCKED
 
 WAIT_FOR_ROUND_S = 2.0
+# Algorithms whose claims and reports restore no Keras Tuner oracle (their state is constant-size).
+WITHOUT_ORACLE = ("random", *proposals.MODEL_BASED)
 ORACLE_STATUS_OF = {
     "completed": "COMPLETED",
     "failed": "FAILED",
@@ -597,7 +601,9 @@ def _claim_in_study(
     if total >= study.max_trials:
         return _maybe_complete(tx, "budget spent")
     if study.algorithm in proposals.MODEL_BASED:
-        return _claim_proposal(tx, total, ticket=ticket, worker=worker, gpu=gpu)
+        return _claim_proposal(tx, total, proposals.take(tx), ticket=ticket, worker=worker, gpu=gpu)
+    if study.algorithm == "random":
+        return _claim_proposal(tx, total, proposals.draw(tx), ticket=ticket, worker=worker, gpu=gpu)
     oracle = restore_oracle(tx)
     if proposals.model_of(study) is not None and not oracle.promotion_ready():
         # ASHA with a model sampler: a new configuration is a proposal fitted outside the locks.
@@ -627,9 +633,9 @@ def _claim_in_study(
 
 
 def _claim_proposal(
-    tx: StudyTransaction, number: int, *, ticket: str, worker: str, gpu: str | None
+    tx: StudyTransaction, number: int, values: dict[str, Any] | str, *, ticket: str, worker: str, gpu: str | None
 ) -> Claim | Done | Propose:
-    values = proposals.take(tx)
+    """A new trial with ``values`` (a model's proposal or a random draw), or what to do when there are none."""
     if values == proposals.EXHAUSTED:
         return _maybe_complete(tx, "search space exhausted")
     if values == proposals.NOT_READY:
@@ -671,8 +677,8 @@ def _finish(tx: StudyTransaction, trial_id: int, outcome: TrialOutcome) -> Finis
     record = tx.trial(trial_id)
     if record.status != "running":
         return Finished(record, tx.study.status, more_work=False)
-    if tx.study.algorithm in proposals.MODEL_BASED:
-        return _finish_model_based(tx, record, outcome)
+    if tx.study.algorithm in WITHOUT_ORACLE:
+        return _finish_without_oracle(tx, record, outcome)
     oracle = restore_oracle(tx, with_metrics=record.oracle_trial_id)
     kt_trial = oracle.trials[record.oracle_trial_id]
     status = outcome.status
@@ -708,8 +714,9 @@ def _finish(tx: StudyTransaction, trial_id: int, outcome: TrialOutcome) -> Finis
 MAX_CONSECUTIVE_FAILURES = 3  # as the Keras Tuner oracles are configured in make_oracle
 
 
-def _finish_model_based(tx: StudyTransaction, record: TrialRecord, outcome: TrialOutcome) -> Finished:
-    """Store a model-based study's result; its proposer reads the trial rows, so no oracle is restored."""
+def _finish_without_oracle(tx: StudyTransaction, record: TrialRecord, outcome: TrialOutcome) -> Finished:
+    """Store the result of a study with no oracle (random search, model-based ones: their configurations are
+    drawn from the trial rows), and fail the study after too many failures in a row, as the oracles do."""
     status, score = outcome.status, None
     if status in ("completed", "pruned"):
         score = (outcome.metrics or {}).get(tx.study.objective_name)
@@ -726,7 +733,7 @@ def _finish_model_based(tx: StudyTransaction, record: TrialRecord, outcome: Tria
         environment=outcome.environment,
     )
     study_error = None
-    recent = tx.last_finished(MAX_CONSECUTIVE_FAILURES)
+    recent = tx.last_finished(MAX_CONSECUTIVE_FAILURES) if status == "failed" else []
     if len(recent) == MAX_CONSECUTIVE_FAILURES and all(t.status == "failed" for t in recent):
         study_error = (
             f"Number of consecutive failures exceeded the limit of {MAX_CONSECUTIVE_FAILURES}.\n{outcome.error or ''}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
@@ -195,11 +196,47 @@ def test_grid_search_walks_the_whole_grid_across_restores(store, settings) -> No
     assert store.get_study(study.id).status == "completed"
 
 
+def test_random_search_never_repeats_a_configuration_and_its_state_stays_small(store, settings) -> None:
+    """Random search keeps a counter, not an oracle: draws are checked against the trials' stored digests, the
+    space's six configurations are each drawn once, and then the study completes as exhausted."""
+    space = {
+        "optimizer": {"type": "choice", "values": ["sgd", "adam"]},
+        "batch_size": {"type": "choice", "values": [16, 32, 64]},
+    }
+    study, _ = submit(store, settings, search_space=space, max_trials=10, parallelism=10)
+    running = [claim(store, study.id) for _ in range(4)]  # running trials count as taken too
+    seen = [(c.values["optimizer"], c.values["batch_size"]) for c in running]
+    for c in running:
+        finish_trial(store, study.id, c.trial.id, done(0.5))
+    while isinstance(claimed := claim(store, study.id), Claim):
+        seen.append((claimed.values["optimizer"], claimed.values["batch_size"]))
+        finish_trial(store, study.id, claimed.trial.id, done(0.5))
+    assert sorted(seen) == sorted((o, b) for o in ("sgd", "adam") for b in (16, 32, 64))
+    final = store.get_study(study.id)
+    assert final.status == "completed"
+    assert set(final.oracle_state) == {"random"} and final.oracle_state["random"]["exhausted"] is True
+    assert all(t.oracle_trial_state is None for t in store.list_trials(study.id, limit=100).items)
+
+
+def test_a_seeded_random_study_draws_the_same_configurations_again(store, settings) -> None:
+    def values_of(seed: int) -> list[dict]:
+        study, _ = submit(store, settings, max_trials=5, seed=seed, name=f"seeded-{seed}-{uuid.uuid4().hex[:6]}")
+        drawn = []
+        while isinstance(claimed := claim(store, study.id), Claim):
+            drawn.append(claimed.values)
+            finish_trial(store, study.id, claimed.trial.id, done(0.5))
+        return drawn
+
+    first = values_of(7)
+    assert len(first) == 5 and len({json.dumps(v, sort_keys=True) for v in first}) == 5
+    assert values_of(7) == first
+    assert values_of(8) != first
+
+
 def test_a_restored_oracle_has_the_stored_space_and_leaves_the_stored_state_as_it_was(store, settings) -> None:
     """Restoring parses the stored space once per process and never rewrites the row's own state (Keras Tuner's
     parsing turns the conditions inside the dict it is given into objects, which could no longer be stored)."""
     import copy
-    import json
 
     from tuner_service.search import restore_oracle
 
@@ -208,7 +245,8 @@ def test_a_restored_oracle_has_the_stored_space_and_leaves_the_stored_state_as_i
         "momentum": {"type": "float", "min": 0.0, "max": 0.9, "condition": {"parent": "optimizer", "values": ["sgd"]}},
         "learning_rate": {"type": "float", "min": 1e-4, "max": 1e-2, "sampling": "log"},
     }
-    study, _ = submit(store, settings, search_space=space, max_trials=4)
+    asha = {"name": "asha", "min_epochs": 1, "max_epochs": 3, "reduction_factor": 3}  # random search has no oracle
+    study, _ = submit(store, settings, search_space=space, max_trials=4, algorithm=asha)
     for score in (0.4, 0.6):
         claimed = claim(store, study.id)
         finish_trial(store, study.id, claimed.trial.id, done(score))

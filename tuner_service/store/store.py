@@ -11,12 +11,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy import Select, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tuner_service.errors import Conflict, NotFound
 from tuner_service.ids import is_id, looks_like_id, parse_id
+from tuner_service.proposals import config_hash
 from tuner_service.queue import TeamLoad
 from tuner_service.store.accounts import AccountQueries
 from tuner_service.store.engine import is_sqlite, make_engine
@@ -80,6 +81,17 @@ def sort_key(score: float | None, direction: str) -> float | None:
 
 # What ``with_study_lock(..., skip_locked=True)`` answers when the study's lock is taken.
 LOCKED = object()
+
+
+# Statements run on every claim or report, built once: building one costs about as much as running it.
+_COUNTS = (
+    select(TrialRow.status, func.count()).where(TrialRow.study_id == bindparam("study_id")).group_by(TrialRow.status)
+)
+_TAKEN = select(TrialRow.config_hash).where(
+    TrialRow.study_id == bindparam("study_id"), TrialRow.config_hash.in_(bindparam("digests", expanding=True))
+)
+
+_INSERT_TRIAL = insert(TrialRow).returning(TrialRow.id)
 
 
 class StudyTransaction:
@@ -178,9 +190,8 @@ class StudyTransaction:
 
     def counts(self) -> dict[str, int]:
         """The study's trials by status, in one query."""
-        rows = self._session.execute(
-            select(TrialRow.status, func.count()).where(TrialRow.study_id == self._study.id).group_by(TrialRow.status)
-        )
+        self._session.flush()
+        rows = self._session.connection().execute(_COUNTS, {"study_id": self._study.id})
         return {status: count for status, count in rows}
 
     def team_load(self, window_s: float) -> TeamLoad:
@@ -191,6 +202,12 @@ class StudyTransaction:
             self._session.execute(select(func.pg_advisory_xact_lock(TEAM_LOCK_CLASS, team_id)))
         loads = team_loads(self._session, window_s, team_id)
         return loads.get(team_id) or TeamLoad(team_id, "-")
+
+    def taken_configurations(self, digests: list[str]) -> set[str]:
+        """Which of these configuration digests (``trials.config_hash``) a trial of the study already has."""
+        self._session.flush()
+        rows = self._session.connection().execute(_TAKEN, {"study_id": self._study.id, "digests": digests})
+        return {digest for (digest,) in rows}
 
     def count(self, *statuses: str) -> int:
         query = select(func.count()).where(TrialRow.study_id == self._study.id)
@@ -223,27 +240,45 @@ class StudyTransaction:
         gpu: str | None = None,
     ) -> TrialRecord:
         now = utcnow()
-        row = TrialRow(
-            study_id=self._study.id,
-            number=number,
-            oracle_trial_id=oracle_trial_id,
-            ticket=ticket,
-            status="running",
-            hyperparameters=clean_json(hyperparameters),
-            oracle_trial_state=clean_json(oracle_trial_state),
-            dataset_id=self._study.dataset_id,
-            objective_name=self._study.objective_name,
-            team_id=self._study.team_id,
-            pool=self._study.pool,
-            gpu=gpu,
-            worker=worker,
-            heartbeat_at=now,
-            started_at=now,
-            created_at=now,
-        )
-        self._session.add(row)
+        study = self._study
+        values = clean_json(hyperparameters)
+        state = clean_json(oracle_trial_state)
+        # A Core insert: every claim makes one, and the ORM's unit of work costs several times the statement.
         self._session.flush()
-        return TrialRecord.of(row)
+        trial_id = (
+            self._session.connection()
+            .execute(
+                _INSERT_TRIAL,
+                {
+                    "study_id": study.id,
+                    "number": number,
+                    "oracle_trial_id": oracle_trial_id,
+                    "ticket": ticket,
+                    "status": "running",
+                    "hyperparameters": values,
+                    "config_hash": config_hash(values),
+                    "oracle_trial_state": state,
+                    "dataset_id": study.dataset_id,
+                    "objective_name": study.objective_name,
+                    "team_id": study.team_id,
+                    "pool": study.pool,
+                    "gpu": gpu,
+                    "worker": worker,
+                    "epochs_run": 0,
+                    "epochs_trained": 0,
+                    "retries": 0,
+                    "stop_requested": False,
+                    "heartbeat_at": now,
+                    "started_at": now,
+                    "created_at": now,
+                },  # fmt: skip
+            )
+            .scalar_one()
+        )
+        return TrialRecord(
+            trial_id, study.id, number, oracle_trial_id, ticket, "running", dict(values), state and dict(state),
+            None, None, 0, None, worker, study.pool, gpu, now, now, now, None, None, 0, None, None,
+        )  # fmt: skip
 
     def restart_trial(self, trial_id: int, *, ticket: str, worker: str, gpu: str | None = None) -> TrialRecord:
         """Hand a requeued (or abandoned) trial to a new worker. Its old epochs are dropped, except those before
