@@ -1,11 +1,12 @@
 """A study's search algorithm: a Keras Tuner oracle whose state lives in the database, or none.
 
 Any worker process may claim the next trial or report a finished one. Each does so under the study's
-row lock (no lock spans the deployment; see :func:`claim_once`). Grid, Hyperband and ASHA studies restore
-their oracle from the stored state, ask it, and store the new state before the lock is released. Random
-search needs no oracle: the claim draws a configuration from a counter-seeded stream and checks with one
-indexed lookup that no trial has it (:func:`tuner_service.proposals.draw`), so its claims and reports cost
-the same however many trials the study has. Model-based studies (``bayesian``, ``tpe``) never fit a model
+row lock (no lock spans the deployment; see :func:`claim_once`). Grid and Hyperband studies restore their
+oracle from the stored state, ask it, and store the new state before the lock is released. Random search
+and ASHA need no oracle: the claim draws a configuration from a counter-seeded stream and checks with one
+indexed lookup that no trial has it (:func:`tuner_service.proposals.draw`), and ASHA's promotion is one
+query over the trial rows (:mod:`tuner_service.asha`), so their claims and reports cost the same however
+many trials the study has. Model-based studies (``bayesian``, ``tpe``) never fit a model
 under a lock: the claim takes a proposal computed beforehand (see :mod:`tuner_service.proposals`), or
 answers :class:`Propose` so that the worker computes one after it released the lock and claims again.
 Keras Tuner is imported only when an oracle is needed (in workers), never by the API.
@@ -23,6 +24,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from tuner_service import proposals
+from tuner_service.asha import Rungs
 from tuner_service.errors import NotFound
 from tuner_service.gpu_slots import WAIT_FOR_SLOTS_S, GpuPlace, SlotGate, open_gate
 from tuner_service.queue import TeamLoad, WaitingStudy, blocked_reason, runnable
@@ -32,7 +34,7 @@ from tuner_service.store.store import LOCKED
 
 WAIT_FOR_ROUND_S = 2.0
 # Algorithms whose claims and reports restore no Keras Tuner oracle (their state is constant-size).
-WITHOUT_ORACLE = ("random", *proposals.MODEL_BASED)
+WITHOUT_ORACLE = ("random", "asha", *proposals.MODEL_BASED)
 ORACLE_STATUS_OF = {
     "completed": "COMPLETED",
     "failed": "FAILED",
@@ -128,7 +130,7 @@ def hyperband_budget(max_epochs: int, factor: int, iterations: int = 1) -> int:
 
 
 def make_oracle(study: StudyRecord) -> Any:
-    """A fresh oracle for the study's algorithm whose files are never written (the DB keeps its state)."""
+    """A fresh oracle for a grid or Hyperband study whose files are never written (the DB keeps its state)."""
     import keras_tuner as kt
 
     spec = study.spec
@@ -142,19 +144,11 @@ def make_oracle(study: StudyRecord) -> Any:
     name = spec["algorithm"]["name"]
     if name == "hyperband":
         base: type = kt.oracles.HyperbandOracle
-    elif name == "asha":
-        from tuner_service.asha import asha_oracle_class
-
+    elif name == "grid":  # the other algorithms keep no oracle (see WITHOUT_ORACLE)
         common["max_trials"] = study.max_trials
-        options.pop("sampler", None)  # a model sampler's configurations come from proposals.take, not the oracle
-        base = asha_oracle_class(kt.oracles.RandomSearchOracle)
+        base = kt.oracles.GridSearchOracle
     else:
-        common["max_trials"] = study.max_trials
-        base = {
-            "random": kt.oracles.RandomSearchOracle,
-            "grid": kt.oracles.GridSearchOracle,
-            "bayesian": kt.oracles.BayesianOptimizationOracle,
-        }[name]
+        raise ValueError(f"no Keras Tuner oracle for algorithm {name!r}")
 
     class DatabaseOracle(base):  # type: ignore[misc, valid-type]
         def save(self) -> None:  # the state goes to the study row instead
@@ -604,13 +598,9 @@ def _claim_in_study(
         return _claim_proposal(tx, total, proposals.take(tx), ticket=ticket, worker=worker, gpu=gpu)
     if study.algorithm == "random":
         return _claim_proposal(tx, total, proposals.draw(tx), ticket=ticket, worker=worker, gpu=gpu)
+    if study.algorithm == "asha":
+        return _claim_asha(tx, total, counts.get("running", 0), ticket=ticket, worker=worker, gpu=gpu)
     oracle = restore_oracle(tx)
-    if proposals.model_of(study) is not None and not oracle.promotion_ready():
-        # ASHA with a model sampler: a new configuration is a proposal fitted outside the locks.
-        values = proposals.take(tx)
-        if values == proposals.NOT_READY:
-            return Propose(study.id)
-        oracle.proposed = values
     trial = oracle.create_trial(ticket)
     if trial.status == "IDLE":
         return Wait(WAIT_FOR_ROUND_S)
@@ -632,6 +622,28 @@ def _claim_in_study(
     return Claim(record, tx.study)
 
 
+def _claim_asha(
+    tx: StudyTransaction, number: int, running: int, *, ticket: str, worker: str, gpu: str | None
+) -> Claim | Wait | Done | Propose:
+    """ASHA: promote the best unpromoted trial of the top 1/η of the highest rung that has one (one query over
+    the trial rows), else start a new configuration at the bottom rung."""
+    study = tx.study
+    rungs = Rungs.of(study.spec["algorithm"])
+    promotion = tx.asha_promotion(len(rungs.epochs) - 1, rungs.reduction_factor)
+    if promotion is not None:
+        parent_id, parent_values, rung = promotion
+        return _claim_proposal(
+            tx, number, rungs.promoted(parent_values, rung, parent_id), ticket=ticket, worker=worker, gpu=gpu
+        )
+    # A new configuration: a model's proposal computed outside the locks (a ``sampler``), or a random draw.
+    drawn = proposals.take(tx) if proposals.model_of(study) is not None else proposals.draw(tx)
+    if drawn == proposals.EXHAUSTED and running:
+        return Wait(WAIT_FOR_ROUND_S, (study.id,))  # no configuration left, but a running trial may earn a promotion
+    if isinstance(drawn, dict):
+        drawn = {**drawn, **rungs.budget(0)}
+    return _claim_proposal(tx, number, drawn, ticket=ticket, worker=worker, gpu=gpu)
+
+
 def _claim_proposal(
     tx: StudyTransaction, number: int, values: dict[str, Any] | str, *, ticket: str, worker: str, gpu: str | None
 ) -> Claim | Done | Propose:
@@ -643,7 +655,7 @@ def _claim_proposal(
     assert isinstance(values, dict)
     record = tx.add_trial(
         number=number,
-        oracle_trial_id=f"{number:0{len(str(tx.study.max_trials))}d}",
+        oracle_trial_id=_trial_id(tx.study, number),
         ticket=ticket,
         hyperparameters=values,
         oracle_trial_state=None,
@@ -653,6 +665,14 @@ def _claim_proposal(
     if tx.study.status == "queued":
         tx.set_status("running")
     return Claim(record, tx.study)
+
+
+def _trial_id(study: StudyRecord, number: int) -> str:
+    """A new trial's id within the study (names its checkpoints): its number, zero-padded as Keras Tuner pads.
+    A study that a Keras Tuner oracle began with warm-start seeds numbered its trials after the seeds, so the
+    ids of the trials claimed since get a prefix that its oracle never gave."""
+    padded = f"{number:0{len(str(study.max_trials))}d}"
+    return f"n{padded}" if (study.oracle_state or {}).get(WARM_START_KEY) else padded
 
 
 def _maybe_complete(tx: StudyTransaction, reason: str) -> Done:

@@ -11,9 +11,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Select, bindparam, delete, func, insert, select, update
+from sqlalchemy import Select, bindparam, delete, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from tuner_service.errors import Conflict, NotFound
 from tuner_service.ids import is_id, looks_like_id, parse_id
@@ -92,6 +92,41 @@ _TAKEN = select(TrialRow.config_hash).where(
 )
 
 _INSERT_TRIAL = insert(TrialRow).returning(TrialRow.id)
+
+
+def _asha_promotion() -> Select:
+    rung = TrialRow.hyperparameters["tuner/rung"].as_integer()
+    # Each rung's finished trials ranked best first (sort_key: smaller is better; ties by trial number).
+    ranked = (
+        select(
+            TrialRow.oracle_trial_id,
+            TrialRow.hyperparameters,
+            rung.label("rung"),
+            func.row_number().over(partition_by=rung, order_by=(TrialRow.sort_key, TrialRow.number)).label("place"),
+            func.count().over(partition_by=rung).label("finished"),
+        )
+        .where(
+            TrialRow.study_id == bindparam("study_id"),
+            TrialRow.status.in_(("completed", "pruned")),
+            TrialRow.sort_key.is_not(None),
+            rung < bindparam("below_rung"),
+        )
+        .subquery()
+    )
+    child = aliased(TrialRow)
+    promoted = exists().where(
+        child.study_id == bindparam("study_id"),
+        child.hyperparameters["tuner/trial_id"].as_string() == ranked.c.oracle_trial_id,
+    )
+    return (
+        select(ranked.c.oracle_trial_id, ranked.c.hyperparameters, ranked.c.rung)
+        .where(ranked.c.place * bindparam("eta") <= ranked.c.finished, ~promoted)  # place <= finished // η
+        .order_by(ranked.c.rung.desc(), ranked.c.place)
+        .limit(1)
+    )
+
+
+_ASHA_PROMOTION = _asha_promotion()
 
 
 class StudyTransaction:
@@ -208,6 +243,20 @@ class StudyTransaction:
         self._session.flush()
         rows = self._session.connection().execute(_TAKEN, {"study_id": self._study.id, "digests": digests})
         return {digest for (digest,) in rows}
+
+    def asha_promotion(self, below_rung: int, reduction_factor: int) -> tuple[str, dict[str, Any], int] | None:
+        """ASHA's next promotion: (oracle trial id, values, rung) of the best trial of the highest rung below
+        ``below_rung`` that is in the top 1/η of its rung's finished trials and has no child yet, or None.
+
+        One statement, whatever the study's size: a trial's rung and the trial it resumes are its
+        ``tuner/rung`` and ``tuner/trial_id`` values."""
+        self._session.flush()
+        row = (
+            self._session.connection()
+            .execute(_ASHA_PROMOTION, {"study_id": self._study.id, "below_rung": below_rung, "eta": reduction_factor})
+            .first()
+        )
+        return None if row is None else (row.oracle_trial_id, dict(row.hyperparameters), row.rung)
 
     def count(self, *statuses: str) -> int:
         query = select(func.count()).where(TrialRow.study_id == self._study.id)

@@ -1,0 +1,82 @@
+"""Random search and ASHA claim from the trial rows alone (no Keras Tuner oracle), on SQLite and PostgreSQL:
+ASHA's promotions come from one query over the rows, draws are checked against the rows' digests, and the
+study's stored state does not grow with its trials. Two stores stand for two worker processes."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from tests.conftest import digits_study
+from tuner_service.proposals import config_key
+from tuner_service.search import Claim, TrialOutcome, claim_next, finish_trial
+from tuner_service.store import Store
+from tuner_service.study import submit_study
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def two_stores(request, settings):
+    url = settings.database_url if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    first, second = Store(url), Store(url)
+    first.upgrade()
+    yield first, second
+    first.dispose()
+    second.dispose()
+
+
+def claim(store: Store) -> Claim:
+    result = claim_next(store, "cpu", ticket=uuid.uuid4().hex, worker="w", heartbeat_timeout_s=60)
+    assert isinstance(result, Claim), result
+    return result
+
+
+def finish(store: Store, claimed: Claim, score: float) -> None:
+    outcome = TrialOutcome("completed", {"val_accuracy": score}, best_epoch=0)
+    finish_trial(store, claimed.study.id, claimed.trial.id, outcome)
+
+
+def test_asha_promotes_from_the_rows_whichever_process_claims(two_stores, settings) -> None:
+    a, b = two_stores
+    asha = {"name": "asha", "min_epochs": 1, "max_epochs": 9, "reduction_factor": 3}
+    submit_study(a, settings, digits_study(algorithm=asha, max_trials=30, parallelism=30), lambda pool, n: None)
+    first = [claim(a), claim(b), claim(a)]
+    assert [c.values["tuner/rung"] for c in first] == [0, 0, 0]
+    for claimed, score in zip(first, (0.5, 0.9, 0.7), strict=True):
+        finish(b, claimed, score)
+    promoted = claim(a)  # the best of three finished at rung 0 (its top third)
+    assert promoted.resumes == first[1].trial.oracle_trial_id
+    assert (promoted.values["tuner/rung"], promoted.values["tuner/initial_epoch"], promoted.values["tuner/epochs"]) == (
+        1, 1, 3,
+    )  # fmt: skip
+    assert config_key(promoted.values) == config_key(first[1].values)
+    fourth = claim(b)
+    assert fourth.values["tuner/rung"] == 0  # promoted once only
+    finish(a, promoted, 0.95)  # alone at rung 1: 1 // 3 == 0 promotable there
+    finish(a, fourth, 0.1)
+    more = [claim(b), claim(b)]  # four finished at rung 0: only the best is in its top third, and it was promoted
+    assert [c.values["tuner/rung"] for c in more] == [0, 0]
+    for claimed in more:
+        finish(a, claimed, 0.1)
+    second = claim(a)  # six finished at rung 0: the second best (0.7) is in the top third now
+    assert second.resumes == first[2].trial.oracle_trial_id and second.values["tuner/rung"] == 1
+
+
+def test_random_draws_never_repeat_and_the_state_stays_the_same_size(two_stores, settings) -> None:
+    a, b = two_stores
+    doc = digits_study(max_trials=60, parallelism=60, name=f"r-{uuid.uuid4().hex[:6]}")
+    study = submit_study(a, settings, doc, lambda pool, n: None)
+    sizes = []
+    seen = set()
+    for index in range(40):
+        claimed = claim(a if index % 2 else b)
+        key = config_key(claimed.values)
+        assert key not in seen
+        seen.add(key)
+        finish(b if index % 2 else a, claimed, 0.5)
+        if index in (9, 39):
+            sizes.append(len(json.dumps(a.get_study(study.id).oracle_state)))
+    assert sizes[0] == sizes[1]
