@@ -93,16 +93,18 @@ def test_upgrading_a_database_with_studies_keeps_them(empty_url: str) -> None:
                 text(
                     "INSERT INTO trials (id, study_id, number, oracle_trial_id, ticket, status, hyperparameters, "
                     "dataset_id, objective_name, epochs_run, retries, stop_requested, created_at) VALUES "
-                    "(1, 1, 0, '0', 't', 'completed', '{\"units\": 32, \"tuner/epochs\": 3}', 1, 'val_accuracy', 3, 0, "
-                    "false, CURRENT_TIMESTAMP)"
+                    "(1, 1, 0, '0', 't', 'completed', "
+                    '\'{"units": 32, "tuner/rung": 1, "tuner/trial_id": "07"}\', '
+                    "1, 'val_accuracy', 3, 0, false, CURRENT_TIMESTAMP)"
                 )
             )
         upgrade(empty_url)
         with engine.connect() as conn:
             assert conn.execute(text("SELECT pool, team_id FROM studies")).one() == ("cpu", None)
             assert conn.execute(text("SELECT pool, ticket FROM trials")).one() == ("cpu", "t")
-            # 0013 gives existing trials the digest a claim compares drawn configurations with.
-            digest = conn.execute(text("SELECT config_hash FROM trials")).scalar_one()
+            # 0013 gives existing trials the digest a claim compares drawn configurations with, and their rung.
+            digest, rung, resumes = conn.execute(text("SELECT config_hash, rung, resumes FROM trials")).one()
             assert digest == config_hash({"units": 32, "tuner/epochs": 3}) == config_hash({"units": 32})
+            assert (rung, resumes) == (1, "07")
     finally:
         engine.dispose()

@@ -95,13 +95,13 @@ _INSERT_TRIAL = insert(TrialRow).returning(TrialRow.id)
 
 
 def _asha_promotion() -> Select:
-    rung = TrialRow.hyperparameters["tuner/rung"].as_integer()
+    rung = TrialRow.rung
     # Each rung's finished trials ranked best first (sort_key: smaller is better; ties by trial number).
     ranked = (
         select(
             TrialRow.oracle_trial_id,
             TrialRow.hyperparameters,
-            rung.label("rung"),
+            rung,
             func.row_number().over(partition_by=rung, order_by=(TrialRow.sort_key, TrialRow.number)).label("place"),
             func.count().over(partition_by=rung).label("finished"),
         )
@@ -114,10 +114,7 @@ def _asha_promotion() -> Select:
         .subquery()
     )
     child = aliased(TrialRow)
-    promoted = exists().where(
-        child.study_id == bindparam("study_id"),
-        child.hyperparameters["tuner/trial_id"].as_string() == ranked.c.oracle_trial_id,
-    )
+    promoted = exists().where(child.study_id == bindparam("study_id"), child.resumes == ranked.c.oracle_trial_id)
     return (
         select(ranked.c.oracle_trial_id, ranked.c.hyperparameters, ranked.c.rung)
         .where(ranked.c.place * bindparam("eta") <= ranked.c.finished, ~promoted)  # place <= finished // η
@@ -248,8 +245,8 @@ class StudyTransaction:
         """ASHA's next promotion: (oracle trial id, values, rung) of the best trial of the highest rung below
         ``below_rung`` that is in the top 1/η of its rung's finished trials and has no child yet, or None.
 
-        One statement, whatever the study's size: a trial's rung and the trial it resumes are its
-        ``tuner/rung`` and ``tuner/trial_id`` values."""
+        One indexed statement: a trial's rung and the trial it resumes (its ``tuner/rung`` and ``tuner/trial_id``
+        values) are columns of its row."""
         self._session.flush()
         row = (
             self._session.connection()
@@ -306,6 +303,8 @@ class StudyTransaction:
                     "status": "running",
                     "hyperparameters": values,
                     "config_hash": config_hash(values),
+                    "rung": values.get("tuner/rung"),
+                    "resumes": values.get("tuner/trial_id"),
                     "oracle_trial_state": state,
                     "dataset_id": study.dataset_id,
                     "objective_name": study.objective_name,
