@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from tuner_service import hyperband
 from tuner_service.space import Parameter, SearchSpace
 
 if TYPE_CHECKING:
@@ -342,6 +343,15 @@ def _save(tx: StudyTransaction, state: ProposerState) -> None:
 # -- random search: drawn inside the claim, no oracle ----------------------------------------------------------
 
 RANDOM_KEY = "random"
+# What the oracle-free algorithms keep in a study's ``oracle_state``; anything else is a Keras Tuner oracle's
+# state stored before (Hyperband reads it once), dropped on the next write.
+OWN_KEYS = frozenset({RANDOM_KEY, STATE_KEY, WARM_START_KEY, hyperband.STATE_KEY})
+
+
+def own_state(state: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (state or {}).items() if k in OWN_KEYS}
+
+
 # Configurations drawn per lookup of which are taken (one indexed query per batch, MAX_DRAWS in all).
 DRAW_BATCH = 8
 
@@ -373,7 +383,7 @@ def draw(tx: StudyTransaction) -> dict[str, Any] | str:
                 found = values
                 break
     stored = {**stored, "counter": counter, "exhausted": found is None}
-    tx.set_oracle_state({**(study.oracle_state or {}), RANDOM_KEY: stored})
+    tx.set_oracle_state({**own_state(study.oracle_state), RANDOM_KEY: stored})
     return EXHAUSTED if found is None else found
 
 

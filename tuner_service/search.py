@@ -23,10 +23,12 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from tuner_service import proposals
+from tuner_service import hyperband, proposals
 from tuner_service.asha import Rungs
 from tuner_service.errors import NotFound
 from tuner_service.gpu_slots import WAIT_FOR_SLOTS_S, GpuPlace, SlotGate, open_gate
+from tuner_service.hyperband import Hyperband
+from tuner_service.hyperband import Result as HyperbandResult
 from tuner_service.queue import TeamLoad, WaitingStudy, blocked_reason, runnable
 from tuner_service.space import SearchSpace
 from tuner_service.store import Store, StudyRecord, StudyTransaction, TrialRecord
@@ -34,7 +36,7 @@ from tuner_service.store.store import LOCKED
 
 WAIT_FOR_ROUND_S = 2.0
 # Algorithms whose claims and reports restore no Keras Tuner oracle (their state is constant-size).
-WITHOUT_ORACLE = ("random", "asha", *proposals.MODEL_BASED)
+WITHOUT_ORACLE = ("random", "asha", "hyperband", *proposals.MODEL_BASED)
 ORACLE_STATUS_OF = {
     "completed": "COMPLETED",
     "failed": "FAILED",
@@ -112,16 +114,11 @@ class Finished:
 
 def hyperband_rounds(max_epochs: int, factor: int) -> Iterator[tuple[int, int, int, int]]:
     """(bracket, round, trials, epochs) of each round of one Hyperband iteration, sized as Keras Tuner's
-    oracle sizes them (its ``_get_size`` and ``_get_epochs``)."""
-    brackets, epochs = 0, float(max_epochs)
-    while epochs >= 1:
-        epochs /= factor
-        brackets += 1
-    end_size0 = math.ceil(1 + math.log(max_epochs, factor))
-    for bracket in range(brackets):
+    oracle sizes them (see :class:`tuner_service.hyperband.Hyperband`)."""
+    hb = Hyperband(max_epochs, factor)
+    for bracket in range(hb.num_brackets()):
         for round_num in range(bracket + 1):
-            trials = math.ceil(end_size0 / (bracket + 1) * factor ** (bracket - round_num))
-            yield bracket, round_num, trials, math.ceil(max_epochs / factor ** (bracket - round_num))
+            yield bracket, round_num, hb.size(bracket, round_num), hb.epochs(bracket, round_num)
 
 
 def hyperband_budget(max_epochs: int, factor: int, iterations: int = 1) -> int:
@@ -160,6 +157,8 @@ def make_oracle(study: StudyRecord) -> Any:
             # state untouched (Keras Tuner's parsing rewrites the conditions inside the dict it is given).
             super().set_state({**state, "hyperparameters": {"space": [], "values": {}}})
             self.hyperparameters = _stored_hyperparameters(json.dumps(state["hyperparameters"], sort_keys=True))
+            if name == "grid":
+                self._set_grid_state(state)
 
         def _save_trial(self, trial: Any) -> None:  # each trial's state goes to its row
             pass
@@ -178,8 +177,7 @@ def make_oracle(study: StudyRecord) -> Any:
                 }
                 return state
 
-            def set_state(self, state: dict[str, Any]) -> None:
-                super().set_state(state)
+            def _set_grid_state(self, state: dict[str, Any]) -> None:
                 grid = state.get("grid")
                 if grid is None:
                     return
@@ -600,6 +598,8 @@ def _claim_in_study(
         return _claim_proposal(tx, total, proposals.draw(tx), ticket=ticket, worker=worker, gpu=gpu)
     if study.algorithm == "asha":
         return _claim_asha(tx, total, counts.get("running", 0), ticket=ticket, worker=worker, gpu=gpu)
+    if study.algorithm == "hyperband":
+        return _claim_hyperband(tx, total, counts.get("running", 0), ticket=ticket, worker=worker, gpu=gpu)
     oracle = restore_oracle(tx)
     trial = oracle.create_trial(ticket)
     if trial.status == "IDLE":
@@ -644,8 +644,36 @@ def _claim_asha(
     return _claim_proposal(tx, number, drawn, ticket=ticket, worker=worker, gpu=gpu)
 
 
+def _claim_hyperband(
+    tx: StudyTransaction, number: int, running: int, *, ticket: str, worker: str, gpu: str | None
+) -> Claim | Wait | Done | Propose:
+    """Hyperband: the next slot of its open brackets, decided from its small state and the results of those
+    brackets' trials (:mod:`tuner_service.hyperband`)."""
+    study = tx.study
+    hb = Hyperband.of(study.spec["algorithm"], study.oracle_state)
+    trial_id = _trial_id(study, number)
+    results = {
+        oracle_id: HyperbandResult(status in ("completed", "pruned") and key is not None, key, values)
+        for oracle_id, (status, key, values) in tx.trial_results(hb.needed()).items()
+    }
+    values = hb.next(trial_id, results, lambda: proposals.draw(tx), running)
+    tx.set_oracle_state({**proposals.own_state(tx.study.oracle_state), hyperband.STATE_KEY: hb.to_json()})
+    if values == hyperband.WAIT:
+        return Wait(WAIT_FOR_ROUND_S, (study.id,))
+    if values == hyperband.STOPPED:
+        return _maybe_complete(tx, "all brackets done")
+    return _claim_proposal(tx, number, values, ticket=ticket, worker=worker, gpu=gpu, trial_id=trial_id)
+
+
 def _claim_proposal(
-    tx: StudyTransaction, number: int, values: dict[str, Any] | str, *, ticket: str, worker: str, gpu: str | None
+    tx: StudyTransaction,
+    number: int,
+    values: dict[str, Any] | str,
+    *,
+    ticket: str,
+    worker: str,
+    gpu: str | None,
+    trial_id: str | None = None,
 ) -> Claim | Done | Propose:
     """A new trial with ``values`` (a model's proposal or a random draw), or what to do when there are none."""
     if values == proposals.EXHAUSTED:
@@ -655,7 +683,7 @@ def _claim_proposal(
     assert isinstance(values, dict)
     record = tx.add_trial(
         number=number,
-        oracle_trial_id=_trial_id(tx.study, number),
+        oracle_trial_id=trial_id or _trial_id(tx.study, number),
         ticket=ticket,
         hyperparameters=values,
         oracle_trial_state=None,

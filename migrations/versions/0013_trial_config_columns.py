@@ -1,6 +1,7 @@
 """Columns that let claims work from the trial rows without reading a whole study: a digest of each trial's
 configuration (a random draw is checked against it with one indexed lookup), and ASHA's and Hyperband's rung
-and resumed trial (``tuner/rung``, ``tuner/trial_id``: ASHA's next promotion is one indexed query).
+and resumed trial (``tuner/rung``, ``tuner/trial_id``: ASHA's next promotion is one indexed query), and an
+index by oracle trial id (Hyperband reads the trials of its open brackets by it).
 
 Existing trials get their values here (the digest is the one the service computes: SHA-1 of the values
 without the ``tuner/`` budget keys, as sorted JSON).
@@ -47,6 +48,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("resumes", sa.String(length=32), nullable=True))
         batch_op.create_index("ix_trials_study_config", ["study_id", "config_hash"], unique=False)
         batch_op.create_index("ix_trials_study_resumes", ["study_id", "resumes"], unique=False)
+        batch_op.create_index("ix_trials_study_oracle_id", ["study_id", "oracle_trial_id"], unique=False)
     trials = sa.table(
         "trials",
         sa.column("id", sa.Integer),
@@ -73,6 +75,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table("trials", schema=None) as batch_op:
+        batch_op.drop_index("ix_trials_study_oracle_id")
         batch_op.drop_index("ix_trials_study_resumes")
         batch_op.drop_index("ix_trials_study_config")
         batch_op.drop_column("resumes")

@@ -1,6 +1,7 @@
-"""Random search and ASHA claim from the trial rows alone (no Keras Tuner oracle), on SQLite and PostgreSQL:
-ASHA's promotions come from one query over the rows, draws are checked against the rows' digests, and the
-study's stored state does not grow with its trials. Two stores stand for two worker processes."""
+"""Random search, ASHA and Hyperband claim from the trial rows (no Keras Tuner oracle), on SQLite and
+PostgreSQL: ASHA's promotions come from one query over the rows, Hyperband reads the rows of its open
+brackets, draws are checked against the rows' digests, and the study's stored state does not grow with its
+trials. Two stores stand for two worker processes."""
 
 from __future__ import annotations
 
@@ -80,3 +81,26 @@ def test_random_draws_never_repeat_and_the_state_stays_the_same_size(two_stores,
         if index in (9, 39):
             sizes.append(len(json.dumps(a.get_study(study.id).oracle_state)))
     assert sizes[0] == sizes[1]
+
+
+def test_hyperband_runs_its_brackets_from_the_rows_and_its_state_stays_bounded(two_stores, settings) -> None:
+    a, b = two_stores
+    algorithm = {"name": "hyperband", "max_epochs": 9, "factor": 3, "hyperband_iterations": 3}
+    doc = digits_study(algorithm=algorithm, parallelism=4, name=f"hb-{uuid.uuid4().hex[:6]}")
+    doc.pop("max_trials")
+    study = submit_study(a, settings, doc, lambda pool, n: None)
+    budget = study.max_trials  # Keras Tuner's Hyperband size for these settings
+    sizes = []
+    for index in range(budget):
+        claimed = claim(b if index % 2 else a)
+        values = claimed.values
+        if values["tuner/round"] > 0:  # a promotion continues a finished trial of the previous round
+            trials = a.list_trials(study.id, limit=500).items
+            parent = next(t for t in trials if t.oracle_trial_id == values["tuner/trial_id"])
+            assert parent.status == "completed" and parent.hyperparameters["tuner/round"] == values["tuner/round"] - 1
+            assert values["tuner/initial_epoch"] == parent.hyperparameters["tuner/epochs"]
+        finish(a if index % 2 else b, claimed, 0.3 + (index * 37 % 11) / 20)
+        if index in (12, budget - 1):
+            sizes.append(len(json.dumps(a.get_study(study.id).oracle_state["hyperband"])))
+    assert a.get_study(study.id).status == "completed"
+    assert sizes[1] <= sizes[0] * 2  # the open brackets only, not every trial so far

@@ -124,6 +124,9 @@ def _asha_promotion() -> Select:
 
 
 _ASHA_PROMOTION = _asha_promotion()
+_RESULTS = select(TrialRow.oracle_trial_id, TrialRow.status, TrialRow.sort_key, TrialRow.hyperparameters).where(
+    TrialRow.study_id == bindparam("study_id"), TrialRow.oracle_trial_id.in_(bindparam("ids", expanding=True))
+)
 
 
 class StudyTransaction:
@@ -240,6 +243,14 @@ class StudyTransaction:
         self._session.flush()
         rows = self._session.connection().execute(_TAKEN, {"study_id": self._study.id, "digests": digests})
         return {digest for (digest,) in rows}
+
+    def trial_results(self, oracle_trial_ids: list[str]) -> dict[str, tuple[str, float | None, dict[str, Any]]]:
+        """(status, sort key, values) of the study's trials with these oracle trial ids."""
+        if not oracle_trial_ids:
+            return {}
+        self._session.flush()
+        rows = self._session.connection().execute(_RESULTS, {"study_id": self._study.id, "ids": oracle_trial_ids})
+        return {row.oracle_trial_id: (row.status, row.sort_key, dict(row.hyperparameters)) for row in rows}
 
     def asha_promotion(self, below_rung: int, reduction_factor: int) -> tuple[str, dict[str, Any], int] | None:
         """ASHA's next promotion: (oracle trial id, values, rung) of the best trial of the highest rung below
