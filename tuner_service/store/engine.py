@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import exc as exc_module
 from sqlalchemy.engine import make_url
 
 from tuner_service.errors import DatabaseUnavailable
@@ -23,7 +25,8 @@ def make_engine(url: str, *, foreign_keys: bool = True, **kwargs: Any) -> Engine
     if parsed.get_backend_name() != "sqlite":
         if parsed.drivername == "postgresql":
             url = str(parsed.set(drivername="postgresql+psycopg"))
-        engine = create_engine(url, pool_pre_ping=True, future=True, **kwargs)
+        engine = create_engine(url, future=True, **kwargs)
+        _ping_idle_connections(engine)
         _report_outages(engine)
         return engine
     if parsed.database and parsed.database != ":memory:":
@@ -31,6 +34,32 @@ def make_engine(url: str, *, foreign_keys: bool = True, **kwargs: Any) -> Engine
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs)
     _configure_sqlite(engine, foreign_keys)
     return engine
+
+
+# A pooled connection idle for longer than this is tested before use (a server restart drops it).
+PING_IDLE_S = 1.0
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """SQLAlchemy's ``pool_pre_ping``, for connections that sat idle only: a claim makes three transactions,
+    and a worker reusing its connection every few milliseconds would pay a round trip for each. A connection
+    found dead is replaced (the pool retries the checkout with a new one); one that dies while in use fails
+    like any statement during an outage (:func:`_report_outages`)."""
+
+    @event.listens_for(engine.pool, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        if record is not None:
+            record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.pool, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get("idle_since", 0.0) < PING_IDLE_S:
+            return
+        try:
+            dbapi_connection.execute("SELECT 1")
+            dbapi_connection.rollback()  # end the transaction the driver began for it
+        except Exception as exc:  # any failure: the connection is not usable
+            raise exc_module.DisconnectionError(str(exc)) from exc
 
 
 def _report_outages(engine: Engine) -> None:
