@@ -32,6 +32,7 @@ from tuner_service.hyperband import Result as HyperbandResult
 from tuner_service.queue import TeamLoad, WaitingStudy, blocked_reason, runnable
 from tuner_service.space import SearchSpace
 from tuner_service.store import Store, StudyRecord, StudyTransaction, TrialRecord
+from tuner_service.store.queue import Load
 from tuner_service.store.store import LOCKED
 
 WAIT_FOR_ROUND_S = 2.0
@@ -556,8 +557,8 @@ def _claim_candidate(
         if slots.holds_back(study):
             return HoldBack(WAIT_FOR_SLOTS_S, (study.id,))  # the GPU drains until the study served first fits
         return Wait(WAIT_FOR_SLOTS_S, (study.id,))  # its GPU's first process can start it once free
-    counts = tx.counts()
-    if counts.get("running", 0) >= study.parallelism and not study.is_terminal:
+    load = tx.load()
+    if load.running >= study.parallelism and not study.is_terminal:
         return None
     if team is not None and (
         team.max_concurrent_trials is not None or (study.pool == "gpu" and team.gpu_hours_per_day is not None)
@@ -565,11 +566,11 @@ def _claim_candidate(
         team = tx.team_load(window_s)
         waiting = WaitingStudy(
             study.id, study.name, study.team_id, study.priority, study.pool, study.status,
-            counts.get("running", 0), study.parallelism, 1,
+            load.running, study.parallelism, 1,
         )  # fmt: skip
         if blocked_reason(waiting, team) is not None:
             return None
-    result = _claim_in_study(tx, counts, ticket=ticket, worker=worker, gpu=gpu)
+    result = _claim_in_study(tx, load, ticket=ticket, worker=worker, gpu=gpu)
     return slots.took(result) if isinstance(result, Claim) else result
 
 
@@ -580,16 +581,16 @@ def _hypermodel_of(study: StudyRecord) -> str:
 
 
 def _claim_in_study(
-    tx: StudyTransaction, counts: dict[str, int], *, ticket: str, worker: str, gpu: str | None
+    tx: StudyTransaction, load: Load, *, ticket: str, worker: str, gpu: str | None
 ) -> Claim | Wait | Done | Propose:
     study = tx.study
     if study.is_terminal or study.is_paused:
         return Done(f"study is {study.status}")
-    if counts.get("pending", 0):
+    if load.pending:
         pending = tx.next_pending()
         if pending is not None:
             return Claim(tx.restart_trial(pending.id, ticket=ticket, worker=worker, gpu=gpu), tx.study)
-    total = sum(counts.values())
+    total = load.total
     if total >= study.max_trials:
         return _maybe_complete(tx, "budget spent")
     if study.algorithm in proposals.MODEL_BASED:
@@ -597,9 +598,9 @@ def _claim_in_study(
     if study.algorithm == "random":
         return _claim_proposal(tx, total, proposals.draw(tx), ticket=ticket, worker=worker, gpu=gpu)
     if study.algorithm == "asha":
-        return _claim_asha(tx, total, counts.get("running", 0), ticket=ticket, worker=worker, gpu=gpu)
+        return _claim_asha(tx, total, load.running, ticket=ticket, worker=worker, gpu=gpu)
     if study.algorithm == "hyperband":
-        return _claim_hyperband(tx, total, counts.get("running", 0), ticket=ticket, worker=worker, gpu=gpu)
+        return _claim_hyperband(tx, total, load.running, ticket=ticket, worker=worker, gpu=gpu)
     oracle = restore_oracle(tx)
     trial = oracle.create_trial(ticket)
     if trial.status == "IDLE":
@@ -795,9 +796,8 @@ def _after_finish(tx: StudyTransaction, finished: TrialRecord, study_error: str 
         tx.set_status("failed", error=study_error)
     if tx.study.is_terminal:
         return Finished(finished, tx.study.status, more_work=False)
-    counts = tx.counts()  # one query: this runs under the study's lock, on every report
-    total, pending = sum(counts.values()), counts.get("pending", 0)
-    if total >= study.max_trials and counts.get("running", 0) + pending == 0:
+    total, running, pending = tx.load()  # one indexed query: this runs under the study's lock, on every report
+    if total >= study.max_trials and running + pending == 0:
         tx.set_status("completed")
         return Finished(finished, "completed", more_work=False)
     return Finished(finished, tx.study.status, more_work=total < study.max_trials or pending > 0)

@@ -21,6 +21,26 @@ class Started(NamedTuple):
     study_id: int
 
 
+class Load(NamedTuple):
+    """A study's trials: all of them, and those running and pending."""
+
+    total: int
+    running: int
+    pending: int
+
+
+def trial_load(study_id: Any) -> tuple[Any, Any, Any]:
+    """SQL for a study's :class:`Load`. The trials are numbered 0, 1, ... as they are created (and never deleted
+    alone), so the total is the highest number plus one: an index lookup, where a count would read every row;
+    running and pending trials are index ranges of (study, status)."""
+    total = select(func.coalesce(func.max(TrialRow.number) + 1, 0)).where(TrialRow.study_id == study_id)
+    counted = [
+        select(func.count()).where(TrialRow.study_id == study_id, TrialRow.status == status)
+        for status in ("running", "pending")
+    ]
+    return total.scalar_subquery(), counted[0].scalar_subquery(), counted[1].scalar_subquery()
+
+
 # The class of the PostgreSQL advisory locks that serialize claims of one team with a quota (key: team id).
 TEAM_LOCK_CLASS = 0x7475_6E65
 
@@ -55,14 +75,12 @@ def snapshot(
 def _study_query(by_pool: bool, by_team: bool) -> Select:
     """The active studies with their trials counted by status, in one statement; built once per process (with
     bound parameters) because building it costs more than running it."""
-    # Only the columns the scheduler needs (a study row also carries its spec and its oracle's state).
+    # Only the columns the scheduler needs (a study row also carries its spec and its oracle's state), and each
+    # study's trial load from indexes (see trial_load): counting the trials themselves grew with every finished
+    # one (4 ms of the database's time per claim with 10,000 trials in the active studies).
     columns = (StudyRow.id, StudyRow.name, StudyRow.team_id, StudyRow.priority, StudyRow.pool, StudyRow.status)
-    counted = [func.sum(case((TrialRow.status == status, 1), else_=0)) for status in ("running", "pending")]
-    query = (
-        select(*columns, StudyRow.parallelism, StudyRow.max_trials, func.count(TrialRow.id), *counted)
-        .outerjoin(TrialRow, TrialRow.study_id == StudyRow.id)
-        .where(StudyRow.status.in_(("queued", "running", "paused")))
-        .group_by(*columns, StudyRow.parallelism, StudyRow.max_trials)
+    query = select(*columns, StudyRow.parallelism, StudyRow.max_trials, *trial_load(StudyRow.id)).where(
+        StudyRow.status.in_(("queued", "running", "paused"))
     )
     if by_pool:
         query = query.where(StudyRow.pool == bindparam("pool"))

@@ -24,7 +24,7 @@ from tuner_service.store.engine import is_sqlite, make_engine
 from tuner_service.store.hypermodels import HypermodelQueries
 from tuner_service.store.jobs import JobQueries
 from tuner_service.store.models import RANKED_TRIALS, DatasetRow, EpochRow, StudyRow, TrialRow, as_utc, utcnow
-from tuner_service.store.queue import TEAM_LOCK_CLASS, QueueQueries, team_loads
+from tuner_service.store.queue import TEAM_LOCK_CLASS, Load, QueueQueries, team_loads, trial_load
 from tuner_service.store.records import (
     FINISHED_TRIAL,
     TERMINAL_STUDY,
@@ -84,9 +84,7 @@ LOCKED = object()
 
 
 # Statements run on every claim or report, built once: building one costs about as much as running it.
-_COUNTS = (
-    select(TrialRow.status, func.count()).where(TrialRow.study_id == bindparam("study_id")).group_by(TrialRow.status)
-)
+_LOAD = select(*trial_load(bindparam("study_id")))
 _TAKEN = select(TrialRow.config_hash).where(
     TrialRow.study_id == bindparam("study_id"), TrialRow.config_hash.in_(bindparam("digests", expanding=True))
 )
@@ -223,11 +221,12 @@ class StudyTransaction:
         )
         return [TrialRecord.of(r) for r in rows]
 
-    def counts(self) -> dict[str, int]:
-        """The study's trials by status, in one query."""
+    def load(self) -> Load:
+        """How many trials the study has, and how many are running and pending: one indexed statement, whose
+        cost does not grow with the study's finished trials (a claim and a report read it under the lock)."""
         self._session.flush()
-        rows = self._session.connection().execute(_COUNTS, {"study_id": self._study.id})
-        return {status: count for status, count in rows}
+        total, running, pending = self._session.connection().execute(_LOAD, {"study_id": self._study.id}).one()
+        return Load(total, running, pending)
 
     def team_load(self, window_s: float) -> TeamLoad:
         """The study's team's load, read under the team's claim lock (PostgreSQL: an advisory lock held to
