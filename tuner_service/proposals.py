@@ -298,7 +298,7 @@ def take(tx: StudyTransaction) -> dict[str, Any] | str:
         values = state.buffer.pop(0)
     elif state.exhausted:
         values = EXHAUSTED
-    elif tx.count() + len(state.seeds) < state.initial_points or (
+    elif tx.load().total + len(state.seeds) < state.initial_points or (
         study.algorithm == "asha" and len(state.seeds) < state.initial_points
     ):  # warm-start seeds count as initial points; ASHA's promotions do not (they repeat a configuration)
         trials = tx.trials()
@@ -517,11 +517,11 @@ def _wants_proposal(study: StudyRecord, trials: int, state: ProposerState | None
 
 def _commit(tx: StudyTransaction, values: dict[str, Any] | None) -> bool:
     """Add ``values`` to the buffer unless a trial or a buffered proposal took the configuration meanwhile
-    (``None``: no configuration is left, so the study's claims end it)."""
+    (``None``: no configuration is left, so the study's claims end it). Under the study's lock: the trials
+    are looked up by the configuration's digest, not read."""
     study = tx.study
     state = ProposerState.of(study)
-    trials = tx.trials()
-    if not _wants_proposal(study, len(trials), state):
+    if not _wants_proposal(study, tx.load().total, state):
         return False
     assert state is not None
     if values is None:
@@ -529,7 +529,7 @@ def _commit(tx: StudyTransaction, values: dict[str, Any] | None) -> bool:
         _save(tx, state)
         return False
     key = config_key(values)
-    if key in {config_key(t.hyperparameters) for t in trials} | {config_key(v) for v in state.buffer}:
+    if tx.taken_configurations([config_hash(values)]) or key in {config_key(v) for v in state.buffer}:
         return False
     state.buffer.append(values)
     state.counter += 1
