@@ -480,10 +480,16 @@ def propose(algorithm: str, history: History, seed: int) -> dict[str, Any]:
 def compute_proposal(store: Store, study_id: int, *, delay_s: float = 0.0) -> bool:
     """Compute one proposal for the study without holding any lock and add it to the study's buffer.
 
-    Returns whether a proposal was added (False when the study no longer needs one or none is left).
-    ``delay_s`` lengthens the model step (the ``TUNER_PROPOSAL_DELAY`` setting: tests and benchmarks use
-    it to show that a slow model holds up no claim).
+    Returns whether a proposal was added (False when the study no longer needs one, none is left, or another
+    process is fitting the study's model right now: its proposal comes first, and a second fit on the same
+    results would mostly propose what the first one does). ``delay_s`` lengthens the model step (the
+    ``TUNER_PROPOSAL_DELAY`` setting: tests and benchmarks use it to show that a slow model holds up no claim).
     """
+    with store.proposal_lease(study_id) as leased:
+        return leased and _compute_proposal(store, study_id, delay_s)
+
+
+def _compute_proposal(store: Store, study_id: int, delay_s: float) -> bool:
     study, trials = store.study_snapshot(study_id)
     state = ProposerState.of(study)
     if not _wants_proposal(study, len(trials), state):

@@ -108,6 +108,43 @@ def test_a_slow_model_proposal_holds_up_no_claim_for_another_study(tmp_path, pos
         proposer_store.dispose()
 
 
+def test_one_process_at_a_time_fits_a_studys_model(tmp_path, postgres_url) -> None:
+    """While one worker fits a study's model, another that would fit the same results returns at once (its
+    claim waits for the first proposal instead); a worker that died while fitting releases the study."""
+    settings = load_settings({"TUNER_HOME": str(tmp_path / "home"), "TUNER_DATABASE_URL": postgres_url})
+    first_store, second_store = Store(postgres_url), Store(postgres_url)  # two worker processes' connections
+    first_store.upgrade()
+    try:
+        space = {"learning_rate": SPACE["learning_rate"], "optimizer": SPACE["optimizer"]}
+        doc = digits_study(
+            algorithm={"name": "tpe", "initial_points": 1}, search_space=space, max_trials=6, parallelism=4
+        )
+        study = submit_study(first_store, settings, doc, lambda pool, n: None)
+        claimed = claim_next(first_store, "cpu", ticket=uuid.uuid4().hex, worker="a", heartbeat_timeout_s=60)
+        finish_trial(first_store, study.id, claimed.trial.id, TrialOutcome("completed", {"val_accuracy": 0.5}, 0))
+        added: dict[str, bool] = {}
+        fitting = threading.Thread(
+            target=lambda: added.update(first=proposals.compute_proposal(first_store, study.id, delay_s=3.0))
+        )
+        fitting.start()
+        time.sleep(1.0)  # the first worker holds the study's lease and fits
+        started = time.perf_counter()
+        assert proposals.compute_proposal(second_store, study.id) is False
+        assert time.perf_counter() - started < 1.0
+        fitting.join(30)
+        assert added == {"first": True}
+        assert len(second_store.get_study(study.id).oracle_state["proposer"]["proposals"]) == 1
+        assert proposals.compute_proposal(second_store, study.id) is True  # the lease is free again
+        with first_store.proposal_lease(study.id) as leased:  # a worker that dies mid-fit: its connection closes
+            assert leased
+            first_store.dispose()
+        with second_store.proposal_lease(study.id) as leased:
+            assert leased
+    finally:
+        first_store.dispose()
+        second_store.dispose()
+
+
 def test_concurrent_claims_respect_parallelism_and_team_quota_without_a_global_lock(tmp_path, postgres_url) -> None:
     """Eight workers claim at the same instant: each study's parallelism and the team's quota hold (they are
     checked again under the study's lock and the team's claim lock), and a study whose lock another claim holds

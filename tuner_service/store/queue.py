@@ -43,6 +43,8 @@ def trial_load(study_id: Any) -> tuple[Any, Any, Any]:
 
 # The class of the PostgreSQL advisory locks that serialize claims of one team with a quota (key: team id).
 TEAM_LOCK_CLASS = 0x7475_6E65
+# The class of the advisory locks that let one process at a time fit a study's model (key: study id).
+PROPOSAL_LOCK_CLASS = 0x7475_6E66
 
 
 def snapshot(

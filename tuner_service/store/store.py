@@ -24,7 +24,7 @@ from tuner_service.store.engine import is_sqlite, make_engine
 from tuner_service.store.hypermodels import HypermodelQueries
 from tuner_service.store.jobs import JobQueries
 from tuner_service.store.models import RANKED_TRIALS, DatasetRow, EpochRow, StudyRow, TrialRow, as_utc, utcnow
-from tuner_service.store.queue import TEAM_LOCK_CLASS, Load, QueueQueries, team_loads, trial_load
+from tuner_service.store.queue import PROPOSAL_LOCK_CLASS, TEAM_LOCK_CLASS, Load, QueueQueries, team_loads, trial_load
 from tuner_service.store.records import (
     FINISHED_TRIAL,
     TERMINAL_STUDY,
@@ -576,6 +576,28 @@ class Store(AccountQueries, QueueQueries, JobQueries, HypermodelQueries):
                 raise NotFound("study", study_id)
             trials = session.scalars(select(TrialRow).where(TrialRow.study_id == study_id).order_by(TrialRow.number))
             return StudyRecord.of(row), [TrialRecord.of(t) for t in trials]
+
+    @contextmanager
+    def proposal_lease(self, study_id: int) -> Iterator[bool]:
+        """Whether this process may fit the study's model now: on PostgreSQL, one process at a time per study
+        (a session advisory lock, taken without waiting and held on its own connection, so that a process that
+        dies releases it with its connection); on SQLite, always (one machine's workers)."""
+        if is_sqlite(self.engine):
+            yield True
+            return
+        with self.engine.connect() as conn:
+            got = bool(conn.execute(select(func.pg_try_advisory_lock(PROPOSAL_LOCK_CLASS, study_id))).scalar())
+            conn.commit()  # no transaction stays open during the fit
+            try:
+                yield got
+            finally:
+                if got:
+                    try:
+                        conn.execute(select(func.pg_advisory_unlock(PROPOSAL_LOCK_CLASS, study_id)))
+                        conn.commit()
+                    except Exception:
+                        conn.invalidate()  # closing the connection releases the lock
+                        raise
 
     def trial_counts(self, study_id: int) -> dict[str, int]:
         with self._read() as session:
