@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import DateTime, Select, and_, bindparam, case, func, or_, select
+from sqlalchemy import DateTime, Select, and_, bindparam, case, func, literal_column, null, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from tuner_service.queue import TeamLoad, WaitingStudy
@@ -106,18 +107,25 @@ def team_loads(session: Session, window_s: float, team_id: int | None = None) ->
     usage: dict[int | None, float] = {}
     gpu: dict[int | None, float] = {}
     busy: dict[int | None, int] = {}
-    for team, pool, count, in_window, in_day in core.execute(
-        _load_query(session.get_bind().dialect.name, by_team), params
-    ):
+    teams = []
+    dialect = session.get_bind().dialect.name
+    if by_team:
+        sums = list(core.execute(_load_query(dialect, by_team), params))
+        teams = list(core.execute(_team_query(by_team), params))
+    else:  # every team: the sums and the teams in one statement (one round trip on every claim)
+        sums = []
+        for kind, *row in core.execute(_teams_and_loads_query(dialect), params):
+            (sums if kind == "load" else teams).append(row[:5] if kind == "load" else row[5:])
+    for team, pool, count, in_window, in_day in sums:
         busy[team] = busy.get(team, 0) + int(count or 0)
         usage[team] = usage.get(team, 0.0) + float(in_window or 0.0)
         if pool == "gpu":
             gpu[team] = gpu.get(team, 0.0) + float(in_day or 0.0) / 3600
     loads: dict[int | None, TeamLoad] = {}
-    for team in core.execute(_team_query(by_team), params):
-        loads[team.id] = TeamLoad(
-            team.id, team.name, team.share_weight, usage.get(team.id, 0.0), busy.get(team.id, 0),
-            team.max_concurrent_trials, gpu.get(team.id, 0.0), team.gpu_hours_per_day,
+    for team_id_, name, share_weight, max_concurrent, gpu_hours in teams:
+        loads[team_id_] = TeamLoad(
+            team_id_, name, share_weight, usage.get(team_id_, 0.0), busy.get(team_id_, 0),
+            max_concurrent, gpu.get(team_id_, 0.0), gpu_hours,
         )  # fmt: skip
     loads[None] = TeamLoad(None, "(no team)", 1.0, usage.get(None, 0.0), busy.get(None, 0))
     return loads
@@ -127,16 +135,23 @@ def team_loads(session: Session, window_s: float, team_id: int | None = None) ->
 def _load_query(dialect: str, by_team: bool) -> Select:
     """Worker seconds per team and pool: in the window from ``:cutoff`` and in the day from ``:day``, up to
     ``:now`` for running trials (built once per process, like :func:`_study_query`)."""
+    query = _summed(dialect)
+    return query.where(TrialRow.team_id == bindparam("team_id")) if by_team else query
+
+
+def _summed(dialect: str, *leading: Any, trailing: tuple[Any, ...] = ()) -> Select:
     now, cutoff, day = (bindparam(name, type_=DateTime(timezone=True)) for name in ("now", "cutoff", "day"))
     running = TrialRow.status == "running"
     end = case((running, now), else_=TrialRow.finished_at)
-    query = (
+    return (
         select(
+            *leading,
             TrialRow.team_id,
             TrialRow.pool,
             func.sum(case((running, 1), else_=0)),
             func.sum(_seconds_after(dialect, end, TrialRow.started_at, cutoff)),
             func.sum(_seconds_after(dialect, end, TrialRow.started_at, day)),
+            *trailing,
         )
         .where(
             TrialRow.started_at.is_not(None),
@@ -148,7 +163,17 @@ def _load_query(dialect: str, by_team: bool) -> Select:
         )
         .group_by(TrialRow.team_id, TrialRow.pool)
     )
-    return query.where(TrialRow.team_id == bindparam("team_id")) if by_team else query
+
+
+@functools.cache
+def _teams_and_loads_query(dialect: str) -> Any:
+    """:func:`_load_query`'s rows and every team's, as one statement: ("load", team, pool, running, seconds in
+    the window, seconds in the day, five nulls) or ("team", five nulls, id, name, share weight, quota, GPU
+    hours)."""
+    nothing = (null(), null(), null(), null(), null())
+    team = (TeamRow.id, TeamRow.name, TeamRow.share_weight, TeamRow.max_concurrent_trials, TeamRow.gpu_hours_per_day)
+    sums = _summed(dialect, literal_column("'load'"), trailing=nothing)
+    return union_all(sums, select(literal_column("'team'"), *nothing, *team))
 
 
 @functools.cache
@@ -183,6 +208,21 @@ class QueueQueries:
     # Called with the seconds each claim waited for a study's lock (benchmarks and metrics may set it).
     on_lock_wait: Callable[[float], None] | None = None
 
+    @contextmanager
+    def _statements(self) -> Iterator[Session]:
+        """A session for reads that share no snapshot: on PostgreSQL its statements run without a transaction
+        (under READ COMMITTED each statement of a transaction takes its own snapshot anyway), which saves the
+        BEGIN and COMMIT round trips on every claim's queue read; elsewhere a read transaction."""
+        if self.engine.dialect.name != "postgresql":
+            with self._read() as session:
+                yield session
+            return
+        with (
+            self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn,
+            Session(bind=conn) as session,
+        ):
+            yield session
+
     def queue_snapshot(
         self, pool: str | None, window_s: float, team_id: int | None = None
     ) -> tuple[list[WaitingStudy], dict[int | None, TeamLoad]]:
@@ -194,7 +234,7 @@ class QueueQueries:
     ) -> tuple[Started | None, list[WaitingStudy], dict[int | None, TeamLoad]]:
         """What a claim reads first, in one transaction: the trial this broker message (its ticket) already
         started, if any, else the pool's queue (see :func:`snapshot`)."""
-        with self._read() as session:
+        with self._statements() as session:
             row = session.connection().execute(_ticket_query(), {"ticket": ticket}).first()
             if row is not None:
                 return Started(row.id, row.study_id), [], {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -11,7 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Select, bindparam, delete, exists, func, insert, select, update
+from sqlalchemy import DateTime, Select, bindparam, delete, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
@@ -90,6 +91,38 @@ _TAKEN = select(TrialRow.config_hash).where(
 )
 
 _INSERT_TRIAL = insert(TrialRow).returning(TrialRow.id)
+
+
+@functools.cache
+def _finish_running(dialect: str) -> Any:
+    """Store a running trial's result and read its row back, in one statement (every report makes one); no
+    row when the trial is not running (a report made twice)."""
+    now = bindparam("now", type_=DateTime(timezone=True))
+    if dialect == "postgresql":
+        duration = func.extract("epoch", now - TrialRow.started_at)
+    else:  # SQLite keeps timestamps as ISO strings of one format
+        duration = (func.julianday(now) - func.julianday(TrialRow.started_at)) * 86400.0
+    return (
+        update(TrialRow)
+        .where(
+            TrialRow.id == bindparam("of_trial"),
+            TrialRow.study_id == bindparam("of_study"),
+            TrialRow.status == "running",
+        )
+        .values(
+            status=bindparam("new_status"),
+            score=bindparam("new_score"),
+            sort_key=bindparam("new_sort_key"),
+            best_epoch=bindparam("new_best_epoch"),
+            metrics=bindparam("new_metrics", type_=TrialRow.metrics.type),
+            error=bindparam("new_error"),
+            model_path=bindparam("new_model_path"),
+            environment=bindparam("new_environment", type_=TrialRow.environment.type),
+            finished_at=now,
+            duration_s=duration,
+        )
+        .returning(*TrialRow.__table__.columns)
+    )
 
 
 def _asha_promotion() -> Select:
@@ -396,6 +429,45 @@ class StudyTransaction:
         self._session.flush()
         return TrialRecord.of(row)
 
+    def finish_running_trial(
+        self,
+        trial_id: int,
+        *,
+        status: str,
+        score: float | None,
+        best_epoch: int | None,
+        metrics: dict[str, Any] | None,
+        error: str | None,
+        model_path: str | None,
+        environment: dict[str, Any] | None,
+    ) -> TrialRecord | None:
+        """:meth:`finish_trial` for a trial that is running, as one Core statement: the stored trial, or None
+        when it is not running (or not the study's)."""
+        self._session.flush()
+        params = {
+            "of_trial": trial_id,
+            "of_study": self._study.id,
+            "now": utcnow(),
+            "new_status": status,
+            "new_score": score,
+            "new_sort_key": sort_key(score, self._study.direction),
+            "new_best_epoch": best_epoch,
+            "new_metrics": clean_json(metrics),
+            "new_error": error,
+            "new_model_path": model_path,
+            "new_environment": clean_json(environment),
+        }
+        connection = self._session.connection()
+        row = connection.execute(_finish_running(connection.dialect.name), params).first()
+        if row is None:
+            return None
+        if score is not None and status in RANKED_TRIAL:
+            best = self._study.best_score
+            if best is None or (score > best if self._study.direction == "max" else score < best):
+                self._study.best_score = score
+                self._study.best_trial_id = row.id
+        return TrialRecord.of(row)
+
     def set_trial_state(self, trial_id: int, oracle_trial_state: dict[str, Any]) -> None:
         self._row(trial_id).oracle_trial_state = clean_json(oracle_trial_state)
 
@@ -581,7 +653,8 @@ class Store(AccountQueries, QueueQueries, JobQueries, HypermodelQueries):
     def proposal_lease(self, study_id: int) -> Iterator[bool]:
         """Whether this process may fit the study's model now: on PostgreSQL, one process at a time per study
         (a session advisory lock, taken without waiting and held on its own connection, so that a process that
-        dies releases it with its connection); on SQLite, always (one machine's workers)."""
+        dies releases it with its connection); on SQLite, always (one machine's workers). See
+        :meth:`wait_for_proposal_fit`."""
         if is_sqlite(self.engine):
             yield True
             return
@@ -598,6 +671,23 @@ class Store(AccountQueries, QueueQueries, JobQueries, HypermodelQueries):
                     except Exception:
                         conn.invalidate()  # closing the connection releases the lock
                         raise
+
+    def wait_for_proposal_fit(self, study_id: int, timeout_s: float) -> bool:
+        """Wait, at most ``timeout_s``, until no process holds the study's :meth:`proposal_lease` (its fit ended,
+        or its process died); whether it ended in time. SQLite has no lease: True at once."""
+        if is_sqlite(self.engine):
+            return True
+        with self.engine.connect() as conn:
+            conn.execute(select(func.set_config("lock_timeout", f"{max(1, round(timeout_s * 1000))}ms", True)))
+            try:  # a shared lock of the same key waits for the fitter's exclusive one, and is released at once
+                conn.execute(select(func.pg_advisory_xact_lock_shared(PROPOSAL_LOCK_CLASS, study_id)))
+            except OperationalError as exc:
+                if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available: the timeout
+                    raise
+                conn.rollback()
+                return False
+            conn.rollback()
+            return True
 
     def trial_counts(self, study_id: int) -> dict[str, int]:
         with self._read() as session:
