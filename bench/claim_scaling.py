@@ -89,7 +89,7 @@ def simulate(
     on the same instants. Identical fake trials started together would keep every worker in step for the whole
     run, each claim part of a burst of all of them; real workers' trials end at different times."""
     from tuner_service.proposals import MODEL_BASED, compute_proposal
-    from tuner_service.search import Claim, Propose, TrialOutcome, Wait, claim_once, finish_trial
+    from tuner_service.search import WAIT_FOR_FIT_S, Claim, Propose, TrialOutcome, Wait, claim_once, finish_trial
     from tuner_service.store import Store
 
     store = _STORES.get(url)
@@ -103,9 +103,9 @@ def simulate(
     model_based = algorithm in MODEL_BASED
     warmed = threading.Barrier(threads + 1)
 
-    def propose(study_id: int) -> None:
+    def propose(study_id: int, wait_s: float = 0.0) -> None:
         started = time.perf_counter()
-        compute_proposal(store, study_id)
+        compute_proposal(store, study_id, wait_s=wait_s)
         proposal_s.append(time.perf_counter() - started)
 
     def first_claim(name: str) -> None:
@@ -128,9 +128,9 @@ def simulate(
             started = time.perf_counter()
             result = claim_once(store, "cpu", ticket=uuid.uuid4().hex, worker=name, heartbeat_timeout_s=3600)
             latencies.append(time.perf_counter() - started)
-            if isinstance(result, Propose):
+            if isinstance(result, Propose):  # as claim_next: compute one, or wait for the process computing one
                 outcomes["propose"] += 1
-                propose(result.study_id)
+                propose(result.study_id, WAIT_FOR_FIT_S)
             elif isinstance(result, Claim):
                 outcomes["claim"] += 1
                 time.sleep(train_s)

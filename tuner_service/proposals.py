@@ -23,10 +23,13 @@ import hashlib
 import json
 import logging
 import math
+import os
 import random
+import threading
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -356,35 +359,38 @@ def own_state(state: dict[str, Any] | None) -> dict[str, Any]:
 DRAW_BATCH = 8
 
 
-def draw(tx: StudyTransaction) -> dict[str, Any] | str:
-    """The next configuration of a ``random`` study that no trial of it has, or :data:`EXHAUSTED`.
+def draw(tx: StudyTransaction, number: int) -> dict[str, Any] | str:
+    """The configuration of a ``random`` study's trial ``number`` (also Hyperband's and ASHA's new ones): a draw
+    that no trial of the study has, or :data:`EXHAUSTED`.
 
-    Called under the study lock; costs the same however many trials the study has. The stored state is a
-    counter (and, with a warm start, the seeds' digests): the ``n``-th draw comes from ``rng_seed(seed, n)``,
-    so a seeded study run by one worker proposes the same sequence again, and whether a draw is taken is one
-    indexed lookup of its digest (``trials.config_hash``) rather than a read of every trial.
+    Called under the study lock; costs the same however many trials the study has, and writes nothing in the
+    common case. Trial ``number``'s candidates come from ``rng_seed(seed, number, k)`` for k = 0, 1, ... (trial
+    numbers are unique and given in order, so a seeded study run by one worker proposes the same sequence again,
+    and two claims never draw from the same stream), and whether a candidate is taken is one indexed lookup of
+    its digest (``trials.config_hash``) per batch, not a read of every trial. The stored state is written only
+    to keep a warm start's known digests and to mark the space exhausted.
     """
     study = tx.study
     stored = (study.oracle_state or {}).get(RANDOM_KEY)
     if stored is None:
-        stored = {"counter": 0, "avoid": _warm_start_digests(tx), "exhausted": False}
+        stored = {"avoid": _warm_start_digests(tx), "exhausted": False}
+        if stored["avoid"]:
+            tx.set_oracle_state({**own_state(study.oracle_state), RANDOM_KEY: stored})
     if stored["exhausted"]:
         return EXHAUSTED
     params = _params(json.dumps(study.spec["search_space"]), _is_mlp(study))
-    seed, counter, avoid = study_seed(study), stored["counter"], set(stored["avoid"])
-    found: dict[str, Any] | None = None
-    while found is None and counter < stored["counter"] + MAX_DRAWS:
-        batch = [random_values(params, random.Random(rng_seed(seed, counter + i))) for i in range(DRAW_BATCH)]
+    seed, avoid = study_seed(study), set(stored["avoid"])
+    for first in range(0, MAX_DRAWS, DRAW_BATCH):
+        batch = [
+            random_values(params, random.Random(rng_seed(seed, number, k))) for k in range(first, first + DRAW_BATCH)
+        ]
         digests = [config_hash(values) for values in batch]
         taken = tx.taken_configurations(digests) | avoid
         for values, digest in zip(batch, digests, strict=True):
-            counter += 1
             if digest not in taken:
-                found = values
-                break
-    stored = {**stored, "counter": counter, "exhausted": found is None}
-    tx.set_oracle_state({**own_state(study.oracle_state), RANDOM_KEY: stored})
-    return EXHAUSTED if found is None else found
+                return values
+    tx.set_oracle_state({**own_state(tx.study.oracle_state), RANDOM_KEY: {**stored, "exhausted": True}})
+    return EXHAUSTED
 
 
 def _warm_start_digests(tx: StudyTransaction) -> list[str]:
@@ -477,16 +483,22 @@ def propose(algorithm: str, history: History, seed: int) -> dict[str, Any]:
     return clamp(history.params, values)
 
 
-def compute_proposal(store: Store, study_id: int, *, delay_s: float = 0.0) -> bool:
+def compute_proposal(store: Store, study_id: int, *, delay_s: float = 0.0, wait_s: float = 0.0) -> bool:
     """Compute one proposal for the study without holding any lock and add it to the study's buffer.
 
     Returns whether a proposal was added (False when the study no longer needs one, none is left, or another
     process is fitting the study's model right now: its proposal comes first, and a second fit on the same
-    results would mostly propose what the first one does). ``delay_s`` lengthens the model step (the
+    results would mostly propose what the first one does). With ``wait_s``, a process that finds another one
+    fitting waits for that fit to end (at most ``wait_s``) instead of answering at once, so that its next claim
+    finds the proposal rather than polling for it. ``delay_s`` lengthens the model step (the
     ``TUNER_PROPOSAL_DELAY`` setting: tests and benchmarks use it to show that a slow model holds up no claim).
     """
     with store.proposal_lease(study_id) as leased:
-        return leased and _compute_proposal(store, study_id, delay_s)
+        if leased:
+            return _compute_proposal(store, study_id, delay_s)
+    if wait_s > 0:
+        store.wait_for_proposal_fit(study_id, wait_s)
+    return False
 
 
 def _compute_proposal(store: Store, study_id: int, delay_s: float) -> bool:
@@ -502,7 +514,8 @@ def _compute_proposal(store: Store, study_id: int, delay_s: float) -> bool:
     values = None
     for attempt in range(MODEL_ATTEMPTS):
         try:
-            candidate = propose(model_of(study) or study.algorithm, history, rng_seed(seed, state.counter, attempt + 1))
+            model = model_of(study) or study.algorithm
+            candidate = in_fit_thread(propose, model, history, rng_seed(seed, state.counter, attempt + 1))
         except Exception:  # a model that fails (singular fit, odd data) must not stop the study
             log.exception("study %s: the %s model failed; proposing at random instead", study_id, study.algorithm)
             break
@@ -512,6 +525,30 @@ def _compute_proposal(store: Store, study_id: int, delay_s: float) -> bool:
     if values is None:  # the model insists on taken points: explore at random instead
         values = _draw_random(history.params, seed, ProposerState(0, state.counter + 1), history.taken(), None)
     return store.with_study_lock(study_id, lambda tx: _commit(tx, values))
+
+
+# Model fits run in one thread per process kept for them, this much nicer than the process (Linux; a no-op
+# elsewhere): on a host that also runs the database, the API or other workers, as a small team's single host
+# does, a GP or TPE fit takes the CPU only when claims, reports and training leave it idle.
+FIT_NICENESS = 10
+_fit_thread: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def in_fit_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` run in this process's fit thread (at a lower CPU priority); its result or its exception."""
+    global _fit_thread
+    if _fit_thread is None or _fit_thread[0] != os.getpid():  # a forked child gets a thread of its own
+        executor = ThreadPoolExecutor(1, thread_name_prefix="proposal-fit", initializer=_lower_priority)
+        _fit_thread = (os.getpid(), executor)
+    return _fit_thread[1].submit(fn, *args).result()
+
+
+def _lower_priority() -> None:
+    try:  # on Linux a thread's niceness is its own (setpriority on its thread id)
+        thread = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + FIT_NICENESS))
+    except (AttributeError, OSError):  # no per-thread priorities here: the fit runs at the process's
+        pass
 
 
 def _wants_proposal(study: StudyRecord, trials: int, state: ProposerState | None) -> bool:

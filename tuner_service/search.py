@@ -1,12 +1,13 @@
 """A study's search algorithm: a Keras Tuner oracle whose state lives in the database, or none.
 
 Any worker process may claim the next trial or report a finished one. Each does so under the study's
-row lock (no lock spans the deployment; see :func:`claim_once`). Grid and Hyperband studies restore their
-oracle from the stored state, ask it, and store the new state before the lock is released. Random search
-and ASHA need no oracle: the claim draws a configuration from a counter-seeded stream and checks with one
-indexed lookup that no trial has it (:func:`tuner_service.proposals.draw`), and ASHA's promotion is one
-query over the trial rows (:mod:`tuner_service.asha`), so their claims and reports cost the same however
-many trials the study has. Model-based studies (``bayesian``, ``tpe``) never fit a model
+row lock (no lock spans the deployment; see :func:`claim_once`). Only grid studies restore a Keras Tuner
+oracle from the stored state, ask it, and store the new state before the lock is released. Random search,
+Hyperband and ASHA need none: the claim draws a configuration from the trial number's own random stream and
+checks with one indexed lookup that no trial has it (:func:`tuner_service.proposals.draw`), ASHA's promotion
+is one query over the trial rows (:mod:`tuner_service.asha`) and Hyperband keeps its open brackets only
+(:mod:`tuner_service.hyperband`), so their claims and reports cost the same however many trials the study
+has. Model-based studies (``bayesian``, ``tpe``) never fit a model
 under a lock: the claim takes a proposal computed beforehand (see :mod:`tuner_service.proposals`), or
 answers :class:`Propose` so that the worker computes one after it released the lock and claims again.
 Keras Tuner is imported only when an oracle is needed (in workers), never by the API.
@@ -364,6 +365,9 @@ def _fit_values(space: Any, values: dict[str, Any]) -> dict[str, Any] | None:
 # A worker that found no proposal ready computes one and claims again at most this often, then waits.
 PROPOSE_ROUNDS = 3
 WAIT_FOR_PROPOSAL_S = 0.5
+# How long a worker that found another process fitting the study's model waits for that fit before it claims
+# again (the fit usually ends well before; a process that dies releases its lease at once).
+WAIT_FOR_FIT_S = 10.0
 
 
 def claim_next(
@@ -383,9 +387,9 @@ def claim_next(
 
     Idempotent per ``ticket``: a redelivered message never creates a second trial. A worker that names
     the ``hypermodels`` it offers skips studies of other hypermodels (they wait for a worker that has them).
-    When the study served next needs a model-based proposal, this worker computes it with no lock held and
-    claims again. A GPU worker names its ``place``: a trial starts only if its GPU slots are free there
-    (:mod:`tuner_service.gpu_slots`).
+    When the study served next needs a model-based proposal, this worker computes it with no lock held (or, if
+    another process is computing one, waits for it) and claims again. A GPU worker names its ``place``: a trial
+    starts only if its GPU slots are free there (:mod:`tuner_service.gpu_slots`).
     """
     for _ in range(PROPOSE_ROUNDS):
         result = claim_once(
@@ -401,7 +405,7 @@ def claim_next(
         )
         if not isinstance(result, Propose):
             return result
-        proposals.compute_proposal(store, result.study_id, delay_s=proposal_delay_s)
+        proposals.compute_proposal(store, result.study_id, delay_s=proposal_delay_s, wait_s=WAIT_FOR_FIT_S)
     return Wait(WAIT_FOR_PROPOSAL_S, (result.study_id,))
 
 
@@ -596,7 +600,7 @@ def _claim_in_study(
     if study.algorithm in proposals.MODEL_BASED:
         return _claim_proposal(tx, total, proposals.take(tx), ticket=ticket, worker=worker, gpu=gpu)
     if study.algorithm == "random":
-        return _claim_proposal(tx, total, proposals.draw(tx), ticket=ticket, worker=worker, gpu=gpu)
+        return _claim_proposal(tx, total, proposals.draw(tx, total), ticket=ticket, worker=worker, gpu=gpu)
     if study.algorithm == "asha":
         return _claim_asha(tx, total, load.running, ticket=ticket, worker=worker, gpu=gpu)
     if study.algorithm == "hyperband":
@@ -637,7 +641,7 @@ def _claim_asha(
             tx, number, rungs.promoted(parent_values, rung, parent_id), ticket=ticket, worker=worker, gpu=gpu
         )
     # A new configuration: a model's proposal computed outside the locks (a ``sampler``), or a random draw.
-    drawn = proposals.take(tx) if proposals.model_of(study) is not None else proposals.draw(tx)
+    drawn = proposals.take(tx) if proposals.model_of(study) is not None else proposals.draw(tx, number)
     if drawn == proposals.EXHAUSTED and running:
         return Wait(WAIT_FOR_ROUND_S, (study.id,))  # no configuration left, but a running trial may earn a promotion
     if isinstance(drawn, dict):
@@ -657,7 +661,7 @@ def _claim_hyperband(
         oracle_id: HyperbandResult(status in ("completed", "pruned") and key is not None, key, values)
         for oracle_id, (status, key, values) in tx.trial_results(hb.needed()).items()
     }
-    values = hb.next(trial_id, results, lambda: proposals.draw(tx), running)
+    values = hb.next(trial_id, results, lambda: proposals.draw(tx, number), running)
     tx.set_oracle_state({**proposals.own_state(tx.study.oracle_state), hyperband.STATE_KEY: hb.to_json()})
     if values == hyperband.WAIT:
         return Wait(WAIT_FOR_ROUND_S, (study.id,))
@@ -723,11 +727,11 @@ def finish_trial(store: Store, study_id: int, trial_id: int, outcome: TrialOutco
 
 
 def _finish(tx: StudyTransaction, trial_id: int, outcome: TrialOutcome) -> Finished:
+    if tx.study.algorithm in WITHOUT_ORACLE:
+        return _finish_without_oracle(tx, trial_id, outcome)
     record = tx.trial(trial_id)
     if record.status != "running":
         return Finished(record, tx.study.status, more_work=False)
-    if tx.study.algorithm in WITHOUT_ORACLE:
-        return _finish_without_oracle(tx, record, outcome)
     oracle = restore_oracle(tx, with_metrics=record.oracle_trial_id)
     kt_trial = oracle.trials[record.oracle_trial_id]
     status = outcome.status
@@ -763,16 +767,17 @@ def _finish(tx: StudyTransaction, trial_id: int, outcome: TrialOutcome) -> Finis
 MAX_CONSECUTIVE_FAILURES = 3  # as the Keras Tuner oracles are configured in make_oracle
 
 
-def _finish_without_oracle(tx: StudyTransaction, record: TrialRecord, outcome: TrialOutcome) -> Finished:
+def _finish_without_oracle(tx: StudyTransaction, trial_id: int, outcome: TrialOutcome) -> Finished:
     """Store the result of a study with no oracle (random search, model-based ones: their configurations are
-    drawn from the trial rows), and fail the study after too many failures in a row, as the oracles do."""
+    drawn from the trial rows), and fail the study after too many failures in a row, as the oracles do. A
+    trial that is not running (reported twice) is left as it is."""
     status, score = outcome.status, None
     if status in ("completed", "pruned"):
         score = (outcome.metrics or {}).get(tx.study.objective_name)
         if score is None or not math.isfinite(score):
             status, score = "failed", None
-    finished = tx.finish_trial(
-        record.id,
+    finished = tx.finish_running_trial(
+        trial_id,
         status=status,
         score=score,
         best_epoch=outcome.best_epoch,
@@ -781,6 +786,8 @@ def _finish_without_oracle(tx: StudyTransaction, record: TrialRecord, outcome: T
         model_path=outcome.model_path,
         environment=outcome.environment,
     )
+    if finished is None:
+        return Finished(tx.trial(trial_id), tx.study.status, more_work=False)
     study_error = None
     recent = tx.last_finished(MAX_CONSECUTIVE_FAILURES) if status == "failed" else []
     if len(recent) == MAX_CONSECUTIVE_FAILURES and all(t.status == "failed" for t in recent):

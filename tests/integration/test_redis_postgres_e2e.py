@@ -28,9 +28,8 @@ def test_two_workers_share_a_study_without_claiming_a_trial_twice(team, workers)
     intervals = sorted((t.started_at, t.finished_at) for t in trials)
     assert any(b[0] < a[1] for a, b in zip(intervals, intervals[1:], strict=False)), "no two trials overlapped"
 
-    # Random search's saved state is a draw counter, whatever the study's size; every configuration is new.
-    state = study.oracle_state["random"]
-    assert state["counter"] >= 6 and not state["exhausted"]
+    # Random search saves no state (each trial number has its own stream of draws); every configuration is new.
+    assert "random" not in (study.oracle_state or {})
     assert len({config_hash(t.hyperparameters) for t in trials}) == 6
 
     board = store.leaderboard(study_id=study.id).items

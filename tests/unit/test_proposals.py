@@ -3,6 +3,9 @@ repeats and the TPE rebuild, on a real SQLite store (outcomes are given, not tra
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 import time
 import uuid
 
@@ -341,3 +344,19 @@ def test_asha_with_a_model_sampler_fits_it_outside_the_claim(store, settings, mo
     assert state["proposer"]["initial_points"] >= 2 and set(state) == {"proposer"}  # ASHA keeps no state
     assert fits and max(fits) >= 3  # the model saw finished configurations, each once
     assert all(t.hyperparameters["learning_rate"] <= 1e-2 for t in trials)  # the space's own range
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness is Linux's")
+def test_model_fits_run_in_a_thread_of_lower_cpu_priority() -> None:
+    """A fit yields the CPU to claims, reports and training on a shared host: it runs in the process's fit
+    thread, nicer than the caller, and its result and its errors come back to the caller."""
+
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    mine = niceness()
+    assert proposals.in_fit_thread(niceness) == min(19, mine + proposals.FIT_NICENESS)
+    assert niceness() == mine
+    assert proposals.in_fit_thread(lambda a, b: a + b, 2, 3) == 5
+    with pytest.raises(ZeroDivisionError):
+        proposals.in_fit_thread(lambda: 1 / 0)
