@@ -788,22 +788,26 @@ def _finish_without_oracle(tx: StudyTransaction, trial_id: int, outcome: TrialOu
     )
     if finished is None:
         return Finished(tx.trial(trial_id), tx.study.status, more_work=False)
+    finished, load = finished
     study_error = None
     recent = tx.last_finished(MAX_CONSECUTIVE_FAILURES) if status == "failed" else []
     if len(recent) == MAX_CONSECUTIVE_FAILURES and all(t.status == "failed" for t in recent):
         study_error = (
             f"Number of consecutive failures exceeded the limit of {MAX_CONSECUTIVE_FAILURES}.\n{outcome.error or ''}"
         )
-    return _after_finish(tx, finished, study_error)
+    return _after_finish(tx, finished, study_error, load)
 
 
-def _after_finish(tx: StudyTransaction, finished: TrialRecord, study_error: str | None) -> Finished:
+def _after_finish(
+    tx: StudyTransaction, finished: TrialRecord, study_error: str | None, load: Load | None = None
+) -> Finished:
     study = tx.study
     if study_error is not None and not study.is_terminal:
         tx.set_status("failed", error=study_error)
     if tx.study.is_terminal:
         return Finished(finished, tx.study.status, more_work=False)
-    total, running, pending = tx.load()  # one indexed query: this runs under the study's lock, on every report
+    # The load as the report's own statement found it, or one indexed query (under the study's lock either way).
+    total, running, pending = load or tx.load()
     if total >= study.max_trials and running + pending == 0:
         tx.set_status("completed")
         return Finished(finished, "completed", more_work=False)

@@ -52,6 +52,11 @@ def snapshot(
     session: Session, pool: str | None, window_s: float, team_id: int | None = None
 ) -> tuple[list[WaitingStudy], dict[int | None, TeamLoad]]:
     """Studies that may want trials (in ``pool``; of ``team_id`` if given) and every team's load."""
+    return waiting_studies(session, pool, team_id), team_loads(session, window_s)
+
+
+def waiting_studies(session: Session, pool: str | None, team_id: int | None = None) -> list[WaitingStudy]:
+    """The active studies (in ``pool``; of ``team_id`` if given) with their trial loads."""
     core = session.connection()  # Core rows: every claim reads this, and the ORM's per-statement work is a third
     params = {"pool": pool, "team_id": team_id}
     waiting = []
@@ -71,7 +76,7 @@ def snapshot(
                 owed,
             )  # fmt: skip
         )
-    return waiting, team_loads(session, window_s)
+    return waiting
 
 
 @functools.cache
@@ -99,11 +104,19 @@ def team_loads(session: Session, window_s: float, team_id: int | None = None) ->
     Summed by the database, one row per team and pool: every claim reads this, and a team's trials of the
     last day may be thousands.
     """
+    return _team_loads(session, window_s, team_id)[1]
+
+
+def _team_loads(
+    session: Session, window_s: float, team_id: int | None = None, ticket: str | None = None
+) -> tuple[Started | None, dict[int | None, TeamLoad]]:
+    """:func:`team_loads`, and with ``ticket`` the trial that ticket started (read in the same statement)."""
     now = utcnow()
     core = session.connection()
     params = {"now": now, "cutoff": now - timedelta(seconds=window_s), "day": now - timedelta(days=1)}
-    params["team_id"] = team_id
+    params["team_id"], params["ticket"] = team_id, ticket
     by_team = team_id is not None
+    started = None
     usage: dict[int | None, float] = {}
     gpu: dict[int | None, float] = {}
     busy: dict[int | None, int] = {}
@@ -112,10 +125,13 @@ def team_loads(session: Session, window_s: float, team_id: int | None = None) ->
     if by_team:
         sums = list(core.execute(_load_query(dialect, by_team), params))
         teams = list(core.execute(_team_query(by_team), params))
-    else:  # every team: the sums and the teams in one statement (one round trip on every claim)
+    else:  # every team: the sums, the teams (and the ticket's trial) in one statement, as every claim reads them
         sums = []
-        for kind, *row in core.execute(_teams_and_loads_query(dialect), params):
-            (sums if kind == "load" else teams).append(row[:5] if kind == "load" else row[5:])
+        for kind, *row in core.execute(_teams_and_loads_query(dialect, ticket is not None), params):
+            if kind == "ticket":
+                started = Started(row[0], row[2])
+            else:
+                (sums if kind == "load" else teams).append(row[:5] if kind == "load" else row[5:])
     for team, pool, count, in_window, in_day in sums:
         busy[team] = busy.get(team, 0) + int(count or 0)
         usage[team] = usage.get(team, 0.0) + float(in_window or 0.0)
@@ -128,7 +144,7 @@ def team_loads(session: Session, window_s: float, team_id: int | None = None) ->
             max_concurrent, gpu.get(team_id_, 0.0), gpu_hours,
         )  # fmt: skip
     loads[None] = TeamLoad(None, "(no team)", 1.0, usage.get(None, 0.0), busy.get(None, 0))
-    return loads
+    return started, loads
 
 
 @functools.cache
@@ -166,19 +182,21 @@ def _summed(dialect: str, *leading: Any, trailing: tuple[Any, ...] = ()) -> Sele
 
 
 @functools.cache
-def _teams_and_loads_query(dialect: str) -> Any:
+def _teams_and_loads_query(dialect: str, with_ticket: bool) -> Any:
     """:func:`_load_query`'s rows and every team's, as one statement: ("load", team, pool, running, seconds in
     the window, seconds in the day, five nulls) or ("team", five nulls, id, name, share weight, quota, GPU
-    hours)."""
+    hours); ``with_ticket``, also ("ticket", trial id, null, study id, seven nulls) for the trial with
+    ``:ticket`` (each column keeps one type across the parts)."""
     nothing = (null(), null(), null(), null(), null())
     team = (TeamRow.id, TeamRow.name, TeamRow.share_weight, TeamRow.max_concurrent_trials, TeamRow.gpu_hours_per_day)
-    sums = _summed(dialect, literal_column("'load'"), trailing=nothing)
-    return union_all(sums, select(literal_column("'team'"), *nothing, *team))
-
-
-@functools.cache
-def _ticket_query() -> Select:
-    return select(TrialRow.id, TrialRow.study_id).where(TrialRow.ticket == bindparam("ticket"))
+    parts = [
+        _summed(dialect, literal_column("'load'"), trailing=nothing),
+        select(literal_column("'team'"), *nothing, *team),
+    ]
+    if with_ticket:
+        trial = select(literal_column("'ticket'"), TrialRow.id, null(), TrialRow.study_id, null(), null(), *nothing)
+        parts.append(trial.where(TrialRow.ticket == bindparam("ticket")))
+    return union_all(*parts)
 
 
 @functools.cache
@@ -232,13 +250,13 @@ class QueueQueries:
     def claim_view(
         self, ticket: str, pool: str, window_s: float
     ) -> tuple[Started | None, list[WaitingStudy], dict[int | None, TeamLoad]]:
-        """What a claim reads first, in one transaction: the trial this broker message (its ticket) already
-        started, if any, else the pool's queue (see :func:`snapshot`)."""
+        """What a claim reads first: the trial this broker message (its ticket) already started, if any, else
+        the pool's queue (see :func:`snapshot`). Two statements: the ticket's trial comes with the teams' loads."""
         with self._statements() as session:
-            row = session.connection().execute(_ticket_query(), {"ticket": ticket}).first()
-            if row is not None:
-                return Started(row.id, row.study_id), [], {}
-            return None, *snapshot(session, pool, window_s)
+            started, loads = _team_loads(session, window_s, ticket=ticket)
+            if started is not None:
+                return started, [], {}
+            return None, waiting_studies(session, pool), loads
 
     def pool_has_work(self, pool: str) -> bool:
         """Whether some active study of the pool still owes trials (quotas aside)."""

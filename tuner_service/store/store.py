@@ -121,7 +121,25 @@ def _finish_running(dialect: str) -> Any:
             finished_at=now,
             duration_s=duration,
         )
-        .returning(*TrialRow.__table__.columns)
+        .returning(*TrialRow.__table__.columns, *_load_before(dialect))
+    )
+
+
+def _load_before(dialect: str) -> tuple[Any, ...]:
+    """On PostgreSQL, the study's trial load as the report's UPDATE found it (its subqueries read the statement's
+    snapshot, taken under the study's lock, before its own change; every change of a trial's status takes that
+    lock, so nothing changes it meanwhile): the report then needs no statement of its own for the load. SQLite's
+    RETURNING gives no such promise: there the report reads the load after the update."""
+    if dialect != "postgresql":
+        return ()
+    counted = TrialRow.__table__.alias("counted")
+    of_study = counted.c.study_id == bindparam("of_study")
+    total = select(func.coalesce(func.max(counted.c.number) + 1, 0)).where(of_study)
+    running, pending = (select(func.count()).where(of_study, counted.c.status == s) for s in ("running", "pending"))
+    return (
+        total.scalar_subquery().label("load_total"),
+        running.scalar_subquery().label("load_running"),
+        pending.scalar_subquery().label("load_pending"),
     )
 
 
@@ -440,9 +458,10 @@ class StudyTransaction:
         error: str | None,
         model_path: str | None,
         environment: dict[str, Any] | None,
-    ) -> TrialRecord | None:
-        """:meth:`finish_trial` for a trial that is running, as one Core statement: the stored trial, or None
-        when it is not running (or not the study's)."""
+    ) -> tuple[TrialRecord, Load | None] | None:
+        """:meth:`finish_trial` for a trial that is running, as one Core statement: the stored trial and, on
+        PostgreSQL, the study's load after it (else None: ask :meth:`load`); None when the trial is not running
+        (or not the study's)."""
         self._session.flush()
         params = {
             "of_trial": trial_id,
@@ -466,7 +485,10 @@ class StudyTransaction:
             if best is None or (score > best if self._study.direction == "max" else score < best):
                 self._study.best_score = score
                 self._study.best_trial_id = row.id
-        return TrialRecord.of(row)
+        load = None
+        if connection.dialect.name == "postgresql":  # the load before the update, less this trial, no longer running
+            load = Load(row.load_total, row.load_running - 1, row.load_pending)
+        return TrialRecord.of(row), load
 
     def set_trial_state(self, trial_id: int, oracle_trial_state: dict[str, Any]) -> None:
         self._row(trial_id).oracle_trial_state = clean_json(oracle_trial_state)
