@@ -104,3 +104,36 @@ def test_hyperband_runs_its_brackets_from_the_rows_and_its_state_stays_bounded(t
             sizes.append(len(json.dumps(a.get_study(study.id).oracle_state["hyperband"])))
     assert a.get_study(study.id).status == "completed"
     assert sizes[1] <= sizes[0] * 2  # the open brackets only, not every trial so far
+
+
+def test_a_report_stores_its_result_once_and_knows_the_load_it_leaves(two_stores, settings) -> None:
+    """A report is one statement (on PostgreSQL it also returns the study's load as found under the lock):
+    the load it acts on is the one a fresh read gives after it, a report made twice changes nothing, and the
+    last report completes the study."""
+    a, b = two_stores
+    doc = digits_study(algorithm={"name": "random"}, max_trials=3, parallelism=3)
+    study = submit_study(a, settings, doc, lambda pool, n: None)
+    claimed = [claim(a), claim(b), claim(a)]
+    for index, c in enumerate(claimed):
+        with b.locked_study(study.id) as tx:
+            outcome = tx.finish_running_trial(
+                c.trial.id, status="completed", score=0.5 + index / 10, best_epoch=0,
+                metrics={"val_accuracy": 0.5 + index / 10}, error=None, model_path=None, environment=None,
+            )  # fmt: skip
+            assert outcome is not None
+            record, load = outcome
+            assert record.status == "completed" and record.duration_s is not None and record.duration_s >= 0
+            assert load in (None, tx.load())  # SQLite: None (the report reads the load itself)
+            assert tx.load() == (3, 2, 0)  # the three trials, this one no longer running
+            assert tx.finish_running_trial(
+                c.trial.id, status="failed", score=None, best_epoch=None, metrics=None, error="again",
+                model_path=None, environment=None,
+            ) is None  # fmt: skip
+            tx._session.rollback()  # keep the trials running: the reports below go through finish_trial
+    for c in claimed[:2]:
+        finish(b, c, 0.6)
+    assert a.get_study(study.id).status == "running"
+    finish(a, claimed[2], 0.9)
+    done = a.get_study(study.id)
+    assert done.status == "completed" and done.best_score == 0.9
+    assert [t.status for t in a.list_trials(study.id, sort="number", limit=10).items] == ["completed"] * 3
