@@ -776,7 +776,7 @@ def _finish_without_oracle(tx: StudyTransaction, trial_id: int, outcome: TrialOu
         score = (outcome.metrics or {}).get(tx.study.objective_name)
         if score is None or not math.isfinite(score):
             status, score = "failed", None
-    finished = tx.finish_running_trial(
+    stored = tx.finish_running_trial(
         trial_id,
         status=status,
         score=score,
@@ -786,9 +786,9 @@ def _finish_without_oracle(tx: StudyTransaction, trial_id: int, outcome: TrialOu
         model_path=outcome.model_path,
         environment=outcome.environment,
     )
-    if finished is None:
+    if stored is None:
         return Finished(tx.trial(trial_id), tx.study.status, more_work=False)
-    finished, load = finished
+    finished, load = stored
     study_error = None
     recent = tx.last_finished(MAX_CONSECUTIVE_FAILURES) if status == "failed" else []
     if len(recent) == MAX_CONSECUTIVE_FAILURES and all(t.status == "failed" for t in recent):

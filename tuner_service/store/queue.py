@@ -123,15 +123,17 @@ def _team_loads(
     teams = []
     dialect = session.get_bind().dialect.name
     if by_team:
-        sums = list(core.execute(_load_query(dialect, by_team), params))
-        teams = list(core.execute(_team_query(by_team), params))
+        sums = list(core.execute(_team_load_query(dialect), params))
+        teams = list(core.execute(_one_team_query(), params))
     else:  # every team: the sums, the teams (and the ticket's trial) in one statement, as every claim reads them
         sums = []
         for kind, *row in core.execute(_teams_and_loads_query(dialect, ticket is not None), params):
             if kind == "ticket":
                 started = Started(row[0], row[2])
+            elif kind == "load":
+                sums.append(row[:5])
             else:
-                (sums if kind == "load" else teams).append(row[:5] if kind == "load" else row[5:])
+                teams.append(row[5:])
     for team, pool, count, in_window, in_day in sums:
         busy[team] = busy.get(team, 0) + int(count or 0)
         usage[team] = usage.get(team, 0.0) + float(in_window or 0.0)
@@ -148,14 +150,14 @@ def _team_loads(
 
 
 @functools.cache
-def _load_query(dialect: str, by_team: bool) -> Select:
-    """Worker seconds per team and pool: in the window from ``:cutoff`` and in the day from ``:day``, up to
-    ``:now`` for running trials (built once per process, like :func:`_study_query`)."""
-    query = _summed(dialect)
-    return query.where(TrialRow.team_id == bindparam("team_id")) if by_team else query
+def _team_load_query(dialect: str) -> Select:
+    """:func:`_summed` for the team ``:team_id`` alone (built once per process, like :func:`_study_query`)."""
+    return _summed(dialect).where(TrialRow.team_id == bindparam("team_id"))
 
 
 def _summed(dialect: str, *leading: Any, trailing: tuple[Any, ...] = ()) -> Select:
+    """Worker seconds per team and pool: in the window from ``:cutoff`` and in the day from ``:day``, up to
+    ``:now`` for running trials; ``leading`` and ``trailing`` columns around them."""
     now, cutoff, day = (bindparam(name, type_=DateTime(timezone=True)) for name in ("now", "cutoff", "day"))
     running = TrialRow.status == "running"
     end = case((running, now), else_=TrialRow.finished_at)
@@ -183,7 +185,7 @@ def _summed(dialect: str, *leading: Any, trailing: tuple[Any, ...] = ()) -> Sele
 
 @functools.cache
 def _teams_and_loads_query(dialect: str, with_ticket: bool) -> Any:
-    """:func:`_load_query`'s rows and every team's, as one statement: ("load", team, pool, running, seconds in
+    """:func:`_summed`'s rows and every team's, as one statement: ("load", team, pool, running, seconds in
     the window, seconds in the day, five nulls) or ("team", five nulls, id, name, share weight, quota, GPU
     hours); ``with_ticket``, also ("ticket", trial id, null, study id, seven nulls) for the trial with
     ``:ticket`` (each column keeps one type across the parts)."""
@@ -200,10 +202,9 @@ def _teams_and_loads_query(dialect: str, with_ticket: bool) -> Any:
 
 
 @functools.cache
-def _team_query(by_team: bool) -> Select:
+def _one_team_query() -> Select:
     columns = (TeamRow.id, TeamRow.name, TeamRow.share_weight, TeamRow.max_concurrent_trials, TeamRow.gpu_hours_per_day)
-    query = select(*columns)
-    return query.where(TeamRow.id == bindparam("team_id")) if by_team else query
+    return select(*columns).where(TeamRow.id == bindparam("team_id"))
 
 
 def _seconds_after(dialect: str, end: Any, start: Any, since: Any) -> Any:
