@@ -124,9 +124,14 @@ def test_a_high_priority_study_submitted_last_starts_next(deployment, workers) -
         if _aware(t.started_at) > submitted
     )  # fmt: skip
     order = [sid for _, sid in started]
-    # The trial running at submission may finish first; after it, the high study's three trials, then normal.
+    # The trial running at submission may finish first; after it, the high study's three trials, then normal's.
+    # The worker may have started one of normal's trials before the high study existed (submitting takes a
+    # moment): only normal's trials that start after the high study was submitted are expected here.
+    normal_left = sum(1 for sid in order if sid == normal)
+    assert normal_left >= 2, order  # one worker: at most one trial starts in that moment
     assert order[:3] == [high, high, high], order
-    assert order[3:6] == [normal, normal, normal], order
+    assert order[3 : 3 + normal_left] == [normal] * normal_left, order
+    assert len(trials_of(store, normal)) == 3
 
 
 def test_a_team_at_its_concurrency_quota_gets_no_more_running_trials(deployment, workers) -> None:
