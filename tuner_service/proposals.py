@@ -18,6 +18,7 @@ Keras Tuner, NumPy and Optuna are imported only when a model is fitted, never by
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -38,7 +39,7 @@ from tuner_service import hyperband
 from tuner_service.space import Parameter, SearchSpace
 
 if TYPE_CHECKING:
-    from tuner_service.store import Store, StudyRecord, StudyTransaction, TrialRecord
+    from tuner_service.store import Store, StudyRecord, StudyTransaction, TrialPoint
 
 log = logging.getLogger(__name__)
 
@@ -311,7 +312,8 @@ def take(tx: StudyTransaction) -> dict[str, Any] | str:
             drawn = _draw_random(tuned(space_of(study)), study_seed(study), state, configurations, design)
             state.exhausted = drawn is None
             values = EXHAUSTED if drawn is None else drawn
-    _save(tx, state)
+    if state.to_json() != (study.oracle_state or {}).get(STATE_KEY):  # a claim that finds none writes nothing
+        _save(tx, state)
     return values
 
 
@@ -433,7 +435,7 @@ class History:
     options: dict[str, Any]
 
     @classmethod
-    def of(cls, study: StudyRecord, trials: Iterable[TrialRecord], state: ProposerState) -> History:
+    def of(cls, study: StudyRecord, trials: Iterable[TrialPoint], state: ProposerState) -> History:
         space = space_of(study)
         params = tuned(space)
         completed = [(s["values"], float(s["score"])) for s in state.seeds]
@@ -458,10 +460,10 @@ class History:
         return {config_key(v) for v in [*(c for c, _ in self.completed), *self.pending, *self.failed]}
 
 
-def _latest_per_configuration(trials: Iterable[TrialRecord]) -> list[TrialRecord]:
+def _latest_per_configuration(trials: Iterable[TrialPoint]) -> list[TrialPoint]:
     """ASHA's trials, one per configuration: the one at its highest rung (a promotion repeats its parent's
     configuration and trains it further, so the parent's score is superseded)."""
-    latest: dict[str, TrialRecord] = {}
+    latest: dict[str, TrialPoint] = {}
     for t in trials:
         key, rung = config_key(t.hyperparameters), t.hyperparameters.get("tuner/rung", 0)
         if key not in latest or rung >= latest[key].hyperparameters.get("tuner/rung", 0):
@@ -469,15 +471,16 @@ def _latest_per_configuration(trials: Iterable[TrialRecord]) -> list[TrialRecord
     return list(latest.values())
 
 
-def propose(algorithm: str, history: History, seed: int) -> dict[str, Any]:
-    """One configuration from the study's model, clamped to the space (may repeat a taken one)."""
+def propose(algorithm: str, history: History, seed: int, fitted: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One configuration from the study's model, clamped to the space (may repeat a taken one). ``fitted``: the
+    GP's kernel is kept there, and a kernel found there is used as it is (the proposals of one batch)."""
     with warnings.catch_warnings():
         # sklearn's kernel-bound and Optuna's experimental-feature warnings say nothing a user can act on.
         warnings.simplefilter("ignore")
         if algorithm == "tpe":
             values = propose_tpe(history, seed)
         elif history.completed:
-            values = propose_gp(history, seed)
+            values = propose_gp(history, seed, fitted)
         else:  # nothing finished yet: a model has nothing to learn from
             values = random_values(history.params, random.Random(seed))
     return clamp(history.params, values)
@@ -502,29 +505,71 @@ def compute_proposal(store: Store, study_id: int, *, delay_s: float = 0.0, wait_
 
 
 def _compute_proposal(store: Store, study_id: int, delay_s: float) -> bool:
-    study, trials = store.study_snapshot(study_id)
-    state = ProposerState.of(study)
-    if not _wants_proposal(study, len(trials), state):
+    prepared = in_fit_thread(_prepare, store, study_id)
+    if prepared is None:
         return False
-    assert state is not None
-    history = History.of(study, trials, state)
+    study, history, counter, room = prepared
     seed = study_seed(study)
     if delay_s > 0:
         time.sleep(delay_s)
+    model = model_of(study) or study.algorithm
+    fitted: dict[str, Any] = {}
     values = None
+    taken = history.taken()
     for attempt in range(MODEL_ATTEMPTS):
         try:
-            model = model_of(study) or study.algorithm
-            candidate = in_fit_thread(propose, model, history, rng_seed(seed, state.counter, attempt + 1))
+            candidate = in_fit_thread(propose, model, history, rng_seed(seed, counter, attempt + 1), fitted)
         except Exception:  # a model that fails (singular fit, odd data) must not stop the study
             log.exception("study %s: the %s model failed; proposing at random instead", study_id, study.algorithm)
             break
-        if config_key(candidate) not in history.taken():
+        if config_key(candidate) not in taken:
             values = candidate
             break
     if values is None:  # the model insists on taken points: explore at random instead
-        values = _draw_random(history.params, seed, ProposerState(0, state.counter + 1), history.taken(), None)
-    return store.with_study_lock(study_id, lambda tx: _commit(tx, values))
+        values = _draw_random(history.params, seed, ProposerState(0, counter + 1), taken, None)
+    batch = [values]
+    waiting = min(store.proposal_waiters(study_id), room - 1, MAX_BATCH - 1) if values is not None else 0
+    if waiting > 0:
+        try:
+            seeds = [rng_seed(seed, counter + k, 1) for k in range(1, 1 + waiting)]
+            batch += in_fit_thread(_propose_more, model, history, seeds, values, fitted)
+        except Exception:  # the first proposal stands; the waiting workers fit their own
+            log.exception("study %s: the %s model failed on a batch", study_id, study.algorithm)
+    return store.with_study_lock(study_id, lambda tx: _commit(tx, batch))
+
+
+# At most this many proposals from one fit: one for the process that fits, one more for each process that waits
+# for the fit (:meth:`Store.proposal_waiters`), so that a fit's end wakes no worker that then finds none.
+MAX_BATCH = 16
+
+
+def _propose_more(
+    model: str, history: History, seeds: list[int], first: dict[str, Any], fitted: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """More proposals after ``first``, each counting the ones before it as running (the constant liar keeps
+    them apart), from the model fitted for ``first`` (the GP's kernel is not fitted again); a proposal that
+    repeats a taken configuration is left out."""
+    batch = [first]
+    taken = history.taken() | {config_key(first)}
+    for seed in seeds:
+        values = propose(model, dataclasses.replace(history, pending=[*history.pending, *batch]), seed, fitted)
+        if config_key(values) not in taken:
+            taken.add(config_key(values))
+            batch.append(values)
+    return batch[1:]
+
+
+def _prepare(store: Store, study_id: int) -> tuple[StudyRecord, History, int, int] | None:
+    """The study, the history its model learns from, its proposal counter and how many proposals it can take
+    now; None if it needs none. Runs in the fit thread too: reading and decoding every trial is most of a TPE
+    proposal's cost."""
+    study, trials = store.study_snapshot(study_id)
+    state = ProposerState.of(study)
+    room = _room(study, len(trials), state)
+    if room == 0:
+        return None
+    assert state is not None
+    return study, History.of(study, trials, state), state.counter, room
 
 
 # Model fits run in one thread per process kept for them, this much nicer than the process (Linux; a no-op
@@ -540,7 +585,26 @@ def in_fit_thread(fn: Callable[..., Any], *args: Any) -> Any:
     if _fit_thread is None or _fit_thread[0] != os.getpid():  # a forked child gets a thread of its own
         executor = ThreadPoolExecutor(1, thread_name_prefix="proposal-fit", initializer=_lower_priority)
         _fit_thread = (os.getpid(), executor)
-    return _fit_thread[1].submit(fn, *args).result()
+    return _fit_thread[1].submit(_single_threaded, fn, *args).result()
+
+
+def _single_threaded(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` with BLAS's own thread pool cut to this thread: its pool threads would run the fit's linear
+    algebra at the process's priority instead of the fit thread's (training, which does not use BLAS's pool,
+    never runs while its process fits a model)."""
+    with _thread_pools().limit(limits=1, user_api="blas"):
+        return fn(*args)
+
+
+@functools.cache
+def _thread_pools() -> Any:
+    """The process's native thread pools, found once (after importing the libraries a fit loads)."""
+    import numpy  # noqa: F401
+    import scipy.linalg  # noqa: F401
+    import sklearn.gaussian_process  # noqa: F401
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def _lower_priority() -> None:
@@ -551,33 +615,44 @@ def _lower_priority() -> None:
         pass
 
 
-def _wants_proposal(study: StudyRecord, trials: int, state: ProposerState | None) -> bool:
+def _room(study: StudyRecord, trials: int, state: ProposerState | None) -> int:
+    """How many more proposals the study's buffer takes: no more than its budget still owes, nor than its
+    parallelism."""
     if study.is_terminal or model_of(study) is None or state is None:
-        return False
+        return 0
     owed = study.max_trials - trials - len(state.buffer)
-    return owed > 0 and len(state.buffer) < study.parallelism
+    return max(0, min(owed, study.parallelism - len(state.buffer)))
 
 
-def _commit(tx: StudyTransaction, values: dict[str, Any] | None) -> bool:
-    """Add ``values`` to the buffer unless a trial or a buffered proposal took the configuration meanwhile
-    (``None``: no configuration is left, so the study's claims end it). Under the study's lock: the trials
-    are looked up by the configuration's digest, not read."""
+def _commit(tx: StudyTransaction, batch: list[dict[str, Any] | None]) -> bool:
+    """Add the proposals to the buffer, leaving out any that a trial or a buffered proposal took meanwhile
+    (``[None]``: no configuration is left, so the study's claims end it); whether one was added. Under the
+    study's lock: the trials are looked up by the configurations' digests, not read."""
     study = tx.study
     state = ProposerState.of(study)
-    if not _wants_proposal(study, tx.load().total, state):
+    room = _room(study, tx.load().total, state)
+    if room == 0:
         return False
     assert state is not None
-    if values is None:
+    if batch == [None]:
         state.exhausted = True
         _save(tx, state)
         return False
-    key = config_key(values)
-    if tx.taken_configurations([config_hash(values)]) or key in {config_key(v) for v in state.buffer}:
-        return False
-    state.buffer.append(values)
-    state.counter += 1
-    _save(tx, state)
-    return True
+    fresh = [values for values in batch if values is not None]
+    taken = tx.taken_configurations([config_hash(values) for values in fresh])
+    buffered = {config_key(v) for v in state.buffer}
+    added = 0
+    for values in fresh:
+        key = config_key(values)
+        if added == room or config_hash(values) in taken or key in buffered:
+            continue
+        buffered.add(key)
+        state.buffer.append(values)
+        state.counter += 1
+        added += 1
+    if added:
+        _save(tx, state)
+    return added > 0
 
 
 def refill(store: Store, study_id: int, *, delay_s: float = 0.0) -> bool:
@@ -592,17 +667,22 @@ def _minimized(history: History, score: float) -> float:
     return -score if history.direction == "max" else score
 
 
-def propose_gp(history: History, seed: int) -> dict[str, Any]:
+def propose_gp(history: History, seed: int, fitted: dict[str, Any] | None = None) -> dict[str, Any]:
     """GP-UCB with Keras Tuner's Bayesian oracle; running and buffered trials get the worst score seen
-    (a pessimistic constant liar) so that parallel workers are sent elsewhere."""
+    (a pessimistic constant liar) so that parallel workers are sent elsewhere. ``fitted``: where the fitted
+    kernel is kept; a kernel already there is used as it is, without fitting its hyperparameters again."""
     import numpy as np
     import scipy.optimize
 
     oracle = _gp_oracle(history, seed)
-    x, y = oracle._vectorize_trials()
+    x, y = _observations(history, oracle._nonfixed_space())
     x = np.nan_to_num(x, posinf=0, neginf=0)
     y = np.nan_to_num(y, posinf=0, neginf=0)
+    if fitted is not None and "kernel" in fitted:
+        oracle.gpr.set_params(kernel=fitted["kernel"], optimizer=None)
     oracle.gpr.fit(x, y)
+    if fitted is not None:
+        fitted["kernel"] = oracle.gpr.kernel_
     beta = oracle.beta
     bounds = oracle._get_hp_bounds().astype(float)
     rng = np.random.RandomState(seed)
@@ -611,21 +691,32 @@ def propose_gp(history: History, seed: int) -> dict[str, Any]:
         mu, sigma = oracle.gpr.predict(np.atleast_2d(points), return_std=True)
         return mu - beta * sigma
 
+    def with_gradient(point: Any) -> tuple[float, Any]:
+        """The acquisition and its forward-difference gradient (SciPy's default steps, turned back at the upper
+        bounds) from one prediction of all the points: the GP's overhead per call dominates a single point's."""
+        step = _FD_STEP * np.maximum(1.0, np.abs(point))
+        step = np.where(point + step > bounds[:, 1], -step, step)
+        values = acquisition(np.vstack([point, point + np.diag(step)]))
+        return float(values[0]), (values[1:] - values[0]) / step
+
     # Score many random points at once (one vectorised predict), then refine the best few.
     candidates = rng.uniform(bounds[:, 0], bounds[:, 1], size=(GP_CANDIDATES, bounds.shape[0]))
     scores = acquisition(candidates)
     best_x, best_val = candidates[int(np.argmin(scores))], float(np.min(scores))
     for start in candidates[np.argsort(scores)[:GP_RESTARTS]]:
-        result = scipy.optimize.minimize(lambda p: float(acquisition(p)[0]), x0=start, bounds=bounds, method="L-BFGS-B")
+        result = scipy.optimize.minimize(with_gradient, x0=start, jac=True, bounds=bounds, method="L-BFGS-B")
         if float(np.atleast_1d(result.fun)[0]) < best_val:
             best_x, best_val = result.x, float(np.atleast_1d(result.fun)[0])
     return dict(oracle._vector_to_values(np.clip(best_x, 0.0, 1.0)))
 
 
+_FD_STEP = 1.4901161193847656e-08  # the square root of float64's epsilon: SciPy's relative step
+
+
 def _gp_oracle(history: History, seed: int) -> Any:
+    """Keras Tuner's Bayesian oracle for the space, used for its GP, bounds and vector encoding (no trials)."""
     import keras_tuner as kt
     import numpy as np
-    from keras_tuner.engine.trial import Trial
 
     hyperparameters = kt.HyperParameters.from_config(history.space.to_keras_tuner_config())
     options = {k: history.options[k] for k in ("alpha", "beta") if k in history.options}
@@ -637,16 +728,20 @@ def _gp_oracle(history: History, seed: int) -> Any:
         **options,
     )
     oracle._random_state = np.random.RandomState(seed)
+    return oracle
+
+
+def _observations(history: History, nonfixed: list[Any]) -> tuple[Any, Any]:
+    """What the oracle's ``_vectorize_trials`` makes of the history (each value as its quantile on the
+    parameter's scale, an inactive one's default; scores minimized; running and buffered trials scored with
+    the worst score seen), without building a Keras Tuner trial for each (most of the time it took)."""
+    import numpy as np
+
     real = [_minimized(history, score) for _, score in history.completed]
     lie = max(real)  # the worst score seen, minimized
-    observations = [*zip((v for v, _ in history.completed), real, strict=True), *((v, lie) for v in history.pending)]
-    for index, (values, score) in enumerate(observations):
-        trial_hps = hyperparameters.copy()
-        trial_hps.values = dict(values)
-        trial = Trial(trial_hps, trial_id=str(index), status="COMPLETED")
-        trial.score = score
-        oracle.trials[trial.trial_id] = trial
-    return oracle
+    points = [values for values, _ in history.completed] + list(history.pending)
+    x = [[hp.value_to_prob(values.get(hp.name, hp.default)) for hp in nonfixed] for values in points]
+    return np.array(x, dtype=float), np.array(real + [lie] * len(history.pending), dtype=float)
 
 
 # -- TPE (Optuna) ---------------------------------------------------------------------------------------

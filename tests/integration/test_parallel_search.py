@@ -110,8 +110,8 @@ def test_a_slow_model_proposal_holds_up_no_claim_for_another_study(tmp_path, pos
 
 def test_one_process_at_a_time_fits_a_studys_model(tmp_path, postgres_url) -> None:
     """While one worker fits a study's model, another that would fit the same results returns at once, or waits
-    for that fit when told to (its claim needs the proposal); a worker that died while fitting releases the
-    study."""
+    for that fit when told to (its claim needs the proposal), and the fit proposes for it too; a worker that died
+    while fitting releases the study."""
     settings = load_settings({"TUNER_HOME": str(tmp_path / "home"), "TUNER_DATABASE_URL": postgres_url})
     first_store, second_store = Store(postgres_url), Store(postgres_url)  # two worker processes' connections
     first_store.upgrade()
@@ -140,9 +140,11 @@ def test_one_process_at_a_time_fits_a_studys_model(tmp_path, postgres_url) -> No
         started = time.perf_counter()
         assert proposals.compute_proposal(second_store, study.id, wait_s=0.3) is False
         assert 0.25 < time.perf_counter() - started < 1.5 and buffered() == 0
-        # and when the fit ends, its proposal is stored already.
+        # and when the fit ends, its proposal is stored already: the fit counted it among the waiting workers and
+        # proposed one configuration for each, one for the fitting worker and one for this one.
         assert second_store.wait_for_proposal_fit(study.id, 30.0) is True
-        assert buffered() == 1
+        assert buffered() == 2
+        assert second_store.proposal_waiters(study.id) == 0
         fitting.join(30)
         assert added == {"first": True}
         assert proposals.compute_proposal(second_store, study.id) is True  # the lease is free again

@@ -245,10 +245,37 @@ def test_a_proposal_taken_meanwhile_by_another_worker_is_not_buffered_twice(stor
     first = claim(store)
     values = {"hidden_layers": 0, "learning_rate": 0.004, "optimizer": "adam", "batch_size": 32}
     commit = proposals._commit  # the commit step of compute_proposal, given the values it computed
-    assert store.with_study_lock(study.id, lambda tx: commit(tx, values)) is True
-    assert store.with_study_lock(study.id, lambda tx: commit(tx, dict(values))) is False
-    assert store.with_study_lock(study.id, lambda tx: commit(tx, dict(first.values))) is False
+    assert store.with_study_lock(study.id, lambda tx: commit(tx, [values])) is True
+    assert store.with_study_lock(study.id, lambda tx: commit(tx, [dict(values)])) is False
+    assert store.with_study_lock(study.id, lambda tx: commit(tx, [dict(first.values)])) is False
     assert store.get_study(study.id).oracle_state["proposer"]["proposals"] == [values]
+
+
+def test_a_batch_keeps_its_new_configurations_in_order_up_to_the_room_left(store, settings) -> None:
+    study = submit(store, settings, algorithm={"name": "tpe", "initial_points": 1}, max_trials=4, parallelism=3)
+    first = claim(store)
+    a = {"hidden_layers": 0, "learning_rate": 0.004, "optimizer": "adam", "batch_size": 32}
+    b, c = {**a, "learning_rate": 0.005}, {**a, "learning_rate": 0.006}
+    batch = [a, dict(first.values), dict(a), b, c]  # a trial's configuration and a repeat are left out
+    counter = store.get_study(study.id).oracle_state["proposer"]["counter"]
+    assert store.with_study_lock(study.id, lambda tx: proposals._commit(tx, batch)) is True
+    # 4 trials: one claimed, so the budget owes 3, and the buffer holds no more than the parallelism (3).
+    assert store.get_study(study.id).oracle_state["proposer"]["proposals"] == [a, b, c]
+    assert store.get_study(study.id).oracle_state["proposer"]["counter"] == counter + 3
+    assert store.with_study_lock(study.id, lambda tx: proposals._commit(tx, [{**a, "batch_size": 64}])) is False
+
+
+@pytest.mark.parametrize("algorithm", ["bayesian", "tpe"])
+def test_a_batch_for_waiting_workers_has_no_repeats_and_counts_the_earlier_ones_as_running(algorithm) -> None:
+    history = tpe_history(40)
+    fitted: dict = {}
+    first = proposals.propose(algorithm, history, 1, fitted)
+    more = proposals._propose_more(algorithm, history, [2, 3, 4, 5], first, fitted)
+    keys = [proposals.config_key(v) for v in [first, *more]]
+    assert len(more) >= 3 and len(set(keys)) == len(keys)
+    assert not set(keys) & history.taken()
+    if algorithm == "bayesian":  # the batch used the kernel fitted for the first proposal, not a new fit
+        assert "kernel" in fitted
 
 
 # -- TPE rebuild -----------------------------------------------------------------------------------------
@@ -305,10 +332,10 @@ def test_asha_with_a_model_sampler_fits_it_outside_the_claim(store, settings, mo
     fits = []
     real = {"bayesian": proposals.propose_gp, "tpe": proposals.propose_tpe}[sampler]
 
-    def watched(history, seed):
+    def watched(history, seed, *fitted):
         assert not in_claim, "a model was fitted inside a claim"
         fits.append(len(history.completed))
-        return real(history, seed)
+        return real(history, seed, *fitted)
 
     monkeypatch.setattr(proposals, {"bayesian": "propose_gp", "tpe": "propose_tpe"}[sampler], watched)
     algorithm = {"name": "asha", "min_epochs": 1, "max_epochs": 4, "reduction_factor": 2, "sampler": sampler}

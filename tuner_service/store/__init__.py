@@ -8,6 +8,7 @@ from tuner_service.store.records import (
     Page,
     StudyRecord,
     TrialControl,
+    TrialPoint,
     TrialRecord,
 )
 from tuner_service.store.store import STUDY_STATUSES, TRIAL_SORTS, TRIAL_STATUSES, Store, StudyTransaction
@@ -25,5 +26,6 @@ __all__ = [
     "TRIAL_SORTS",
     "TRIAL_STATUSES",
     "TrialControl",
+    "TrialPoint",
     "TrialRecord",
 ]

@@ -155,6 +155,17 @@ def human_epoch(epoch: int | None) -> int | None:
 
 
 @dataclass(frozen=True)
+class TrialPoint:
+    """What a model-based proposer reads of a trial: its configuration, status and score (no metrics,
+    environment or oracle state: a proposal reads every trial of the study)."""
+
+    number: int
+    status: str
+    hyperparameters: dict[str, Any]
+    score: float | None
+
+
+@dataclass(frozen=True)
 class EpochRecord:
     """One epoch's metrics."""
 

@@ -12,7 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Select, bindparam, delete, exists, func, insert, select, update
+from sqlalchemy import DateTime, Select, bindparam, delete, exists, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
@@ -34,6 +34,7 @@ from tuner_service.store.records import (
     Page,
     StudyRecord,
     TrialControl,
+    TrialPoint,
     TrialRecord,
     human_epoch,
 )
@@ -662,14 +663,19 @@ class Store(AccountQueries, QueueQueries, JobQueries, HypermodelQueries):
             rows = session.scalars(query.order_by(StudyRow.id.desc()).limit(limit).offset(offset))
             return Page([StudyRecord.of(r) for r in rows], total, limit, offset)
 
-    def study_snapshot(self, study_id: int) -> tuple[StudyRecord, list[TrialRecord]]:
-        """A study and all its trials (by number) as of one moment, read without taking its lock."""
+    def study_snapshot(self, study_id: int) -> tuple[StudyRecord, list[TrialPoint]]:
+        """A study and all its trials (by number) as of one moment, read without taking its lock: each trial's
+        configuration, status and score only (what a proposer needs; the whole rows cost ten times more)."""
         with self._read() as session:
             row = session.get(StudyRow, study_id)
             if row is None:
                 raise NotFound("study", study_id)
-            trials = session.scalars(select(TrialRow).where(TrialRow.study_id == study_id).order_by(TrialRow.number))
-            return StudyRecord.of(row), [TrialRecord.of(t) for t in trials]
+            trials = session.execute(
+                select(TrialRow.number, TrialRow.status, TrialRow.hyperparameters, TrialRow.score)
+                .where(TrialRow.study_id == study_id)
+                .order_by(TrialRow.number)
+            )
+            return StudyRecord.of(row), [TrialPoint(*t) for t in trials]
 
     @contextmanager
     def proposal_lease(self, study_id: int) -> Iterator[bool]:
@@ -710,6 +716,22 @@ class Store(AccountQueries, QueueQueries, JobQueries, HypermodelQueries):
                 return False
             conn.rollback()
             return True
+
+    def proposal_waiters(self, study_id: int) -> int:
+        """How many processes wait right now in :meth:`wait_for_proposal_fit` for the study's fit (PostgreSQL's
+        lock table); 0 on SQLite, which has no lease."""
+        if is_sqlite(self.engine):
+            return 0
+        with self.engine.connect() as conn:
+            waiting = conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                    " AND classid = CAST(:kind AS oid) AND objid = CAST(:study AS oid) AND objsubid = 2"
+                ),
+                {"kind": PROPOSAL_LOCK_CLASS, "study": study_id},
+            ).scalar()
+            conn.rollback()
+            return int(waiting or 0)
 
     def trial_counts(self, study_id: int) -> dict[str, int]:
         with self._read() as session:
