@@ -17,6 +17,7 @@ and how long the model proposals took outside the locks.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import math
 import threading
@@ -100,6 +101,7 @@ def simulate(
     proposal_s: list[float] = []
     first_claims: list[float] = []
     outcomes = {"claim": 0, "propose": 0, "wait": 0, "done": 0}
+    by_outcome: dict[str, list[float]] = collections.defaultdict(list)
     model_based = algorithm in MODEL_BASED
     warmed = threading.Barrier(threads + 1)
 
@@ -128,6 +130,7 @@ def simulate(
             started = time.perf_counter()
             result = claim_once(store, "cpu", ticket=uuid.uuid4().hex, worker=name, heartbeat_timeout_s=3600)
             latencies.append(time.perf_counter() - started)
+            by_outcome[type(result).__name__.lower()].append(latencies[-1])
             if isinstance(result, Propose):  # as claim_next: compute one, or wait for the process computing one
                 outcomes["propose"] += 1
                 propose(result.study_id, WAIT_FOR_FIT_S)
@@ -161,6 +164,7 @@ def simulate(
     _STORES.pop(url, None)
     return {
         "latencies": latencies,
+        "by_outcome": dict(by_outcome),
         "lock_waits": lock_waits,
         "proposal_s": proposal_s,
         "first_claims": first_claims,
@@ -308,6 +312,8 @@ def run_config(store: Any, url: str, algorithm: str, workers: int, seconds: floa
         "p50_s": percentile(latencies, 50),
         "p95_s": percentile(latencies, 95),
         "max_s": max(latencies, default=None),
+        "claim_p95_s": percentile([x for p in parts for x in p["by_outcome"].get("claim", [])], 95),
+        "propose_p95_s": percentile([x for p in parts for x in p["by_outcome"].get("propose", [])], 95),
         "lock_wait_total_s": sum(lock_waits),
         "lock_wait_p95_s": percentile(lock_waits, 95),
         "lock_wait_max_s": max(lock_waits, default=None),
