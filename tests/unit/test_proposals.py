@@ -387,3 +387,19 @@ def test_model_fits_run_in_a_thread_of_lower_cpu_priority() -> None:
     assert proposals.in_fit_thread(lambda a, b: a + b, 2, 3) == 5
     with pytest.raises(ZeroDivisionError):
         proposals.in_fit_thread(lambda: 1 / 0)
+
+
+def test_a_fit_caps_blas_to_its_own_thread_and_gives_the_threads_back() -> None:
+    """BLAS's pool threads keep the priority of the thread that started them: a niced fit must not hand its
+    linear algebra to them."""
+    from threadpoolctl import threadpool_info
+
+    def blas_threads() -> list[int]:
+        return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+    proposals.in_fit_thread(lambda: None)  # the fit thread finds the libraries' pools on its first fit
+    before = blas_threads()
+    if not before or max(before) == 1:
+        pytest.skip("BLAS runs one thread here anyway (one core)")
+    assert proposals.in_fit_thread(blas_threads) == [1] * len(before)
+    assert blas_threads() == before
