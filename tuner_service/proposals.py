@@ -527,12 +527,14 @@ def _compute_proposal(store: Store, study_id: int, delay_s: float) -> bool:
             break
     if values is None:  # the model insists on taken points: explore at random instead
         values = _draw_random(history.params, seed, ProposerState(0, counter + 1), taken, None)
+    if values is None:  # no configuration is left
+        return store.with_study_lock(study_id, lambda tx: _commit(tx, None))
     batch = [values]
-    waiting = min(store.proposal_waiters(study_id), room - 1, MAX_BATCH - 1) if values is not None else 0
+    waiting = min(store.proposal_waiters(study_id), room - 1, MAX_BATCH - 1)
     if waiting > 0:
         try:
             seeds = [rng_seed(seed, counter + k, 1) for k in range(1, 1 + waiting)]
-            batch += in_fit_thread(_propose_more, model, history, seeds, values, fitted)
+            batch += in_fit_thread(_propose_more, model, history, taken, seeds, values, fitted)
         except Exception:  # the first proposal stands; the waiting workers fit their own
             log.exception("study %s: the %s model failed on a batch", study_id, study.algorithm)
     return store.with_study_lock(study_id, lambda tx: _commit(tx, batch))
@@ -544,13 +546,18 @@ MAX_BATCH = 16
 
 
 def _propose_more(
-    model: str, history: History, seeds: list[int], first: dict[str, Any], fitted: dict[str, Any]
+    model: str,
+    history: History,
+    taken: set[str],
+    seeds: list[int],
+    first: dict[str, Any],
+    fitted: dict[str, Any],
 ) -> list[dict[str, Any]]:
     """More proposals after ``first``, each counting the ones before it as running (the constant liar keeps
     them apart), from the model fitted for ``first`` (the GP's kernel is not fitted again); a proposal that
-    repeats a taken configuration is left out."""
+    repeats a ``taken`` configuration (the history's) or one of the batch is left out."""
     batch = [first]
-    taken = history.taken() | {config_key(first)}
+    taken = taken | {config_key(first)}
     for seed in seeds:
         values = propose(model, dataclasses.replace(history, pending=[*history.pending, *batch]), seed, fitted)
         if config_key(values) not in taken:
@@ -624,27 +631,28 @@ def _room(study: StudyRecord, trials: int, state: ProposerState | None) -> int:
     return max(0, min(owed, study.parallelism - len(state.buffer)))
 
 
-def _commit(tx: StudyTransaction, batch: list[dict[str, Any] | None]) -> bool:
+def _commit(tx: StudyTransaction, batch: list[dict[str, Any]] | None) -> bool:
     """Add the proposals to the buffer, leaving out any that a trial or a buffered proposal took meanwhile
-    (``[None]``: no configuration is left, so the study's claims end it); whether one was added. Under the
-    study's lock: the trials are looked up by the configurations' digests, not read."""
+    (None: no configuration is left, so the study's claims end it); whether one was added. Under the study's
+    lock: the trials are looked up by the configurations' digests, not read."""
     study = tx.study
     state = ProposerState.of(study)
     room = _room(study, tx.load().total, state)
     if room == 0:
         return False
     assert state is not None
-    if batch == [None]:
+    if batch is None:
         state.exhausted = True
         _save(tx, state)
         return False
-    fresh = [values for values in batch if values is not None]
-    taken = tx.taken_configurations([config_hash(values) for values in fresh])
+    taken = tx.taken_configurations([config_hash(values) for values in batch])
     buffered = {config_key(v) for v in state.buffer}
     added = 0
-    for values in fresh:
+    for values in batch:
         key = config_key(values)
-        if added == room or config_hash(values) in taken or key in buffered:
+        if added == room:
+            break
+        if config_hash(values) in taken or key in buffered:
             continue
         buffered.add(key)
         state.buffer.append(values)

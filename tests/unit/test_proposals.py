@@ -270,7 +270,7 @@ def test_a_batch_for_waiting_workers_has_no_repeats_and_counts_the_earlier_ones_
     history = tpe_history(40)
     fitted: dict = {}
     first = proposals.propose(algorithm, history, 1, fitted)
-    more = proposals._propose_more(algorithm, history, [2, 3, 4, 5], first, fitted)
+    more = proposals._propose_more(algorithm, history, history.taken(), [2, 3, 4, 5], first, fitted)
     keys = [proposals.config_key(v) for v in [first, *more]]
     assert len(more) >= 3 and len(set(keys)) == len(keys)
     assert not set(keys) & history.taken()
