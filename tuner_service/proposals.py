@@ -722,9 +722,11 @@ _FD_STEP = 1.4901161193847656e-08  # the square root of float64's epsilon: SciPy
 
 
 def _gp_oracle(history: History, seed: int) -> Any:
-    """Keras Tuner's Bayesian oracle for the space, used for its GP, bounds and vector encoding (no trials)."""
+    """Keras Tuner's Bayesian oracle for the space, used for its GP (Keras Tuner's Matern kernel, its length
+    scales floored: :data:`GP_LENGTH_SCALE_FLOOR`), bounds and vector encoding (no trials)."""
     import keras_tuner as kt
     import numpy as np
+    from sklearn.gaussian_process.kernels import Matern
 
     hyperparameters = kt.HyperParameters.from_config(history.space.to_keras_tuner_config())
     options = {k: history.options[k] for k in ("alpha", "beta") if k in history.options}
@@ -736,7 +738,17 @@ def _gp_oracle(history: History, seed: int) -> Any:
         **options,
     )
     oracle._random_state = np.random.RandomState(seed)
+    oracle.gpr.set_params(kernel=Matern(nu=2.5, length_scale_bounds=(GP_LENGTH_SCALE_FLOOR, 1e5)))
     return oracle
+
+
+# The shortest length scale the GP may fit, on the [0, 1] scale of every parameter. With the few results of a
+# small budget (2 or 3 at the first proposal), an unbounded fit chose length scales so short that the GP's mean
+# was flat away from the data; its confidence bound then pointed at the box's corners (a digits run proposed the
+# lowest learning rates four times in six). The floor keeps the fitted surface smooth enough to steer by.
+# Measured on the quality benchmark's 5 tasks x 5 seeds: digits 0.9132 -> 0.9674, synthetic_20k 0.7971 ->
+# 0.8231, wine 0.8966 -> 0.9517 (mean best validation), breast_cancer 0.9714 -> 0.9648, diabetes 51.90 -> 51.67.
+GP_LENGTH_SCALE_FLOOR = 0.3
 
 
 def _observations(history: History, nonfixed: list[Any]) -> tuple[Any, Any]:

@@ -403,3 +403,26 @@ def test_a_fit_caps_blas_to_its_own_thread_and_gives_the_threads_back() -> None:
         pytest.skip("BLAS runs one thread here anyway (one core)")
     assert proposals.in_fit_thread(blas_threads) == [1] * len(before)
     assert blas_threads() == before
+
+
+CLASSIC_SPACE = {
+    "hidden_layers": {"type": "int", "min": 0, "max": 8},
+    "neurons": {"type": "int", "min": 16, "max": 256, "sampling": "log"},
+    "learning_rate": {"type": "float", "min": 1e-4, "max": 1e-2, "sampling": "log"},
+    "optimizer": {"type": "choice", "values": ["sgd", "adam"]},
+    "batch_size": {"type": "choice", "values": [32, 64, 128]},
+}
+
+
+def test_the_gp_learns_from_two_results_instead_of_going_flat() -> None:
+    """Two finished trials (a digits study's initial design): unbounded, the GP's length scale collapsed to its
+    1e-5 bound, its mean went flat, and each seed's proposal landed anywhere (the lowest learning rate, sgd). With
+    the floor, the fit keeps a usable length scale and every seed proposes on the good trial's side."""
+    good = {"hidden_layers": 7, "neurons": 38, "learning_rate": 0.00064, "optimizer": "adam", "batch_size": 32}
+    bad = {"hidden_layers": 2, "neurons": 215, "learning_rate": 0.00377, "optimizer": "sgd", "batch_size": 128}
+    history = proposals.History(SearchSpace.from_json(CLASSIC_SPACE), "max", [(good, 0.87), (bad, 0.42)], [], [], 2, {})
+    for seed in range(3):
+        fitted: dict = {}
+        values = proposals.propose("bayesian", history, seed, fitted)
+        assert fitted["kernel"].length_scale >= proposals.GP_LENGTH_SCALE_FLOOR
+        assert (values["optimizer"], values["batch_size"]) == ("adam", 32), values
