@@ -645,14 +645,15 @@ def _commit(tx: StudyTransaction, batch: list[dict[str, Any]] | None) -> bool:
         state.exhausted = True
         _save(tx, state)
         return False
-    taken = tx.taken_configurations([config_hash(values) for values in batch])
+    digests = [config_hash(values) for values in batch]
+    taken = tx.taken_configurations(digests)
     buffered = {config_key(v) for v in state.buffer}
     added = 0
-    for values in batch:
-        key = config_key(values)
+    for values, digest in zip(batch, digests, strict=True):
         if added == room:
             break
-        if config_hash(values) in taken or key in buffered:
+        key = config_key(values)
+        if digest in taken or key in buffered:
             continue
         buffered.add(key)
         state.buffer.append(values)
