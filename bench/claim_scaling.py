@@ -47,6 +47,7 @@ SPACE: dict[str, Any] = {
 FULL = {
     "workers": [1, 4, 16, 64],
     "seconds": 4.0,
+    "settle_s": 1.0,
     "fresh_database": True,
     "processes": 16,
     "slower_trainer": {"workers": 16, "train_s": 0.4},
@@ -56,6 +57,7 @@ FULL = {
 QUICK = {
     "workers": [2],
     "seconds": 0.5,
+    "settle_s": 0.0,
     "fresh_database": False,
     "processes": 2,
     "queue_read_trials": [200],
@@ -82,15 +84,25 @@ def _warm_up() -> None:
 
 def simulate(
     url: str, algorithm: str, threads: int, start_at: float, seconds: float, tag: str, train_s: float = TRAIN_S,
-    stagger: tuple[int, int] = (0, 1),
+    stagger: tuple[int, int] = (0, 1), settle_s: float = 0.0,
 ) -> dict[str, Any]:  # fmt: skip
-    """``threads`` simulated workers in this process, each for ``seconds`` from ``start_at`` plus its stagger, each
-    fake trial taking ``train_s``; what they measured. ``stagger`` = (index of this process's first worker, all
-    workers): worker k starts k/all of a trial later than the first, so that the workers' claims do not all fall
-    on the same instants. Identical fake trials started together would keep every worker in step for the whole
-    run, each claim part of a burst of all of them; real workers' trials end at different times."""
+    """``threads`` simulated workers in this process, each from ``start_at`` plus its stagger, each fake trial taking
+    ``train_s``; what they measured in the ``seconds`` after the first ``settle_s`` (the calls that began then;
+    the claims before are returned apart). ``stagger`` = (index of this process's first worker, all workers):
+    worker k starts k/all of a trial later than the first, so that the workers' claims do not all fall on the
+    same instants. Identical fake trials started together would keep every worker in step for the whole run,
+    each claim part of a burst of all of them; real workers' trials end at different times."""
     from tuner_service.proposals import MODEL_BASED, compute_proposal
-    from tuner_service.search import WAIT_FOR_FIT_S, Claim, Propose, TrialOutcome, Wait, claim_once, finish_trial
+    from tuner_service.search import (
+        PROPOSE_ROUNDS,
+        Claim,
+        Propose,
+        TrialOutcome,
+        Wait,
+        claim_after_propose,
+        claim_once,
+        finish_trial,
+    )
     from tuner_service.store import Store
 
     store = _STORES.get(url)
@@ -99,16 +111,14 @@ def simulate(
     latencies: list[float] = []
     lock_waits: list[float] = []
     proposal_s: list[float] = []
+    to_trial: list[float] = []
     first_claims: list[float] = []
+    settling: list[float] = []
+    window = (start_at + settle_s, start_at + settle_s + seconds)
     outcomes = {"claim": 0, "propose": 0, "wait": 0, "done": 0}
     by_outcome: dict[str, list[float]] = collections.defaultdict(list)
     model_based = algorithm in MODEL_BASED
     warmed = threading.Barrier(threads + 1)
-
-    def propose(study_id: int, wait_s: float = 0.0) -> None:
-        started = time.perf_counter()
-        compute_proposal(store, study_id, wait_s=wait_s)
-        proposal_s.append(time.perf_counter() - started)
 
     def first_claim(name: str) -> None:
         """Untimed: a worker's first claim opens its database connection and fills SQLAlchemy's statement cache,
@@ -121,40 +131,66 @@ def simulate(
             finish_trial(store, result.study.id, result.trial.id, outcome)
 
     def worker(name: str, index: int) -> None:
+        claim_s = [0.0]  # this worker's time in claim calls, so that a proposal's time leaves them out
+
+        def claim() -> Any:
+            """One timed claim call (the real claim path)."""
+            began, started = time.time(), time.perf_counter()
+            result = claim_once(store, "cpu", ticket=uuid.uuid4().hex, worker=name, heartbeat_timeout_s=3600)
+            latency = time.perf_counter() - started
+            claim_s[0] += latency
+            if began < window[0]:
+                settling.append(latency)
+            elif began < window[1]:
+                latencies.append(latency)
+                outcome = {"Claim": "claim", "Propose": "propose", "Wait": "wait"}.get(type(result).__name__, "done")
+                by_outcome[outcome].append(latency)
+                outcomes[outcome] += 1
+            return result
+
         first_claim(name)
         warmed.wait()
         begin = start_at + (stagger[0] + index) / stagger[1] * train_s
         time.sleep(max(0.0, begin - time.time()))
-        deadline = begin + seconds
-        while time.time() < deadline:
-            started = time.perf_counter()
-            result = claim_once(store, "cpu", ticket=uuid.uuid4().hex, worker=name, heartbeat_timeout_s=3600)
-            latencies.append(time.perf_counter() - started)
-            by_outcome[type(result).__name__.lower()].append(latencies[-1])
-            if isinstance(result, Propose):  # as claim_next: compute one, or wait for the process computing one
-                outcomes["propose"] += 1
-                propose(result.study_id, WAIT_FOR_FIT_S)
-            elif isinstance(result, Claim):
-                outcomes["claim"] += 1
+        while time.time() < window[1]:
+            result = claim()
+            timed = time.time() >= window[0]
+            asked, proposed = time.perf_counter(), isinstance(result, Propose)
+            for _ in range(PROPOSE_ROUNDS):  # as claim_next: compute one, or wait for the process computing one
+                if not isinstance(result, Propose):
+                    break
+                started, claiming = time.perf_counter(), claim_s[0]
+                result = claim_after_propose(store, result.study_id, claim)
+                if timed:
+                    proposal_s.append(time.perf_counter() - started - (claim_s[0] - claiming))
+            if isinstance(result, Claim):
+                if proposed and timed:  # from the Propose answer to the trial: the worker's wait for a proposal
+                    to_trial.append(time.perf_counter() - asked)
                 time.sleep(train_s)
                 score = synthetic_score(result.values)
                 outcome = TrialOutcome("completed", {"val_accuracy": score}, best_epoch=0)
                 finished = finish_trial(store, result.study.id, result.trial.id, outcome)
                 if model_based and finished.more_work:
-                    propose(result.study.id)
-            elif isinstance(result, Wait):
-                outcomes["wait"] += 1
-                time.sleep(min(result.seconds, 0.1))
+                    started = time.perf_counter()
+                    compute_proposal(store, result.study.id)
+                    if timed:
+                        proposal_s.append(time.perf_counter() - started)
+            elif isinstance(result, (Wait, Propose)):
+                time.sleep(min(getattr(result, "seconds", 0.5), 0.1))
             else:
-                outcomes["done"] += 1
                 time.sleep(train_s)
 
     pool = [threading.Thread(target=worker, args=(f"{tag}-{i}", i), daemon=True) for i in range(threads)]
     for thread in pool:
         thread.start()
     warmed.wait()  # every worker of this process made its first claim
-    store.on_lock_wait = lock_waits.append  # list.append is atomic: safe from this process's threads
-    time.sleep(max(0.0, start_at - time.time()))
+
+    def lock_wait(seconds: float) -> None:
+        if window[0] <= time.time() < window[1]:
+            lock_waits.append(seconds)  # list.append is atomic: safe from this process's threads
+
+    store.on_lock_wait = lock_wait
+    time.sleep(max(0.0, window[0] - time.time()))
     cpu_before = time.process_time()
     for thread in pool:
         thread.join()
@@ -165,9 +201,11 @@ def simulate(
     return {
         "latencies": latencies,
         "by_outcome": dict(by_outcome),
+        "to_trial": to_trial,
         "lock_waits": lock_waits,
         "proposal_s": proposal_s,
         "first_claims": first_claims,
+        "settling": settling,
         "outcomes": outcomes,
         "cpu_s": cpu_s,
     }
@@ -265,7 +303,8 @@ def prepare(url: str, *, reuse: bool = False) -> tuple[Any, list[int], int]:
 
 
 def run_config(store: Any, url: str, algorithm: str, workers: int, seconds: float, teams: list[int], dataset: int,
-               pool: ProcessPoolExecutor, processes: int, train_s: float = TRAIN_S) -> dict[str, Any]:  # fmt: skip
+               pool: ProcessPoolExecutor, processes: int, train_s: float = TRAIN_S,
+               settle_s: float = 0.0) -> dict[str, Any]:  # fmt: skip
     studies = make_studies(store, algorithm, teams, dataset)
     round_trip = round_trip_s(store)
     tasks = min(workers, processes)
@@ -282,18 +321,21 @@ def run_config(store: Any, url: str, algorithm: str, workers: int, seconds: floa
             f"p{i}",
             train_s,
             (i * (workers // tasks), workers),
+            settle_s,
         )
         for i in range(tasks)
     ]
-    while time.time() < start_at:
-        time.sleep(0.01)
+    time.sleep(max(0.0, start_at + settle_s - time.time()))
     cpu_at_start = machine_cpu()
-    parts = [f.result() for f in futures]
+    time.sleep(max(0.0, start_at + settle_s + seconds - time.time()))
     cpu_at_end = machine_cpu()
+    parts = [f.result() for f in futures]
     latencies = [x for p in parts for x in p["latencies"]]
     lock_waits = [x for p in parts for x in p["lock_waits"]]
     proposal_s = [x for p in parts for x in p["proposal_s"]]
+    to_trial = [x for p in parts for x in p["to_trial"]]
     first_claims = [x for p in parts for x in p["first_claims"]]
+    settling = [x for p in parts for x in p["settling"]]
     outcomes = {k: sum(p["outcomes"][k] for p in parts) for k in ("claim", "propose", "wait", "done")}
     for study_id in studies:
         store.cancel_study(study_id)
@@ -321,9 +363,14 @@ def run_config(store: Any, url: str, algorithm: str, workers: int, seconds: floa
         "worker_cpu_per_claim_s": sum(p["cpu_s"] for p in parts) / outcomes["claim"] if outcomes["claim"] else None,
         "first_claim_p50_s": percentile(first_claims, 50),
         "first_claim_max_s": max(first_claims, default=None),
+        "settle_s": settle_s,
+        "settling_claims": len(settling),
+        "settling_p95_s": percentile(settling, 95),
         "proposals": len(proposal_s),
         "proposal_p50_s": percentile(proposal_s, 50),
         "proposal_max_s": max(proposal_s, default=None),
+        "to_trial_p50_s": percentile(to_trial, 50),
+        "to_trial_p95_s": percentile(to_trial, 95),
     }
 
 
@@ -525,6 +572,7 @@ def run(quick: bool) -> dict[str, Any]:
                                         pool,
                                         processes,
                                         train_s,
+                                        plan["settle_s"] and max(plan["settle_s"], 2 * train_s),
                                     )
                                 )
                             finally:
@@ -689,7 +737,9 @@ def table(rows_in: list[dict[str, Any]], *, judged: bool = True) -> str:
         "p95 of calls that started a trial / answered Propose", "p50 in round trips",
         "study-lock wait (total / p95 / max)", "machine CPU busy", "worker CPU per claimed trial",
         "proposals outside locks (count, p50 / max)",
+        "from a Propose answer to a started trial (p50 / p95)",
         "calls: claim / propose / wait / done", "a worker's first claim (p50 / max, not timed above)",
+        "claims while the workers start (count, p95; not timed above)",
     ]  # fmt: skip
     rows = []
     for r in rows_in:
@@ -715,10 +765,12 @@ def table(rows_in: list[dict[str, Any]], *, judged: bool = True) -> str:
                 f"{r['proposals']}, {fmt_s(r['proposal_p50_s'])} / {fmt_s(r['proposal_max_s'])}"
                 if r["proposals"]
                 else "–",
+                f"{fmt_s(r['to_trial_p50_s'])} / {fmt_s(r['to_trial_p95_s'])}" if r.get("to_trial_p50_s") else "–",
                 f"{o['claim']} / {o['propose']} / {o['wait']} / {o['done']}",
                 f"{fmt_s(r['first_claim_p50_s'])} / {fmt_s(r['first_claim_max_s'])}"
                 if "first_claim_p50_s" in r
                 else "–",
+                f"{r['settling_claims']}, {fmt_s(r['settling_p95_s'])}" if r.get("settling_claims") else "–",
             ]
         )
     return md_table(headers, rows)
@@ -771,15 +823,20 @@ def slower_trainer(result: dict[str, Any]) -> str:
 def setup(result: dict[str, Any]) -> str:
     plan = result["plan"]
     return (
-        f"Each simulated worker claims, sleeps {TRAIN_S * 1000:.0f} ms (fake training) and calls `finish_trial`, for "
-        f"{plan['seconds']:g} s per configuration, on four studies (two per team) of the algorithm, each with "
-        "parallelism 64. Workers are separate processes (64 workers: 16 processes of 4 threads); a fresh PostgreSQL "
+        f"Each simulated worker claims, sleeps {TRAIN_S * 1000:.0f} ms (fake training) and calls `finish_trial`, on "
+        f"four studies (two per team) of the algorithm, each with "
+        f"parallelism 64; the calls are timed over {plan['seconds']:g} s per configuration, after "
+        f"{plan.get('settle_s', 0):g} s (or two fake trials, if longer) in which the workers start and the studies "
+        "fill their first proposals (those claims are shown apart, in the last column: at the start every worker "
+        "claims within one fake trial, which a running deployment's workers, whose trials end at different times, "
+        "do not). Workers are separate processes (64 workers: 16 processes of 4 threads); a fresh PostgreSQL "
         f"database per configuration{'' if plan['fresh_database'] else ' (quick run: one database for all)'}. A "
         "model-based worker computes its proposals (GP, TPE) itself, outside every lock, after `finish_trial` or when "
         "a claim answered Propose, unless another process is fitting the same study's model right now (one at a "
-        "time per study): then a worker whose claim answered Propose waits for that fit (as `claim_next` does) "
-        "and claims again, and the fit, which counts the workers waiting on it, proposes one configuration more for "
-        "each of them. A claim call never fits a model. Fits run in their own thread at niceness +10, as in the "
+        "time per study): then a worker whose claim answered Propose waits for that fit (`claim_after_propose`, as "
+        "`claim_next` does), and the fit, which counts the workers waiting on it, proposes one configuration more "
+        "for each of them; the waiting workers then claim one at a time, each while it holds the study's fit lock. "
+        "A claim call never fits a model. Fits run in their own thread at niceness +10, as in the "
         "product, so their time counts as idle in *machine CPU busy* below but in full in *worker CPU per claimed "
         "trial*. Claims/s counts calls that started a trial. "
         "Latency is also given in round trips of a `SELECT 1` measured on the same database just before. There is no "

@@ -8,7 +8,9 @@ rows in which running and buffered configurations count as pending (a pessimisti
 GP, Optuna's own constant liar for TPE), and commits it under the study lock after checking again that no
 finished, running or buffered trial has the same configuration. A claim that finds the buffer empty
 (the first proposals after the initial design, or a lost race) hands the study back to its worker as
-:class:`Propose`: the worker computes one outside the locks the same way and claims again.
+:class:`Propose`: the worker computes one outside the locks the same way and claims again, or, while another
+process fits the study's model, waits for that fit, which proposes for the waiting workers too
+(:func:`tuner_service.search.claim_after_propose`).
 
 The first ``initial_points`` trials are drawn at random inside the claim (O(ms)). Every random stream is
 derived from the study's seed and a counter kept in the stored state, so a rebuilt proposer continues
@@ -486,25 +488,20 @@ def propose(algorithm: str, history: History, seed: int, fitted: dict[str, Any] 
     return clamp(history.params, values)
 
 
-def compute_proposal(store: Store, study_id: int, *, delay_s: float = 0.0, wait_s: float = 0.0) -> bool:
-    """Compute one proposal for the study without holding any lock and add it to the study's buffer.
-
-    Returns whether a proposal was added (False when the study no longer needs one, none is left, or another
-    process is fitting the study's model right now: its proposal comes first, and a second fit on the same
-    results would mostly propose what the first one does). With ``wait_s``, a process that finds another one
-    fitting waits for that fit to end (at most ``wait_s``) instead of answering at once, so that its next claim
-    finds the proposal rather than polling for it. ``delay_s`` lengthens the model step (the
+def compute_proposal(store: Store, study_id: int, *, delay_s: float = 0.0) -> bool:
+    """Compute a proposal for the study without holding any lock and add it to the study's buffer, unless
+    another process is fitting the study's model right now (its proposal comes first, and a second fit on the
+    same results would mostly propose what the first one does); whether a proposal was added (also False when
+    the study no longer needs one or none is left). ``delay_s`` lengthens the model step (the
     ``TUNER_PROPOSAL_DELAY`` setting: tests and benchmarks use it to show that a slow model holds up no claim).
-    """
-    with store.proposal_lease(study_id) as leased:
-        if leased:
-            return _compute_proposal(store, study_id, delay_s)
-    if wait_s > 0:
-        store.wait_for_proposal_fit(study_id, wait_s)
-    return False
+    A worker whose claim needs the proposal uses :func:`tuner_service.search.claim_after_propose` instead."""
+    with store.proposal_lease(study_id) as lease:
+        return lease is not None and fit_proposals(store, study_id, delay_s)
 
 
-def _compute_proposal(store: Store, study_id: int, delay_s: float) -> bool:
+def fit_proposals(store: Store, study_id: int, delay_s: float = 0.0) -> bool:
+    """:func:`compute_proposal`'s work, for a process that holds the study's :meth:`~Store.proposal_lease`:
+    one proposal, and one more for each process waiting for the lease (each of them needs one)."""
     prepared = in_fit_thread(_prepare, store, study_id)
     if prepared is None:
         return False
@@ -541,7 +538,7 @@ def _compute_proposal(store: Store, study_id: int, delay_s: float) -> bool:
 
 
 # At most this many proposals from one fit: one for the process that fits, one more for each process that waits
-# for the fit (:meth:`Store.proposal_waiters`), so that a fit's end wakes no worker that then finds none.
+# for its lease (:meth:`Store.proposal_waiters`), so that a fit's end wakes no worker that then finds none.
 MAX_BATCH = 16
 
 

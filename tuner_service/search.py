@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +34,7 @@ from tuner_service.queue import TeamLoad, WaitingStudy, blocked_reason, runnable
 from tuner_service.space import SearchSpace
 from tuner_service.store import Store, StudyRecord, StudyTransaction, TrialRecord
 from tuner_service.store.queue import Load
-from tuner_service.store.store import LOCKED
+from tuner_service.store.store import LEASE_AFTER_FIT, LOCKED
 
 WAIT_FOR_ROUND_S = 2.0
 # Algorithms whose claims and reports restore no Keras Tuner oracle (their state is constant-size).
@@ -362,7 +362,8 @@ def _fit_values(space: Any, values: dict[str, Any]) -> dict[str, Any] | None:
     return {name: v for name, v in fitted.items() if active.is_active(name)}
 
 
-# A worker that found no proposal ready computes one and claims again at most this often, then waits.
+# A worker that found no proposal ready computes one (or waits for the process computing one) and claims again
+# at most this often, then waits.
 PROPOSE_ROUNDS = 3
 WAIT_FOR_PROPOSAL_S = 0.5
 # How long a worker that found another process fitting the study's model waits for that fit before it claims
@@ -388,11 +389,12 @@ def claim_next(
     Idempotent per ``ticket``: a redelivered message never creates a second trial. A worker that names
     the ``hypermodels`` it offers skips studies of other hypermodels (they wait for a worker that has them).
     When the study served next needs a model-based proposal, this worker computes it with no lock held (or, if
-    another process is computing one, waits for it) and claims again. A GPU worker names its ``place``: a trial
-    starts only if its GPU slots are free there (:mod:`tuner_service.gpu_slots`).
+    another process is computing one, waits for it) and claims again (:func:`claim_after_propose`). A GPU
+    worker names its ``place``: a trial starts only if its GPU slots are free there (:mod:`tuner_service.gpu_slots`).
     """
-    for _ in range(PROPOSE_ROUNDS):
-        result = claim_once(
+
+    def claim() -> Claim | Wait | Done | Propose:
+        return claim_once(
             store,
             pool,
             ticket=ticket,
@@ -403,10 +405,41 @@ def claim_next(
             hypermodels=hypermodels,
             place=place,
         )
+
+    result = claim()
+    for _ in range(PROPOSE_ROUNDS):
         if not isinstance(result, Propose):
             return result
-        proposals.compute_proposal(store, result.study_id, delay_s=proposal_delay_s, wait_s=WAIT_FOR_FIT_S)
-    return Wait(WAIT_FOR_PROPOSAL_S, (result.study_id,))
+        result = claim_after_propose(store, result.study_id, claim, delay_s=proposal_delay_s)
+    return result if not isinstance(result, Propose) else Wait(WAIT_FOR_PROPOSAL_S, (result.study_id,))
+
+
+def claim_after_propose(
+    store: Store,
+    study_id: int,
+    claim: Callable[[], Claim | Wait | Done | Propose],
+    *,
+    delay_s: float = 0.0,
+    wait_s: float = WAIT_FOR_FIT_S,
+) -> Claim | Wait | Done | Propose:
+    """What a worker whose claim answered :class:`Propose` for ``study_id`` does next: fit the study's model
+    outside every lock, then ``claim()`` again; or, while another process fits it, wait for that fit and claim
+    what it proposed.
+
+    The fit proposes one configuration for each process waiting for it (:func:`proposals.fit_proposals`), and
+    when it ends the waiting processes get the study's lease one at a time, in the order they began to wait,
+    and claim while they hold it: they take their proposals one after another rather than all at the same
+    instant on the study's row lock, where each would queue behind the others (and pass over to the team's
+    other studies meanwhile). One that finds the proposals taken (a worker that just finished a trial claimed
+    one) holds the lease already, so it fits the model itself, for itself and those still waiting."""
+    with store.proposal_lease(study_id, wait_s=wait_s) as lease:
+        if lease == LEASE_AFTER_FIT:
+            result = claim()
+            if not (isinstance(result, Propose) and result.study_id == study_id):
+                return result
+        if lease is not None:
+            proposals.fit_proposals(store, study_id, delay_s)
+    return claim()
 
 
 def claim_once(

@@ -13,9 +13,11 @@ import pytest
 from tests.conftest import digits_study, wait_for_study
 from tuner_service import proposals
 from tuner_service.config import load_settings
-from tuner_service.search import Claim, TrialOutcome, claim_next, claim_once, finish_trial
+from tuner_service.proposals import config_key
+from tuner_service.search import Claim, TrialOutcome, claim_after_propose, claim_next, claim_once, finish_trial
 from tuner_service.space import SearchSpace
 from tuner_service.store import Store
+from tuner_service.store.store import LEASE_AFTER_FIT
 from tuner_service.study import submit_study
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -136,15 +138,18 @@ def test_one_process_at_a_time_fits_a_studys_model(tmp_path, postgres_url) -> No
         def buffered() -> int:
             return len(second_store.get_study(study.id).oracle_state["proposer"]["proposals"])
 
-        # A worker whose claim needs that proposal waits for the fit instead of polling (at most as long as told),
+        # A worker whose claim needs that proposal waits for the fit's lease instead of polling (at most as long as
+        # told),
         started = time.perf_counter()
-        assert proposals.compute_proposal(second_store, study.id, wait_s=0.3) is False
+        with second_store.proposal_lease(study.id, wait_s=0.3) as lease:
+            assert lease is None
         assert 0.25 < time.perf_counter() - started < 1.5 and buffered() == 0
-        # and when the fit ends, its proposal is stored already: the fit counted it among the waiting workers and
-        # proposed one configuration for each, one for the fitting worker and one for this one.
-        assert second_store.wait_for_proposal_fit(study.id, 30.0) is True
-        assert buffered() == 2
-        assert second_store.proposal_waiters(study.id) == 0
+        # and when the fit ends it gets the lease, with its proposal stored already: the fit counted it among the
+        # waiting workers and proposed one configuration for each, one for the fitting worker and one for this one.
+        with second_store.proposal_lease(study.id, wait_s=30.0) as lease:
+            assert lease == LEASE_AFTER_FIT
+            assert buffered() == 2
+            assert second_store.proposal_waiters(study.id) == 0
         fitting.join(30)
         assert added == {"first": True}
         assert proposals.compute_proposal(second_store, study.id) is True  # the lease is free again
@@ -156,6 +161,60 @@ def test_one_process_at_a_time_fits_a_studys_model(tmp_path, postgres_url) -> No
     finally:
         first_store.dispose()
         second_store.dispose()
+
+
+def test_workers_that_waited_for_a_fit_claim_its_proposals_one_at_a_time(tmp_path, postgres_url) -> None:
+    """The workers whose claims needed a proposal while another process fitted the study's model get the study's
+    lease one after another when the fit ends, and claim while they hold it: each takes the proposal the fit made
+    for it, and none of them claims at the same moment as another (nor fits the model again)."""
+    settings = load_settings({"TUNER_HOME": str(tmp_path / "home"), "TUNER_DATABASE_URL": postgres_url})
+    fitter = Store(postgres_url)
+    waiters = [Store(postgres_url) for _ in range(3)]  # each worker process's own connections
+    fitter.upgrade()
+    try:
+        space = {"learning_rate": SPACE["learning_rate"], "optimizer": SPACE["optimizer"]}
+        doc = digits_study(
+            algorithm={"name": "tpe", "initial_points": 1}, search_space=space, max_trials=10, parallelism=8
+        )
+        study = submit_study(fitter, settings, doc, lambda pool, n: None)
+        claimed = claim_next(fitter, "cpu", ticket=uuid.uuid4().hex, worker="f", heartbeat_timeout_s=60)
+        finish_trial(fitter, study.id, claimed.trial.id, TrialOutcome("completed", {"val_accuracy": 0.5}, 0))
+        fitting = threading.Thread(target=lambda: proposals.compute_proposal(fitter, study.id, delay_s=2.0))
+        fitting.start()
+        time.sleep(0.5)  # the fitter holds the study's lease
+        active, most, results = [0], [0], []
+        guard = threading.Lock()
+
+        def worker(store: Store, name: str) -> None:
+            def claim() -> object:
+                with guard:
+                    active[0] += 1
+                    most[0] = max(most[0], active[0])
+                try:
+                    result = claim_once(store, "cpu", ticket=uuid.uuid4().hex, worker=name, heartbeat_timeout_s=60)
+                    time.sleep(0.2)  # a claim slow enough that claims made at the same moment would overlap
+                    return result
+                finally:
+                    with guard:
+                        active[0] -= 1
+
+            results.append(claim_after_propose(store, study.id, claim))
+
+        threads = [threading.Thread(target=worker, args=(store, f"w{i}")) for i, store in enumerate(waiters)]
+        for thread in threads:
+            thread.start()
+        for thread in [fitting, *threads]:
+            thread.join(60)
+        assert len(results) == 3 and all(isinstance(r, Claim) and r.study.id == study.id for r in results)
+        assert len({config_key(r.values) for r in results} | {config_key(claimed.values)}) == 4
+        assert most[0] == 1, "the waiting workers claimed at the same moment"
+        # One fit made all the proposals (one for the fitting worker, still buffered, and one per waiting worker).
+        state = fitter.get_study(study.id).oracle_state["proposer"]
+        assert len(state["proposals"]) == 1 and state["counter"] == 1 + 4
+    finally:
+        fitter.dispose()
+        for store in waiters:
+            store.dispose()
 
 
 def test_concurrent_claims_respect_parallelism_and_team_quota_without_a_global_lock(tmp_path, postgres_url) -> None:

@@ -83,6 +83,9 @@ def sort_key(score: float | None, direction: str) -> float | None:
 
 # What ``with_study_lock(..., skip_locked=True)`` answers when the study's lock is taken.
 LOCKED = object()
+# What Store.proposal_lease yields when it took the lease: at once, or after another process's fit released it.
+LEASE_FREE = "free"
+LEASE_AFTER_FIT = "after fit"
 
 
 # Statements run on every claim or report, built once: building one costs about as much as running it.
@@ -680,48 +683,38 @@ class Store(AccountQueries, QueueQueries, JobQueries, HypermodelQueries):
             return StudyRecord.of(row), [TrialPoint(*t) for t in trials]
 
     @contextmanager
-    def proposal_lease(self, study_id: int) -> Iterator[bool]:
+    def proposal_lease(self, study_id: int, wait_s: float = 0.0) -> Iterator[str | None]:
         """Whether this process may fit the study's model now: on PostgreSQL, one process at a time per study
-        (a session advisory lock, taken without waiting and held on its own connection, so that a process that
-        dies releases it with its connection); on SQLite, always (one machine's workers). See
-        :meth:`wait_for_proposal_fit`."""
+        (a session advisory lock held on its own connection, so that a process that dies releases it with its
+        connection); on SQLite, always (one machine's workers).
+
+        Yields :data:`LEASE_FREE` when it was taken at once, None when another process holds it (after waiting
+        for it at most ``wait_s``), and :data:`LEASE_AFTER_FIT` when it was taken after waiting: another process
+        held it meanwhile, so its fit may have proposed for this one too (see :meth:`proposal_waiters`). The
+        waiting processes are granted the lease one at a time, in the order they began to wait."""
         if is_sqlite(self.engine):
-            yield True
+            yield LEASE_FREE
             return
         with self.engine.connect() as conn:
-            got = bool(conn.execute(select(func.pg_try_advisory_lock(PROPOSAL_LOCK_CLASS, study_id))).scalar())
-            conn.commit()  # no transaction stays open during the fit
+            key = (PROPOSAL_LOCK_CLASS, study_id)
+            lease: str | None = LEASE_FREE
+            if not conn.execute(select(func.pg_try_advisory_lock(*key))).scalar():
+                lease = LEASE_AFTER_FIT if wait_s > 0 and _wait_for_lock(conn, key, wait_s) else None
+            conn.commit()  # no transaction stays open while the lease is held
             try:
-                yield got
+                yield lease
             finally:
-                if got:
+                if lease is not None:
                     try:
-                        conn.execute(select(func.pg_advisory_unlock(PROPOSAL_LOCK_CLASS, study_id)))
+                        conn.execute(select(func.pg_advisory_unlock(*key)))
                         conn.commit()
                     except Exception:
                         conn.invalidate()  # closing the connection releases the lock
                         raise
 
-    def wait_for_proposal_fit(self, study_id: int, timeout_s: float) -> bool:
-        """Wait, at most ``timeout_s``, until no process holds the study's :meth:`proposal_lease` (its fit ended,
-        or its process died); whether it ended in time. SQLite has no lease: True at once."""
-        if is_sqlite(self.engine):
-            return True
-        with self.engine.connect() as conn:
-            conn.execute(select(func.set_config("lock_timeout", f"{max(1, round(timeout_s * 1000))}ms", True)))
-            try:  # a shared lock of the same key waits for the fitter's exclusive one, and is released at once
-                conn.execute(select(func.pg_advisory_xact_lock_shared(PROPOSAL_LOCK_CLASS, study_id)))
-            except OperationalError as exc:
-                if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available: the timeout
-                    raise
-                conn.rollback()
-                return False
-            conn.rollback()
-            return True
-
     def proposal_waiters(self, study_id: int) -> int:
-        """How many processes wait right now in :meth:`wait_for_proposal_fit` for the study's fit (PostgreSQL's
-        lock table); 0 on SQLite, which has no lease."""
+        """How many processes wait right now for the study's :meth:`proposal_lease` (PostgreSQL's lock table);
+        0 on SQLite, which has no lease."""
         if is_sqlite(self.engine):
             return 0
         with self.engine.connect() as conn:
@@ -1086,6 +1079,19 @@ class Store(AccountQueries, QueueQueries, JobQueries, HypermodelQueries):
 
     def study_directory(self, artifacts: Path, study_id: int) -> Path:
         return artifacts / "studies" / str(study_id)
+
+
+def _wait_for_lock(conn: Any, key: tuple[int, int], wait_s: float) -> bool:
+    """Take the session advisory lock ``key``, waiting at most ``wait_s``; whether it was taken."""
+    conn.execute(select(func.set_config("lock_timeout", f"{max(1, round(wait_s * 1000))}ms", True)))
+    try:
+        conn.execute(select(func.pg_advisory_lock(*key)))
+    except OperationalError as exc:
+        if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available: the timeout
+            raise
+        conn.rollback()
+        return False
+    return True
 
 
 def _is_lock_error(exc: OperationalError) -> bool:
