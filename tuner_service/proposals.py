@@ -246,15 +246,17 @@ class ProposerState:
     buffer: list[dict[str, Any]] = field(default_factory=list)
     seeds: list[dict[str, Any]] = field(default_factory=list)  # warm start: {"values", "score"}
     exhausted: bool = False  # no configuration left that no trial has
+    kernel_theta: list[float] | None = None  # the GP kernel's last fitted hyperparameters (log scale)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        state = {
             "initial_points": self.initial_points,
             "counter": self.counter,
             "proposals": self.buffer,
             "seeds": self.seeds,
             "exhausted": self.exhausted,
         }
+        return state if self.kernel_theta is None else {**state, "kernel_theta": self.kernel_theta}
 
     @classmethod
     def of(cls, study: StudyRecord) -> ProposerState | None:
@@ -267,6 +269,7 @@ class ProposerState:
             list(stored["proposals"]),
             list(stored["seeds"]),
             bool(stored.get("exhausted")),
+            stored.get("kernel_theta"),
         )
 
 
@@ -505,12 +508,13 @@ def fit_proposals(store: Store, study_id: int, delay_s: float = 0.0) -> bool:
     prepared = in_fit_thread(_prepare, store, study_id)
     if prepared is None:
         return False
-    study, history, counter, room = prepared
+    study, history, state, room = prepared
+    counter = state.counter
     seed = study_seed(study)
     if delay_s > 0:
         time.sleep(delay_s)
     model = model_of(study) or study.algorithm
-    fitted: dict[str, Any] = {}
+    fitted: dict[str, Any] = {"theta": state.kernel_theta}  # the GP starts from its last fit's kernel
     values = None
     taken = history.taken()
     for attempt in range(MODEL_ATTEMPTS):
@@ -526,6 +530,7 @@ def fit_proposals(store: Store, study_id: int, delay_s: float = 0.0) -> bool:
         values = _draw_random(history.params, seed, ProposerState(0, counter + 1), taken, None)
     if values is None:  # no configuration is left
         return store.with_study_lock(study_id, lambda tx: _commit(tx, None))
+    theta = fitted.get("theta")
     batch = [values]
     waiting = min(store.proposal_waiters(study_id), room - 1, MAX_BATCH - 1)
     if waiting > 0:
@@ -534,7 +539,7 @@ def fit_proposals(store: Store, study_id: int, delay_s: float = 0.0) -> bool:
             batch += in_fit_thread(_propose_more, model, history, taken, seeds, values, fitted)
         except Exception:  # the first proposal stands; the waiting workers fit their own
             log.exception("study %s: the %s model failed on a batch", study_id, study.algorithm)
-    return store.with_study_lock(study_id, lambda tx: _commit(tx, batch))
+    return store.with_study_lock(study_id, lambda tx: _commit(tx, batch, theta))
 
 
 # At most this many proposals from one fit: one for the process that fits, one more for each process that waits
@@ -563,9 +568,9 @@ def _propose_more(
     return batch[1:]
 
 
-def _prepare(store: Store, study_id: int) -> tuple[StudyRecord, History, int, int] | None:
-    """The study, the history its model learns from, its proposal counter and how many proposals it can take
-    now; None if it needs none. Runs in the fit thread too: reading and decoding every trial is most of a TPE
+def _prepare(store: Store, study_id: int) -> tuple[StudyRecord, History, ProposerState, int] | None:
+    """The study, the history its model learns from, its proposer state and how many proposals it can take now;
+    None if it needs none. Runs in the fit thread too: reading and decoding every trial is most of a TPE
     proposal's cost."""
     study, trials = store.study_snapshot(study_id)
     state = ProposerState.of(study)
@@ -573,7 +578,7 @@ def _prepare(store: Store, study_id: int) -> tuple[StudyRecord, History, int, in
     if room == 0:
         return None
     assert state is not None
-    return study, History.of(study, trials, state), state.counter, room
+    return study, History.of(study, trials, state), state, room
 
 
 # Model fits run in one thread per process kept for them, this much nicer than the process (Linux; a no-op
@@ -628,10 +633,11 @@ def _room(study: StudyRecord, trials: int, state: ProposerState | None) -> int:
     return max(0, min(owed, study.parallelism - len(state.buffer)))
 
 
-def _commit(tx: StudyTransaction, batch: list[dict[str, Any]] | None) -> bool:
+def _commit(tx: StudyTransaction, batch: list[dict[str, Any]] | None, theta: list[float] | None = None) -> bool:
     """Add the proposals to the buffer, leaving out any that a trial or a buffered proposal took meanwhile
-    (None: no configuration is left, so the study's claims end it); whether one was added. Under the study's
-    lock: the trials are looked up by the configurations' digests, not read."""
+    (None: no configuration is left, so the study's claims end it), and keep the GP kernel's fitted ``theta``
+    for the next fit to start from; whether a proposal was added. Under the study's lock: the trials are looked
+    up by the configurations' digests, not read."""
     study = tx.study
     state = ProposerState.of(study)
     room = _room(study, tx.load().total, state)
@@ -656,7 +662,8 @@ def _commit(tx: StudyTransaction, batch: list[dict[str, Any]] | None) -> bool:
         state.buffer.append(values)
         state.counter += 1
         added += 1
-    if added:
+    if added or (theta is not None and theta != state.kernel_theta):
+        state.kernel_theta = theta if theta is not None else state.kernel_theta
         _save(tx, state)
     return added > 0
 
@@ -676,7 +683,9 @@ def _minimized(history: History, score: float) -> float:
 def propose_gp(history: History, seed: int, fitted: dict[str, Any] | None = None) -> dict[str, Any]:
     """GP-UCB with Keras Tuner's Bayesian oracle; running and buffered trials get the worst score seen
     (a pessimistic constant liar) so that parallel workers are sent elsewhere. ``fitted``: where the fitted
-    kernel is kept; a kernel already there is used as it is, without fitting its hyperparameters again."""
+    kernel is kept; a kernel already there is used as it is, without fitting its hyperparameters again, and a
+    ``theta`` there (the study's last fitted hyperparameters) is where their fit starts (see
+    :data:`GP_WARM_RESTARTS`)."""
     import numpy as np
     import scipy.optimize
 
@@ -686,9 +695,16 @@ def propose_gp(history: History, seed: int, fitted: dict[str, Any] | None = None
     y = np.nan_to_num(y, posinf=0, neginf=0)
     if fitted is not None and "kernel" in fitted:
         oracle.gpr.set_params(kernel=fitted["kernel"], optimizer=None)
+    elif fitted is not None and fitted.get("theta") is not None:
+        kernel = oracle.gpr.kernel
+        theta = np.asarray(fitted["theta"], dtype=float)
+        if theta.shape == kernel.theta.shape:
+            theta = np.clip(theta, kernel.bounds[:, 0], kernel.bounds[:, 1])
+            oracle.gpr.set_params(kernel=kernel.clone_with_theta(theta), n_restarts_optimizer=GP_WARM_RESTARTS)
     oracle.gpr.fit(x, y)
     if fitted is not None:
         fitted["kernel"] = oracle.gpr.kernel_
+        fitted["theta"] = [float(v) for v in oracle.gpr.kernel_.theta]
     beta = oracle.beta
     bounds = oracle._get_hp_bounds().astype(float)
     rng = np.random.RandomState(seed)
@@ -747,6 +763,11 @@ def _gp_oracle(history: History, seed: int) -> Any:
 # Measured on the quality benchmark's 5 tasks x 5 seeds: digits 0.9132 -> 0.9674, synthetic_20k 0.7971 ->
 # 0.8231, wine 0.8966 -> 0.9517 (mean best validation), breast_cancer 0.9714 -> 0.9648, diabetes 51.90 -> 51.67.
 GP_LENGTH_SCALE_FLOOR = 0.3
+# Random restarts of the kernel's hyperparameter fit when it starts from the study's last fit (Keras Tuner's
+# oracle makes 20 from scratch). The kernel has one length scale, and one result more moves its optimum little:
+# over a 120-trial study (bench space, synthetic scores) the warm start with one restart reached the same
+# log marginal likelihood as 20 restarts in all 104 fits (length scale equal to 1e-7), at 14 ms instead of 158 ms.
+GP_WARM_RESTARTS = 1
 
 
 def _observations(history: History, nonfixed: list[Any]) -> tuple[Any, Any]:

@@ -426,3 +426,37 @@ def test_the_gp_learns_from_two_results_instead_of_going_flat() -> None:
         values = proposals.propose("bayesian", history, seed, fitted)
         assert fitted["kernel"].length_scale >= proposals.GP_LENGTH_SCALE_FLOOR
         assert (values["optimizer"], values["batch_size"]) == ("adam", 32), values
+
+
+def test_a_gp_fit_starts_from_the_studys_last_kernel_and_proposes_what_a_fit_from_scratch_does(
+    store, settings, monkeypatch
+) -> None:
+    """The kernel's fitted hyperparameters are kept with the study; the next fit starts from them with one random
+    restart instead of Keras Tuner's twenty (most of a GP proposal's time), and finds the same kernel."""
+    from sklearn.gaussian_process import GaussianProcessRegressor
+
+    study = submit(
+        store, settings, algorithm={"name": "bayesian", "initial_points": 2}, max_trials=12, parallelism=3, seed=3
+    )
+    run_parallel(store, study.id, 8)
+    theta = store.get_study(study.id).oracle_state["proposer"]["kernel_theta"]
+    assert isinstance(theta, list) and len(theta) == 1
+    starts = []
+    fit = GaussianProcessRegressor.fit
+
+    def recording(self, x, y):  # noqa: ANN001, ANN202 - sklearn's signature
+        starts.append((self.n_restarts_optimizer, list(self.kernel.theta)))
+        return fit(self, x, y)
+
+    monkeypatch.setattr(GaussianProcessRegressor, "fit", recording)
+    snapshot_study, trials = store.study_snapshot(study.id)
+    history = proposals.History.of(snapshot_study, trials, proposals.ProposerState.of(snapshot_study))
+    warm, cold = {"theta": theta}, {}
+    warm_values = proposals.propose("bayesian", history, 11, warm)
+    cold_values = proposals.propose("bayesian", history, 11, cold)
+    assert starts[0] == (proposals.GP_WARM_RESTARTS, pytest.approx(theta))
+    assert starts[1][0] == 20  # from scratch: Keras Tuner's oracle's restarts
+    assert warm["theta"] == pytest.approx(cold["theta"], abs=1e-5)
+    assert proposals.config_key(warm_values) == proposals.config_key(cold_values)
+    proposals.refill(store, study.id)
+    assert starts[2] == (proposals.GP_WARM_RESTARTS, pytest.approx(theta))  # the stored kernel, in the product path
