@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -362,7 +363,9 @@ def own_state(state: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in (state or {}).items() if k in OWN_KEYS}
 
 
-# Configurations drawn per lookup of which are taken (one indexed query per batch, MAX_DRAWS in all).
+# Configurations drawn per lookup of which are taken (one indexed query per batch, MAX_DRAWS in all); the first
+# lookup has fewer, since in a space far larger than the study its first draw is almost always free.
+FIRST_DRAWS = 2
 DRAW_BATCH = 8
 
 
@@ -387,10 +390,8 @@ def draw(tx: StudyTransaction, number: int) -> dict[str, Any] | str:
         return EXHAUSTED
     params = _params(json.dumps(study.spec["search_space"]), _is_mlp(study))
     seed, avoid = study_seed(study), set(stored["avoid"])
-    for first in range(0, MAX_DRAWS, DRAW_BATCH):
-        batch = [
-            random_values(params, random.Random(rng_seed(seed, number, k))) for k in range(first, first + DRAW_BATCH)
-        ]
+    for first, end in itertools.pairwise(_DRAW_BOUNDS):
+        batch = [random_values(params, random.Random(rng_seed(seed, number, k))) for k in range(first, end)]
         digests = [config_hash(values) for values in batch]
         taken = tx.taken_configurations(digests) | avoid
         for values, digest in zip(batch, digests, strict=True):
@@ -398,6 +399,9 @@ def draw(tx: StudyTransaction, number: int) -> dict[str, Any] | str:
                 return values
     tx.set_oracle_state({**own_state(tx.study.oracle_state), RANDOM_KEY: {**stored, "exhausted": True}})
     return EXHAUSTED
+
+
+_DRAW_BOUNDS = [0, *range(FIRST_DRAWS, MAX_DRAWS, DRAW_BATCH), MAX_DRAWS]
 
 
 def _warm_start_digests(tx: StudyTransaction) -> list[str]:

@@ -190,11 +190,15 @@ class StudyTransaction:
     def __init__(self, session: Session, study: StudyRow) -> None:
         self._session = session
         self._study = study
+        self._record: StudyRecord | None = None  # the study as a record, built again after each change
         self._rows: dict[int, TrialRow] = {}
 
     @property
     def study(self) -> StudyRecord:
-        return StudyRecord.of(self._study)
+        """The study as it stands in this transaction (a claim reads it a dozen times: built once per change)."""
+        if self._record is None:
+            self._record = StudyRecord.of(self._study)
+        return self._record
 
     def trials(self) -> list[TrialRecord]:
         rows = self._session.scalars(
@@ -329,9 +333,15 @@ class StudyTransaction:
         return self._session.scalar(query) or 0
 
     def set_oracle_state(self, state: dict[str, Any]) -> None:
+        self._record = None
         self._study.oracle_state = clean_json(state)
 
+    def set_priority(self, priority: str) -> None:
+        self._record = None
+        self._study.priority = priority
+
     def set_status(self, status: str, error: str | None = None) -> None:
+        self._record = None
         now = utcnow()
         if status == "running" and self._study.started_at is None:
             self._study.started_at = now
@@ -448,6 +458,7 @@ class StudyTransaction:
             best = self._study.best_score
             better = best is None or (score > best if self._study.direction == "max" else score < best)
             if better:
+                self._record = None
                 self._study.best_score = score
                 self._study.best_trial_id = row.id
         self._session.flush()
@@ -489,6 +500,7 @@ class StudyTransaction:
         if score is not None and status in RANKED_TRIAL:
             best = self._study.best_score
             if best is None or (score > best if self._study.direction == "max" else score < best):
+                self._record = None
                 self._study.best_score = score
                 self._study.best_trial_id = row.id
         load = None
@@ -782,7 +794,7 @@ class Store(AccountQueries, QueueQueries, JobQueries, HypermodelQueries):
                     raise Conflict(f"study {study_id} is not paused")
                 tx.set_status("running" if study.started_at else "queued")
             if priority is not None:
-                tx._study.priority = priority
+                tx.set_priority(priority)
             return tx.study
 
         return self.with_study_lock(study_id, change)
