@@ -17,7 +17,7 @@ trials the study has. A study stored with a Keras Tuner oracle's state continues
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,23 +92,28 @@ class Hyperband:
     def next(
         self,
         trial_id: str,
-        results: dict[str, Result],
+        results: Mapping[str, Result] | Callable[[], Mapping[str, Result]],
         draw: Callable[[], dict[str, Any] | str],
         running: int,
     ) -> dict[str, Any] | str:
         """The values of trial ``trial_id`` (a promotion or a new configuration from ``draw``), or :data:`WAIT`
-        / :data:`STOPPED`. Keras Tuner's ``HyperbandOracle.populate_space``, step for step."""
+        / :data:`STOPPED`. Keras Tuner's ``HyperbandOracle.populate_space``, step for step. ``results``: those of
+        the :meth:`needed` trials, or a function that reads them, called only when a promotion is decided (a
+        claim that fills a first round reads none)."""
         self.brackets = [b for b in self.brackets if not self._complete(b)]
+        read: Mapping[str, Result] | None = None
         for bracket in self.brackets:
             b, rounds = bracket["bracket_num"], bracket["rounds"]
             if len(rounds[0]) < self.size(b, 0):
                 return self._random_trial(trial_id, bracket, draw, running)
+            if read is None:
+                read = results() if callable(results) else results
             for round_num in range(1, len(rounds)):
                 selected = {slot["past_id"] for slot in rounds[round_num]}
                 candidates = [
-                    (slot["id"], results[slot["id"]])
+                    (slot["id"], read[slot["id"]])
                     for slot in rounds[round_num - 1]
-                    if slot["id"] not in selected and slot["id"] in results and results[slot["id"]].completed
+                    if slot["id"] not in selected and slot["id"] in read and read[slot["id"]].completed
                 ]
                 if len(candidates) > self.size(b, round_num - 1) - self.size(b, round_num):
                     best_id, best = min(candidates, key=lambda c: c[1].sort_key)  # the first of equals, as sorted()

@@ -690,10 +690,13 @@ def _claim_hyperband(
     study = tx.study
     hb = Hyperband.of(study.spec["algorithm"], study.oracle_state)
     trial_id = _trial_id(study, number)
-    results = {
-        oracle_id: HyperbandResult(status in ("completed", "pruned") and key is not None, key, values)
-        for oracle_id, (status, key, values) in tx.trial_results(hb.needed()).items()
-    }
+
+    def results() -> dict[str, HyperbandResult]:
+        return {
+            oracle_id: HyperbandResult(status in ("completed", "pruned") and key is not None, key, values)
+            for oracle_id, (status, key, values) in tx.trial_results(hb.needed()).items()
+        }
+
     values = hb.next(trial_id, results, lambda: proposals.draw(tx, number), running)
     tx.set_oracle_state({**proposals.own_state(tx.study.oracle_state), hyperband.STATE_KEY: hb.to_json()})
     if values == hyperband.WAIT:
