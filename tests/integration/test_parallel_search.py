@@ -110,6 +110,20 @@ def test_a_slow_model_proposal_holds_up_no_claim_for_another_study(tmp_path, pos
         proposer_store.dispose()
 
 
+def tpe_study_past_its_first_trial(store: Store, settings: object, *, max_trials: int, parallelism: int) -> tuple:
+    """A TPE study of two parameters whose one initial trial finished: its next claim needs a model's proposal.
+    Returns the study and that first claim."""
+    space = {"learning_rate": SPACE["learning_rate"], "optimizer": SPACE["optimizer"]}
+    doc = digits_study(
+        algorithm={"name": "tpe", "initial_points": 1}, search_space=space, max_trials=max_trials,
+        parallelism=parallelism,
+    )  # fmt: skip
+    study = submit_study(store, settings, doc, lambda pool, n: None)
+    claimed = claim_next(store, "cpu", ticket=uuid.uuid4().hex, worker="first", heartbeat_timeout_s=60)
+    finish_trial(store, study.id, claimed.trial.id, TrialOutcome("completed", {"val_accuracy": 0.5}, 0))
+    return study, claimed
+
+
 def test_one_process_at_a_time_fits_a_studys_model(tmp_path, postgres_url) -> None:
     """While one worker fits a study's model, another that would fit the same results returns at once, or waits
     for that fit when told to (its claim needs the proposal), and the fit proposes for it too; a worker that died
@@ -118,13 +132,7 @@ def test_one_process_at_a_time_fits_a_studys_model(tmp_path, postgres_url) -> No
     first_store, second_store = Store(postgres_url), Store(postgres_url)  # two worker processes' connections
     first_store.upgrade()
     try:
-        space = {"learning_rate": SPACE["learning_rate"], "optimizer": SPACE["optimizer"]}
-        doc = digits_study(
-            algorithm={"name": "tpe", "initial_points": 1}, search_space=space, max_trials=6, parallelism=4
-        )
-        study = submit_study(first_store, settings, doc, lambda pool, n: None)
-        claimed = claim_next(first_store, "cpu", ticket=uuid.uuid4().hex, worker="a", heartbeat_timeout_s=60)
-        finish_trial(first_store, study.id, claimed.trial.id, TrialOutcome("completed", {"val_accuracy": 0.5}, 0))
+        study, _ = tpe_study_past_its_first_trial(first_store, settings, max_trials=6, parallelism=4)
         added: dict[str, bool] = {}
         fitting = threading.Thread(
             target=lambda: added.update(first=proposals.compute_proposal(first_store, study.id, delay_s=3.0))
@@ -172,13 +180,7 @@ def test_workers_that_waited_for_a_fit_claim_its_proposals_one_at_a_time(tmp_pat
     waiters = [Store(postgres_url) for _ in range(3)]  # each worker process's own connections
     fitter.upgrade()
     try:
-        space = {"learning_rate": SPACE["learning_rate"], "optimizer": SPACE["optimizer"]}
-        doc = digits_study(
-            algorithm={"name": "tpe", "initial_points": 1}, search_space=space, max_trials=10, parallelism=8
-        )
-        study = submit_study(fitter, settings, doc, lambda pool, n: None)
-        claimed = claim_next(fitter, "cpu", ticket=uuid.uuid4().hex, worker="f", heartbeat_timeout_s=60)
-        finish_trial(fitter, study.id, claimed.trial.id, TrialOutcome("completed", {"val_accuracy": 0.5}, 0))
+        study, claimed = tpe_study_past_its_first_trial(fitter, settings, max_trials=10, parallelism=8)
         fitting = threading.Thread(target=lambda: proposals.compute_proposal(fitter, study.id, delay_s=2.0))
         fitting.start()
         time.sleep(0.5)  # the fitter holds the study's lease
