@@ -17,7 +17,7 @@ from tuner_service.proposals import config_key
 from tuner_service.search import Claim, TrialOutcome, claim_after_propose, claim_next, claim_once, finish_trial
 from tuner_service.space import SearchSpace
 from tuner_service.store import Store
-from tuner_service.store.store import LEASE_AFTER_FIT
+from tuner_service.store.store import LEASE_AFTER_FIT, LEASE_FREE
 from tuner_service.study import submit_study
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -181,9 +181,6 @@ def test_workers_that_waited_for_a_fit_claim_its_proposals_one_at_a_time(tmp_pat
     fitter.upgrade()
     try:
         study, claimed = tpe_study_past_its_first_trial(fitter, settings, max_trials=10, parallelism=8)
-        fitting = threading.Thread(target=lambda: proposals.compute_proposal(fitter, study.id, delay_s=2.0))
-        fitting.start()
-        time.sleep(0.5)  # the fitter holds the study's lease
         active, most, results = [0], [0], []
         guard = threading.Lock()
 
@@ -203,9 +200,16 @@ def test_workers_that_waited_for_a_fit_claim_its_proposals_one_at_a_time(tmp_pat
             results.append(claim_after_propose(store, study.id, claim))
 
         threads = [threading.Thread(target=worker, args=(store, f"w{i}")) for i, store in enumerate(waiters)]
+        with fitter.proposal_lease(study.id) as lease:  # the fitting worker holds the study's lease
+            assert lease == LEASE_FREE
+            for thread in threads:
+                thread.start()
+            deadline = time.monotonic() + 30
+            while fitter.proposal_waiters(study.id) < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert fitter.proposal_waiters(study.id) == 3
+            assert proposals.fit_proposals(fitter, study.id)  # it counts the three workers waiting for it
         for thread in threads:
-            thread.start()
-        for thread in [fitting, *threads]:
             thread.join(60)
         assert len(results) == 3 and all(isinstance(r, Claim) and r.study.id == study.id for r in results)
         assert len({config_key(r.values) for r in results} | {config_key(claimed.values)}) == 4
