@@ -367,6 +367,7 @@ def own_state(state: dict[str, Any] | None) -> dict[str, Any]:
 # lookup has fewer, since in a space far larger than the study its first draw is almost always free.
 FIRST_DRAWS = 2
 DRAW_BATCH = 8
+_DRAW_BOUNDS = [0, *range(FIRST_DRAWS, MAX_DRAWS, DRAW_BATCH), MAX_DRAWS]
 
 
 def draw(tx: StudyTransaction, number: int) -> dict[str, Any] | str:
@@ -399,9 +400,6 @@ def draw(tx: StudyTransaction, number: int) -> dict[str, Any] | str:
                 return values
     tx.set_oracle_state({**own_state(tx.study.oracle_state), RANDOM_KEY: {**stored, "exhausted": True}})
     return EXHAUSTED
-
-
-_DRAW_BOUNDS = [0, *range(FIRST_DRAWS, MAX_DRAWS, DRAW_BATCH), MAX_DRAWS]
 
 
 def _warm_start_digests(tx: StudyTransaction) -> list[str]:
@@ -666,8 +664,10 @@ def _commit(tx: StudyTransaction, batch: list[dict[str, Any]] | None, theta: lis
         state.buffer.append(values)
         state.counter += 1
         added += 1
-    if added or (theta is not None and theta != state.kernel_theta):
-        state.kernel_theta = theta if theta is not None else state.kernel_theta
+    refitted = theta is not None and theta != state.kernel_theta
+    if refitted:
+        state.kernel_theta = theta
+    if added or refitted:
         _save(tx, state)
     return added > 0
 
