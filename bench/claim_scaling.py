@@ -314,8 +314,9 @@ def run_config(store: Any, url: str, algorithm: str, workers: int, seconds: floa
     studies = make_studies(store, algorithm, teams, dataset)
     round_trip = round_trip_s(store)
     tasks = min(workers, processes)
-    # Every process starts at once, once it has its task and its workers made their (untimed) first claims.
-    start_at = time.time() + (3.0 if tasks > 4 else 1.5)
+    # Every process starts at once, once it has its task and its workers made their (untimed) first claims (a smoke
+    # run's two warm processes need little time for that).
+    start_at = time.time() + (3.0 if tasks > 4 else 1.5 if tasks > 2 else 0.5)
     futures = [
         pool.submit(
             simulate,
