@@ -3,6 +3,7 @@ worker seconds inside the fair-share window, running trials up to now, GPU hours
 
 from __future__ import annotations
 
+import functools
 from datetime import timedelta
 
 import pytest
@@ -78,8 +79,10 @@ def test_team_loads_sum_window_seconds_running_trials_and_gpu_hours(any_store: S
     assert loads[alpha].running == 1
     assert loads[alpha].usage_s == pytest.approx(300 + 50 + 120, abs=elapsed + 0.01)
     assert loads[alpha].gpu_hours_today == pytest.approx(2.0, abs=1e-3)
-    assert (loads[beta].running, loads[beta].usage_s, loads[beta].gpu_hours_today) == (0, pytest.approx(100), 0.0)
-    assert loads[None].usage_s == pytest.approx(30)
+    # SQLite subtracts Julian days (about 2.46 million, in a double): seconds come out within some 50 µs.
+    seconds = functools.partial(pytest.approx, abs=1e-3)
+    assert (loads[beta].running, loads[beta].usage_s, loads[beta].gpu_hours_today) == (0, seconds(100), 0.0)
+    assert loads[None].usage_s == seconds(30)
     with Session(store.engine) as session:
         only = team_loads(session, window_s=hour, team_id=beta)
-    assert set(only) == {beta, None} and only[beta].usage_s == pytest.approx(100)
+    assert set(only) == {beta, None} and only[beta].usage_s == seconds(100)
