@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.worker_template import Template
 from tuner_service.config import Settings, load_settings
 from tuner_service.store import Store, StudyRecord
 
@@ -101,8 +102,12 @@ class Workers:
         for env in worker_envs(self.settings, None, count):
             name = f"{prefix}{len(self.procs)}"
             env["TUNER_WORKER_ID"] = name
-            log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-            proc = subprocess.Popen(worker_command(name, loglevel="INFO"), env=env, stdout=log, stderr=log)
+            command, log_path = worker_command(name, loglevel="INFO"), self.log_dir / f"{name}.log"
+            if Template.usable_for(env):  # forked from a process that imported TensorFlow already
+                proc = Template.spawn(command, env, log_path)
+            else:
+                log = open(log_path, "wb")  # noqa: SIM115 - closed with the process
+                proc = subprocess.Popen(command, env=env, stdout=log, stderr=log)
             self.procs.append(proc)
             started.append(proc)
         return started
