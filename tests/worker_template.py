@@ -94,7 +94,8 @@ class Template:
         with cls._lock:
             proc = cls._started()
             # Orphans of this process become its children while the fork is handed over, and only then.
-            libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+            if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+                raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed: the worker would not be ours")
             try:
                 request = {"module": args[2], "argv": args[3:], "env": env, "log": str(log), "cwd": str(REPO)}
                 assert proc.stdin is not None and proc.stdout is not None
