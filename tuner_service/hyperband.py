@@ -9,7 +9,7 @@ round's results, and meanwhile the next bracket starts, exactly as Keras Tuner's
 The state is Keras Tuner's own bookkeeping of its *incomplete* brackets (which trial holds which slot of
 which round, and which trial it continued), the current bracket and the iteration: bounded by the brackets'
 sizes, not by the study's trials. The scores it ranks come from the trial rows of those brackets alone
-(:meth:`~tuner_service.store.StudyTransaction.trial_results`), and new configurations are random draws
+(:meth:`~tuner_service.store.StudyTransaction.ranked_results`), and new configurations are random draws
 (:func:`tuner_service.proposals.draw`). So no oracle is restored and a claim costs the same however many
 trials the study has. A study stored with a Keras Tuner oracle's state continues from it.
 """
@@ -84,22 +84,32 @@ class Hyperband:
     def epochs(self, bracket: int, round_num: int) -> int:
         return math.ceil(self.max_epochs / self.factor ** (bracket - round_num))
 
-    def needed(self) -> list[str]:
-        """The trials whose results the next decision may rank: those of every round but the last of every
-        incomplete bracket."""
-        return [slot["id"] for b in self.brackets for r in b["rounds"][:-1] for slot in r]
+    def candidates(self) -> list[str]:
+        """The trials whose results the next decision may rank: in every incomplete bracket, the trials of each
+        round not yet continued by the next round, where there are enough of them for a promotion (more than
+        the next round's share: :meth:`next` asks only those rounds). A round whose every slot is continued
+        or waiting needs no read, nor does a claim that only fills a first round."""
+        wanted: list[str] = []
+        for bracket in self.brackets:
+            b, rounds = bracket["bracket_num"], bracket["rounds"]
+            for round_num in range(1, len(rounds)):
+                open_ids = self._unselected(rounds, round_num)
+                if len(open_ids) > self.size(b, round_num - 1) - self.size(b, round_num):
+                    wanted.extend(open_ids)
+        return wanted
 
     def next(
         self,
         trial_id: str,
-        results: Mapping[str, Result] | Callable[[], Mapping[str, Result]],
+        results: Mapping[str, Result] | Callable[[list[str]], Mapping[str, Result]],
         draw: Callable[[], dict[str, Any] | str],
         running: int,
     ) -> dict[str, Any] | str:
         """The values of trial ``trial_id`` (a promotion or a new configuration from ``draw``), or :data:`WAIT`
         / :data:`STOPPED`. Keras Tuner's ``HyperbandOracle.populate_space``, step for step. ``results``: those of
-        the :meth:`needed` trials, or a function that reads them, called only when a promotion is decided (a
-        claim that fills a first round reads none)."""
+        the trials, or a function that reads those of the ids it is given (the :meth:`candidates`), called
+        only when a promotion is decided and only if a round may promote (a claim that fills a first round
+        reads none)."""
         self.brackets = [b for b in self.brackets if not self._complete(b)]
         read: Mapping[str, Result] | None = None
         for bracket in self.brackets:
@@ -107,14 +117,15 @@ class Hyperband:
             if len(rounds[0]) < self.size(b, 0):
                 return self._random_trial(trial_id, bracket, draw, running)
             if read is None:
-                read = results() if callable(results) else results
+                wanted = self.candidates() if callable(results) else []
+                read = (results(wanted) if wanted else {}) if callable(results) else results
             for round_num in range(1, len(rounds)):
-                selected = {slot["past_id"] for slot in rounds[round_num]}
-                candidates = [
-                    (slot["id"], read[slot["id"]])
-                    for slot in rounds[round_num - 1]
-                    if slot["id"] not in selected and slot["id"] in read and read[slot["id"]].completed
-                ]
+                # A round with no more unpromoted trials than the next round leaves out cannot promote
+                # whatever their results (Keras Tuner's test below, with every one of them completed).
+                open_ids = self._unselected(rounds, round_num)
+                if len(open_ids) <= self.size(b, round_num - 1) - self.size(b, round_num):
+                    continue
+                candidates = [(i, read[i]) for i in open_ids if i in read and read[i].completed]
                 if len(candidates) > self.size(b, round_num - 1) - self.size(b, round_num):
                     best_id, best = min(candidates, key=lambda c: c[1].sort_key)  # the first of equals, as sorted()
                     values = {
@@ -135,6 +146,12 @@ class Hyperband:
             self.current_iteration += 1
         self._start_new_bracket()
         return self._random_trial(trial_id, self.brackets[-1], draw, running)
+
+    @staticmethod
+    def _unselected(rounds: list[list[dict[str, Any]]], round_num: int) -> list[str]:
+        """The ids of round ``round_num - 1``'s trials that round ``round_num`` has not continued, in order."""
+        selected = {slot["past_id"] for slot in rounds[round_num]}
+        return [slot["id"] for slot in rounds[round_num - 1] if slot["id"] not in selected]
 
     def _complete(self, bracket: dict[str, Any]) -> bool:
         rounds = bracket["rounds"]

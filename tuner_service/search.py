@@ -691,10 +691,11 @@ def _claim_hyperband(
     hb = Hyperband.of(study.spec["algorithm"], study.oracle_state)
     trial_id = _trial_id(study, number)
 
-    def results() -> dict[str, HyperbandResult]:
+    def results(oracle_ids: list[str]) -> dict[str, HyperbandResult]:
+        # Only trials that finished with a score can be promoted: the others are left out of the read.
         return {
-            oracle_id: HyperbandResult(status in ("completed", "pruned") and key is not None, key, values)
-            for oracle_id, (status, key, values) in tx.trial_results(hb.needed()).items()
+            oracle_id: HyperbandResult(True, key, values)
+            for oracle_id, (key, values) in tx.ranked_results(oracle_ids).items()
         }
 
     values = hb.next(trial_id, results, lambda: proposals.draw(tx, number), running)

@@ -179,8 +179,11 @@ def _asha_promotion() -> Select:
 
 
 _ASHA_PROMOTION = _asha_promotion()
-_RESULTS = select(TrialRow.oracle_trial_id, TrialRow.status, TrialRow.sort_key, TrialRow.hyperparameters).where(
-    TrialRow.study_id == bindparam("study_id"), TrialRow.oracle_trial_id.in_(bindparam("ids", expanding=True))
+_RANKED = select(TrialRow.oracle_trial_id, TrialRow.sort_key, TrialRow.hyperparameters).where(
+    TrialRow.study_id == bindparam("study_id"),
+    TrialRow.oracle_trial_id.in_(bindparam("ids", expanding=True)),
+    TrialRow.status.in_(("completed", "pruned")),
+    TrialRow.sort_key.is_not(None),
 )
 
 
@@ -304,13 +307,14 @@ class StudyTransaction:
         rows = self._session.connection().execute(_TAKEN, {"study_id": self._study.id, "digests": digests})
         return {digest for (digest,) in rows}
 
-    def trial_results(self, oracle_trial_ids: list[str]) -> dict[str, tuple[str, float | None, dict[str, Any]]]:
-        """(status, sort key, values) of the study's trials with these oracle trial ids."""
+    def ranked_results(self, oracle_trial_ids: list[str]) -> dict[str, tuple[float, dict[str, Any]]]:
+        """(sort key, values) of those of the study's trials with these oracle trial ids that finished with a
+        score (completed, or pruned with the score they reached): the ones a promotion may rank."""
         if not oracle_trial_ids:
             return {}
         self._session.flush()
-        rows = self._session.connection().execute(_RESULTS, {"study_id": self._study.id, "ids": oracle_trial_ids})
-        return {row.oracle_trial_id: (row.status, row.sort_key, dict(row.hyperparameters)) for row in rows}
+        rows = self._session.connection().execute(_RANKED, {"study_id": self._study.id, "ids": oracle_trial_ids})
+        return {row.oracle_trial_id: (row.sort_key, dict(row.hyperparameters)) for row in rows}
 
     def asha_promotion(self, below_rung: int, reduction_factor: int) -> tuple[str, dict[str, Any], int] | None:
         """ASHA's next promotion: (oracle trial id, values, rung) of the best trial of the highest rung below
