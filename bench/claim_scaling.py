@@ -100,13 +100,12 @@ def simulate(
     each claim part of a burst of all of them; real workers' trials end at different times."""
     from tuner_service.proposals import MODEL_BASED, compute_proposal
     from tuner_service.search import (
-        PROPOSE_ROUNDS,
         Claim,
         Propose,
         TrialOutcome,
         Wait,
-        claim_after_propose,
         claim_once,
+        claim_through_proposals,
         finish_trial,
     )
     from tuner_service.store import Store
@@ -137,14 +136,15 @@ def simulate(
             finish_trial(store, result.study.id, result.trial.id, outcome)
 
     def worker(name: str, index: int) -> None:
-        claim_s = [0.0]  # this worker's time in claim calls, so that a proposal's time leaves them out
+        asked: list[float] = []  # when this cycle's first Propose answer came
 
         def claim() -> Any:
             """One timed claim call (the real claim path)."""
             began, started = time.time(), time.perf_counter()
             result = claim_once(store, "cpu", ticket=uuid.uuid4().hex, worker=name, heartbeat_timeout_s=3600)
             latency = time.perf_counter() - started
-            claim_s[0] += latency
+            if isinstance(result, Propose) and not asked:
+                asked.append(time.perf_counter())
             if began < window[0]:
                 settling.append(latency)
             elif began < window[1]:
@@ -159,19 +159,13 @@ def simulate(
         begin = start_at + (stagger[0] + index) / stagger[1] * train_s
         time.sleep(max(0.0, begin - time.time()))
         while time.time() < window[1]:
-            result = claim()
+            asked.clear()
             timed = time.time() >= window[0]
-            asked, proposed = time.perf_counter(), isinstance(result, Propose)
-            for _ in range(PROPOSE_ROUNDS):  # as claim_next: compute one, or wait for the process computing one
-                if not isinstance(result, Propose):
-                    break
-                started, claiming = time.perf_counter(), claim_s[0]
-                result = claim_after_propose(store, result.study_id, claim)
-                if timed:
-                    proposal_s.append(time.perf_counter() - started - (claim_s[0] - claiming))
+            # As claim_next: a Propose answer has the model fitted, or waits for the process fitting it.
+            result = claim_through_proposals(store, claim, on_proposal=proposal_s.append if timed else None)
             if isinstance(result, Claim):
-                if proposed and timed:  # from the Propose answer to the trial: the worker's wait for a proposal
-                    to_trial.append(time.perf_counter() - asked)
+                if asked and timed:  # from the Propose answer to the trial: the worker's wait for a proposal
+                    to_trial.append(time.perf_counter() - asked[0])
                 time.sleep(train_s)
                 score = synthetic_score(result.values)
                 outcome = TrialOutcome("completed", {"val_accuracy": score}, best_epoch=0)
@@ -181,8 +175,8 @@ def simulate(
                     compute_proposal(store, result.study.id)
                     if timed:
                         proposal_s.append(time.perf_counter() - started)
-            elif isinstance(result, (Wait, Propose)):
-                time.sleep(min(getattr(result, "seconds", 0.5), 0.1))
+            elif isinstance(result, Wait):
+                time.sleep(min(result.seconds, 0.1))
             else:
                 time.sleep(train_s)
 
@@ -840,7 +834,7 @@ def setup(result: dict[str, Any]) -> str:
         f"database per configuration{'' if plan['fresh_database'] else ' (quick run: one database for all)'}. A "
         "model-based worker computes its proposals (GP, TPE) itself, outside every lock, after `finish_trial` or when "
         "a claim answered Propose, unless another process is fitting the same study's model right now (one at a "
-        "time per study): then a worker whose claim answered Propose waits for that fit (`claim_after_propose`, as "
+        "time per study): then a worker whose claim answered Propose waits for that fit (`claim_through_proposals`, as "
         "`claim_next` does), and the fit, which counts the workers waiting on it, proposes one configuration more "
         "for each of them; the waiting workers then claim one at a time, each while it holds the study's fit lock. "
         "A claim call never fits a model. Fits run in their own thread at niceness +10, as in the "

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -406,11 +407,38 @@ def claim_next(
             place=place,
         )
 
+    return claim_through_proposals(store, claim, delay_s=proposal_delay_s)
+
+
+def claim_through_proposals(
+    store: Store,
+    claim: Callable[[], Claim | Wait | Done | Propose],
+    *,
+    delay_s: float = 0.0,
+    on_proposal: Callable[[float], None] | None = None,
+) -> Claim | Wait | Done:
+    """``claim()``, and while it answers :class:`Propose` (up to :data:`PROPOSE_ROUNDS` times), the study's
+    proposal fitted or waited for and a claim again (:func:`claim_after_propose`); a :class:`Wait` if the
+    proposals kept going to others. ``on_proposal(seconds)``: after each such round, the part of it spent
+    outside ``claim()`` calls, on the fit or the wait for it (the claim benchmark reports it)."""
+    in_claims = [0.0]
+
+    def timed_claim() -> Claim | Wait | Done | Propose:
+        started = time.perf_counter()
+        try:
+            return claim()
+        finally:
+            in_claims[0] += time.perf_counter() - started
+
     result = claim()
     for _ in range(PROPOSE_ROUNDS):
         if not isinstance(result, Propose):
             return result
-        result = claim_after_propose(store, result.study_id, claim, delay_s=proposal_delay_s)
+        started, claimed = time.perf_counter(), in_claims[0]
+        again = claim if on_proposal is None else timed_claim
+        result = claim_after_propose(store, result.study_id, again, delay_s=delay_s)
+        if on_proposal is not None:
+            on_proposal(time.perf_counter() - started - (in_claims[0] - claimed))
     return result if not isinstance(result, Propose) else Wait(WAIT_FOR_PROPOSAL_S, (result.study_id,))
 
 
