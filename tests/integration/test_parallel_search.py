@@ -14,7 +14,15 @@ from tests.conftest import digits_study, wait_for_study
 from tuner_service import proposals
 from tuner_service.config import load_settings
 from tuner_service.proposals import config_key
-from tuner_service.search import Claim, TrialOutcome, claim_after_propose, claim_next, claim_once, finish_trial
+from tuner_service.search import (
+    Claim,
+    TrialOutcome,
+    claim_after_propose,
+    claim_next,
+    claim_once,
+    claim_through_proposals,
+    finish_trial,
+)
 from tuner_service.space import SearchSpace
 from tuner_service.store import Store
 from tuner_service.store.store import LEASE_AFTER_FIT, LEASE_FREE
@@ -221,6 +229,36 @@ def test_workers_that_waited_for_a_fit_claim_its_proposals_one_at_a_time(tmp_pat
         fitter.dispose()
         for store in waiters:
             store.dispose()
+
+
+def test_a_claim_that_needs_a_proposal_fits_it_and_reports_the_fit_apart_from_its_claims(
+    tmp_path, postgres_url
+) -> None:
+    """claim_through_proposals (claim_next's loop, which the claim benchmark shares): a claim that answers Propose
+    has the model fitted and claims again, and the hook gets the time spent on the fit alone, not the claims."""
+    settings = load_settings({"TUNER_HOME": str(tmp_path / "home"), "TUNER_DATABASE_URL": postgres_url})
+    store = Store(postgres_url)
+    store.upgrade()
+    try:
+        study, claimed = tpe_study_past_its_first_trial(store, settings, max_trials=4, parallelism=2)
+        answers: list[str] = []
+        fits: list[float] = []
+
+        def claim() -> object:
+            result = claim_once(store, "cpu", ticket=uuid.uuid4().hex, worker="w", heartbeat_timeout_s=60)
+            answers.append(type(result).__name__)
+            time.sleep(0.5)  # a slow claim: its time must not count as the fit's
+            return result
+
+        started = time.perf_counter()
+        result = claim_through_proposals(store, claim, delay_s=0.3, on_proposal=fits.append)
+        elapsed = time.perf_counter() - started
+        assert isinstance(result, Claim) and result.study.id == study.id
+        assert config_key(result.values) != config_key(claimed.values)
+        assert answers == ["Propose", "Claim"]
+        assert len(fits) == 1 and 0.3 <= fits[0] <= elapsed - 1.0, (fits, elapsed)
+    finally:
+        store.dispose()
 
 
 def test_concurrent_claims_respect_parallelism_and_team_quota_without_a_global_lock(tmp_path, postgres_url) -> None:
