@@ -234,3 +234,32 @@ def test_a_feature_constant_in_training_is_not_blown_up_later() -> None:
     mean, variance = normalization_stats(x)
     assert variance[0] == 1.0 and variance[1] > 0
     assert abs((1.0 - mean[0]) / np.sqrt(variance[0])) == 1.0  # a later 1 stays 1, not 1e7
+
+
+@pytest.mark.parametrize("task_type", list(CASES))
+def test_validation_batches_give_the_metrics_of_keras_own_batching(task_type: str, tmp_path: Path) -> None:
+    """The MLP's cached validation dataset (made once per split and batch size) measures what Keras measures
+    when it batches the arrays itself at each fit call; the same split and batch size reuse it."""
+    from tuner_service.hypermodels.mlp import validation_batches
+
+    name, metrics, _ = CASES[task_type]
+    task = TaskSpec(task_type, metrics=metrics, scale_target=False)
+    info = describe_builtin(name)
+    split = load_split(info, tmp_path, task_type=task_type)
+    x_val, y_val = split.x_val[:40], split.y_val[:40]  # 40 rows in batches of 16: the last batch is partial
+    histories = []
+    for validation in ((x_val, y_val), validation_batches(x_val, y_val, 16)):
+        keras.utils.set_random_seed(0)
+        model = build_model(
+            task, SMALL, n_features=info.n_features, n_outputs=output_units(info, task_type),
+            norm_stats=normalization_stats(split.x_train),
+        )  # fmt: skip
+        history = model.fit(
+            split.x_train[:64], split.y_train[:64], validation_data=validation, epochs=2, batch_size=16, verbose=0
+        )
+        histories.append({k: v for k, v in history.history.items() if k.startswith("val_")})
+    assert histories[0] and sorted(histories[0]) == sorted(histories[1])
+    for key, values in histories[0].items():
+        assert histories[1][key] == pytest.approx(values, rel=1e-6, abs=1e-7), key
+    assert validation_batches(x_val, y_val, 16) is validation_batches(x_val, y_val, 16)
+    assert validation_batches(x_val, y_val, 8) is not validation_batches(x_val, y_val, 16)
