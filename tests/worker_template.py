@@ -1,13 +1,13 @@
 """Start the tests' Celery worker processes by forking a process that has already imported TensorFlow.
 
-Every worker process the integration tests start would otherwise pay the TensorFlow import (about 4.5 s of
-CPU on 2 cores) before it takes a trial, and the suite starts some fifty of them. A template process, one per
-pytest process, imports the heavy libraries once (TensorFlow, Keras, Keras Tuner, Celery, SQLAlchemy and
-the database drivers, but nothing of this project, which reads its settings at import), then forks on
-request. The forked child takes the worker's environment and runs the very command line the tests would
-exec (``python -m celery -A workers.app worker ...``), so the worker is the real one; it only starts
-without the import. The launcher's own path (``tuner-service worker``/``up``, compose) is exercised by the
-tests that run those commands.
+Every worker process the integration tests start would otherwise pay the TensorFlow import (about 4.5 s of CPU
+on 2 cores) before it takes a trial, and the suite starts some fifty of them. A template process, one per
+pytest process, imports the heavy libraries once (TensorFlow, Keras, Keras Tuner, Celery, SQLAlchemy and the
+database drivers, but nothing of this project, which reads its settings at import), then forks on request; it
+exits when its pytest process does (its standard input closes). The forked child takes the worker's
+environment and runs the very command line the tests would exec (``python -m celery -A workers.app worker
+...``), so the worker is the real one; it only starts without the import. The launcher's own path (``tuner-
+service worker``/``up``, compose) is exercised by the tests that run those commands.
 
 The child is forked twice and orphaned while the pytest process is a child subreaper, so the pytest process
 becomes its parent: :class:`ForkedProcess` waits for it and reads its exit status like ``subprocess.Popen``.
@@ -117,12 +117,6 @@ class Template:
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             )  # fmt: skip
         return cls._proc
-
-    @classmethod
-    def close(cls) -> None:
-        if cls._proc is not None and cls._proc.poll() is None:
-            cls._proc.stdin.close()  # type: ignore[union-attr]
-            cls._proc.wait(timeout=30)
 
 
 def _serve() -> None:

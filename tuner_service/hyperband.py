@@ -86,9 +86,9 @@ class Hyperband:
 
     def candidates(self) -> list[str]:
         """The trials whose results the next decision may rank: in every incomplete bracket, the trials of each
-        round not yet continued by the next round, where there are enough of them for a promotion (more than
-        the next round's share: :meth:`next` asks only those rounds). A round whose every slot is continued
-        or waiting needs no read, nor does a claim that only fills a first round."""
+        round not yet continued by the next round, where there are more of them than the next round leaves out
+        (Keras Tuner promotes only when more than that many have completed). A round with fewer cannot promote
+        whatever their results, so it needs no read, nor does a claim that only fills a first round."""
         wanted: list[str] = []
         for bracket in self.brackets:
             b, rounds = bracket["bracket_num"], bracket["rounds"]
@@ -116,15 +116,13 @@ class Hyperband:
             b, rounds = bracket["bracket_num"], bracket["rounds"]
             if len(rounds[0]) < self.size(b, 0):
                 return self._random_trial(trial_id, bracket, draw, running)
-            if read is None:
-                wanted = self.candidates() if callable(results) else []
-                read = (results(wanted) if wanted else {}) if callable(results) else results
+            if read is None and not callable(results):
+                read = results
+            elif read is None:  # a round left out of the candidates cannot promote: its trials are not read
+                wanted = self.candidates()
+                read = results(wanted) if wanted else {}
             for round_num in range(1, len(rounds)):
-                # A round with no more unpromoted trials than the next round leaves out cannot promote
-                # whatever their results (Keras Tuner's test below, with every one of them completed).
                 open_ids = self._unselected(rounds, round_num)
-                if len(open_ids) <= self.size(b, round_num - 1) - self.size(b, round_num):
-                    continue
                 candidates = [(i, read[i]) for i in open_ids if i in read and read[i].completed]
                 if len(candidates) > self.size(b, round_num - 1) - self.size(b, round_num):
                     best_id, best = min(candidates, key=lambda c: c[1].sort_key)  # the first of equals, as sorted()
