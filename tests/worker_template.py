@@ -6,8 +6,8 @@ pytest process, imports the heavy libraries once (TensorFlow, Keras, Keras Tuner
 database drivers, but nothing of this project, which reads its settings at import), then forks on request; it
 exits when its pytest process does (its standard input closes). The forked child takes the worker's
 environment and runs the very command line the tests would exec (``python -m celery -A workers.app worker
-...``), so the worker is the real one; it only starts without the import. The launcher's own path (``tuner-
-service worker``/``up``, compose) is exercised by the tests that run those commands.
+...``), so the worker is the real one; it only starts without the import. The launcher's own path
+(``tuner-service worker``/``up``, compose) is exercised by the tests that run those commands.
 
 The child is forked twice and orphaned while the pytest process is a child subreaper, so the pytest process
 becomes its parent: :class:`ForkedProcess` waits for it and reads its exit status like ``subprocess.Popen``.
