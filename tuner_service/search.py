@@ -435,8 +435,7 @@ def claim_through_proposals(
         if not isinstance(result, Propose):
             return result
         started, claimed = time.perf_counter(), in_claims[0]
-        again = claim if on_proposal is None else timed_claim
-        result = claim_after_propose(store, result.study_id, again, delay_s=delay_s)
+        result = claim_after_propose(store, result.study_id, timed_claim, delay_s=delay_s)
         if on_proposal is not None:
             on_proposal(time.perf_counter() - started - (in_claims[0] - claimed))
     return result if not isinstance(result, Propose) else Wait(WAIT_FOR_PROPOSAL_S, (result.study_id,))

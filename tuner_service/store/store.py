@@ -459,12 +459,7 @@ class StudyTransaction:
         if row.started_at is not None:
             row.duration_s = (now - as_utc(row.started_at)).total_seconds()
         if score is not None and status in RANKED_TRIAL:
-            best = self._study.best_score
-            better = best is None or (score > best if self._study.direction == "max" else score < best)
-            if better:
-                self._record = None
-                self._study.best_score = score
-                self._study.best_trial_id = row.id
+            self._keep_best(score, row.id)
         self._session.flush()
         return TrialRecord.of(row)
 
@@ -502,15 +497,19 @@ class StudyTransaction:
         if row is None:
             return None
         if score is not None and status in RANKED_TRIAL:
-            best = self._study.best_score
-            if best is None or (score > best if self._study.direction == "max" else score < best):
-                self._record = None
-                self._study.best_score = score
-                self._study.best_trial_id = row.id
+            self._keep_best(score, row.id)
         load = None
         if connection.dialect.name == "postgresql":  # the load before the update, less this trial, no longer running
             load = Load(row.load_total, row.load_running - 1, row.load_pending)
         return TrialRecord.of(row), load
+
+    def _keep_best(self, score: float, trial_id: int) -> None:
+        """The study's best score and trial become this finished trial's if it beats them."""
+        best = self._study.best_score
+        if best is None or (score > best if self._study.direction == "max" else score < best):
+            self._record = None
+            self._study.best_score = score
+            self._study.best_trial_id = trial_id
 
     def set_trial_state(self, trial_id: int, oracle_trial_state: dict[str, Any]) -> None:
         self._row(trial_id).oracle_trial_state = clean_json(oracle_trial_state)
