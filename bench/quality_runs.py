@@ -61,7 +61,10 @@ SERVICE_CONTENDERS = {
     "svc_tpe": "tpe",
     "svc_hyperband": "hyperband",
     "svc_asha": "asha",
+    "svc_asha_tpe": "asha",
 }
+# The service contenders whose new configurations come from a model (ASHA's ``sampler``).
+SAMPLER_OF = {"svc_asha_tpe": "tpe"}
 CONTENDERS = [*KT_CONTENDERS, "optuna_tpe", *SERVICE_CONTENDERS]
 
 # Objective of every epoch trained by the in-process contenders, and the trial each epoch belongs to (module
@@ -325,7 +328,22 @@ def initial_points(ctx: Context) -> int:
     return default_initial_points(ctx.budget // ctx.max_epochs, len(SPACE))
 
 
-def study_doc(ctx: Context, algorithm: str, seed: int, dataset: str) -> dict[str, Any]:
+def asha_initial_points(ctx: Context) -> int:
+    """Random configurations before an ASHA study's sampler models anything: the service's default for a study
+    whose ``max_trials`` is what the budget holds in ASHA's trials. A full set of rungs starts η^k configurations,
+    promotes η^(k-1) of them, ... 1 to the top, each promotion training only the epochs its rung adds: that many
+    trials for that many epochs (digits: 13 trials in 18 epochs, so 30 in 42)."""
+    from tuner_service.asha import rung_epochs
+    from tuner_service.proposals import default_initial_points
+
+    rungs = rung_epochs(ctx.asha_min_epochs, ctx.max_epochs, ctx.asha_factor)
+    top = len(rungs) - 1
+    trials = sum(ctx.asha_factor ** (top - i) for i in range(len(rungs)))
+    epochs = sum(ctx.asha_factor ** (top - i) * (rungs[i] - (rungs[i - 1] if i else 0)) for i in range(len(rungs)))
+    return default_initial_points(round(ctx.budget * trials / epochs), len(SPACE))
+
+
+def study_doc(ctx: Context, algorithm: str, seed: int, dataset: str, sampler: str | None = None) -> dict[str, Any]:
     algo: dict[str, Any] = {"name": algorithm}
     max_trials = 2000  # never the limit: the run ends when the budget's epochs are spent
     if algorithm in ("bayesian", "tpe"):
@@ -334,6 +352,8 @@ def study_doc(ctx: Context, algorithm: str, seed: int, dataset: str) -> dict[str
         algo.update(max_epochs=ctx.max_epochs, factor=ctx.hyperband_factor, hyperband_iterations=3)
     elif algorithm == "asha":
         algo.update(min_epochs=ctx.asha_min_epochs, max_epochs=ctx.max_epochs, reduction_factor=ctx.asha_factor)
+        if sampler is not None:
+            algo.update(sampler=sampler, initial_points=asha_initial_points(ctx))
     return {
         "name": f"quality-{ctx.name}-{algorithm}-{seed}",
         "dataset": dataset,
@@ -369,7 +389,7 @@ def run_service(ctx: Context, contender: str, seed: int, workdir: Path) -> dict[
     try:
         info = ingest_upload(ctx.dev_npz, f"{ctx.name}-dev.npz", settings.artifacts, max_bytes=len(ctx.dev_npz))
         register_dataset(store, info)
-        doc = study_doc(ctx, SERVICE_CONTENDERS[contender], seed, info.key)
+        doc = study_doc(ctx, SERVICE_CONTENDERS[contender], seed, info.key, SAMPLER_OF.get(contender))
         study = submit_study(store, settings, doc, lambda pool, n: None)
         epochs_of_study = (
             select(func.count())

@@ -37,10 +37,11 @@ LABELS = {
     "svc_tpe": "service `tpe`",
     "svc_hyperband": "service `hyperband`",
     "svc_asha": "service `asha`",
+    "svc_asha_tpe": "service `asha` + `tpe` sampler",
 }
 FAMILIES = {
     "others": ["kt_random", "kt_bayesian", "kt_hyperband", "optuna_tpe"],
-    "service": ["svc_random", "svc_bayesian", "svc_tpe", "svc_hyperband", "svc_asha"],
+    "service": ["svc_random", "svc_bayesian", "svc_tpe", "svc_hyperband", "svc_asha", "svc_asha_tpe"],
 }
 # Per task: epoch budget per run and the longest a trial may train (every contender's cap: RandomSearch,
 # Bayesian and Optuna fit up to it with early stopping, Hyperband's max_epochs, ASHA's top rung). Sized so that the
@@ -396,8 +397,11 @@ def _setup(result: dict[str, Any]) -> str:
         "`BayesianOptimization` (defaults: 3 × 5 = 15 random initial trials) and `Hyperband` in one process (a "
         "`kt.HyperModel` around `build_model`, batch size passed to `fit`); Optuna `TPESampler(seed)` with "
         "`MedianPruner()` (defaults: 10 random start-up trials, pruning once 5 trials finished); the service's "
-        "`random`, `bayesian` (a Gaussian process, GP-UCB), `tpe` (Optuna's multivariate TPE), `hyperband` and "
-        "`asha` (sampler random), driven in process: `submit_study` on a SQLite store, then `claim_next` → "
+        "`random`, `bayesian` (a Gaussian process, GP-UCB), `tpe` (Optuna's multivariate TPE), `hyperband`, "
+        "`asha` (sampler random) and `asha` with `sampler: tpe` (new configurations from the TPE model fitted on "
+        "each configuration's result at its highest rung, after `initial_points` random ones: the service's "
+        "default for a study whose `max_trials` is what the budget holds in ASHA's trials, a quarter of it), "
+        "driven in process: `submit_study` on a SQLite store, then `claim_next` → "
         "`train_trial` → `finish_trial` until the store holds the budget's epochs (a worker minus the broker). "
         "`bayesian` and `tpe` get `initial_points` as the service's default would set it for a study whose "
         "`max_trials` is what the budget holds at full length (budget / max_epochs trials, a quarter of it, at "
@@ -512,7 +516,7 @@ def _reading(result: dict[str, Any]) -> str:
             f"- On the **{what}**: the best service algorithm of each task meets the goal on **{len(met)} of "
             f"{len(goals)} tasks** ({', '.join(met) or 'none'}); the goal asks for {wanted}: **{verdict}**. "
             "One algorithm for every task: "
-            + "; ".join(f"`{k.removeprefix('svc_')}` {len(v)} ({', '.join(v) or 'none'})" for k, v in per_algo.items())
+            + "; ".join(f"{_short(k)} {len(v)} ({', '.join(v) or 'none'})" for k, v in per_algo.items())
             + f" — the most by one algorithm is {len(per_algo[single])}."
         )
     blocks.append("\n".join(summary))
@@ -539,7 +543,7 @@ def _reading(result: dict[str, Any]) -> str:
         goals = {k: epochs_goal(data, k) for k in SERVICE if k in data["contenders"]}
         best = min(goals, key=lambda k: (goals[k]["median"], -goals[k]["half_rs"])) if goals else None
         if best and goals[best]["median"] <= 0.5:
-            met.append(f"{task} (`{best.removeprefix('svc_')}`)")
+            met.append(f"{task} ({_short(best)})")
     blocks.append(md_table(["", *tasks], [rs_row, *rows]))
     blocks.append(
         f"- The half-the-epochs goal holds for the best service algorithm of the task on **{len(met)} of "
@@ -550,6 +554,11 @@ def _reading(result: dict[str, Any]) -> str:
     blocks.append("**Why, as far as these runs show.**")
     blocks.append("\n".join(_why(result)))
     return "**Reading.**\n\n" + "\n\n".join(blocks)
+
+
+def _short(contender: str) -> str:
+    """A service contender named by its algorithm alone, as the reading's lists name them."""
+    return LABELS[contender].removeprefix("service ")
 
 
 def _spread(c: dict[str, Any]) -> float:

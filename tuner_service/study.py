@@ -39,7 +39,12 @@ ALGORITHM_OPTIONS: dict[str, dict[str, tuple[type, float, float]]] = {
     },
     "tpe": {"initial_points": (int, 1, 10_000)},
     "hyperband": {"max_epochs": (int, 2, 1000), "factor": (int, 2, 10), "hyperband_iterations": (int, 1, 10)},
-    "asha": {"min_epochs": (int, 1, 1000), "max_epochs": (int, 2, 10_000), "reduction_factor": (int, 2, 10)},
+    "asha": {
+        "min_epochs": (int, 1, 1000),
+        "max_epochs": (int, 2, 10_000),
+        "reduction_factor": (int, 2, 10),
+        "initial_points": (int, 1, 10_000),  # only with a model sampler: its random configurations first
+    },
 }
 
 
@@ -202,6 +207,11 @@ class StudySpec:
         if algorithm.name in ("bayesian", "tpe"):
             _initial_points(algorithm, max_trials)
         if algorithm.name == "asha":
+            if "initial_points" in algorithm.options and algorithm.options.get("sampler", "random") == "random":
+                raise InvalidInput.one(
+                    "algorithm.initial_points", "only with a model sampler (sampler: bayesian or tpe)"
+                )
+            _initial_points(algorithm, max_trials)
             algorithm.options.setdefault("max_epochs", max(2, early.max_epochs))
             min_epochs = algorithm.options.get("min_epochs", 1)
             if min_epochs >= algorithm.options["max_epochs"]:

@@ -168,6 +168,14 @@ CASES = [
     pytest.param(study("algorithm.initial_points", algorithm={"name": "tpe", "initial_points": 0}), id="tpe-initial-0"),
     pytest.param(study("algorithm.sampler", algorithm={"name": "asha", "sampler": "cmaes"}), id="unknown-asha-sampler"),
     pytest.param(
+        study("algorithm.initial_points", algorithm={"name": "asha", "initial_points": 4}),
+        id="asha-initial-points-without-a-model-sampler",
+    ),
+    pytest.param(
+        study("algorithm.initial_points", algorithm={"name": "asha", "sampler": "tpe", "initial_points": 99}),
+        id="asha-initial-points-over-budget",
+    ),
+    pytest.param(
         study("algorithm.initial_points", algorithm={"name": "bayesian", "initial_points": 99}),
         id="initial-over-budget",
     ),

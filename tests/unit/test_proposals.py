@@ -373,6 +373,24 @@ def test_asha_with_a_model_sampler_fits_it_outside_the_claim(store, settings, mo
     assert all(t.hyperparameters["learning_rate"] <= 1e-2 for t in trials)  # the space's own range
 
 
+def test_asha_with_a_model_sampler_draws_its_given_initial_points_before_the_model(store, settings) -> None:
+    """``initial_points`` on an ASHA study with a sampler: that many configurations are drawn at random (the
+    claim answers with them at once), and only the next new configuration waits for the model."""
+    algorithm = {"name": "asha", "max_epochs": 9, "reduction_factor": 3, "sampler": "tpe", "initial_points": 5}
+    study = submit(store, settings, algorithm=algorithm, max_trials=40, parallelism=8)
+    assert store.get_study(study.id).oracle_state is None
+    claims = []
+    while True:
+        answer = claim_once(store, "cpu", ticket=uuid.uuid4().hex, worker="w", heartbeat_timeout_s=60)
+        if not isinstance(answer, Claim):
+            break
+        claims.append(answer)
+    assert isinstance(answer, Propose) and len(claims) == 5  # five random configurations, then the model's turn
+    assert store.get_study(study.id).oracle_state["proposer"]["initial_points"] == 5
+    keys = {proposals.config_key(c.values) for c in claims}
+    assert len(keys) == 5 and all(c.values["tuner/rung"] == 0 for c in claims)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness is Linux's")
 def test_model_fits_run_in_a_thread_of_lower_cpu_priority() -> None:
     """A fit yields the CPU to claims, reports and training on a shared host: it runs in the process's fit
