@@ -328,7 +328,7 @@ def initial_points(ctx: Context) -> int:
     return default_initial_points(ctx.budget // ctx.max_epochs, len(SPACE))
 
 
-def asha_initial_points(ctx: Context) -> int:
+def asha_initial_points(budget: int, min_epochs: int, max_epochs: int, factor: int) -> int:
     """Random configurations before an ASHA study's sampler models anything: the service's default for a study
     whose ``max_trials`` is what the budget holds in ASHA's trials. A full set of rungs starts η^k configurations,
     promotes η^(k-1) of them, ... 1 to the top, each promotion training only the epochs its rung adds: that many
@@ -336,11 +336,11 @@ def asha_initial_points(ctx: Context) -> int:
     from tuner_service.asha import rung_epochs
     from tuner_service.proposals import default_initial_points
 
-    rungs = rung_epochs(ctx.asha_min_epochs, ctx.max_epochs, ctx.asha_factor)
+    rungs = rung_epochs(min_epochs, max_epochs, factor)
     top = len(rungs) - 1
-    trials = sum(ctx.asha_factor ** (top - i) for i in range(len(rungs)))
-    epochs = sum(ctx.asha_factor ** (top - i) * (rungs[i] - (rungs[i - 1] if i else 0)) for i in range(len(rungs)))
-    return default_initial_points(round(ctx.budget * trials / epochs), len(SPACE))
+    trials = sum(factor ** (top - i) for i in range(len(rungs)))
+    epochs = sum(factor ** (top - i) * (rungs[i] - (rungs[i - 1] if i else 0)) for i in range(len(rungs)))
+    return default_initial_points(round(budget * trials / epochs), len(SPACE))
 
 
 def study_doc(ctx: Context, algorithm: str, seed: int, dataset: str, sampler: str | None = None) -> dict[str, Any]:
@@ -353,7 +353,10 @@ def study_doc(ctx: Context, algorithm: str, seed: int, dataset: str, sampler: st
     elif algorithm == "asha":
         algo.update(min_epochs=ctx.asha_min_epochs, max_epochs=ctx.max_epochs, reduction_factor=ctx.asha_factor)
         if sampler is not None:
-            algo.update(sampler=sampler, initial_points=asha_initial_points(ctx))
+            algo.update(
+                sampler=sampler,
+                initial_points=asha_initial_points(ctx.budget, ctx.asha_min_epochs, ctx.max_epochs, ctx.asha_factor),
+            )
     return {
         "name": f"quality-{ctx.name}-{algorithm}-{seed}",
         "dataset": dataset,
