@@ -556,6 +556,26 @@ def _reading(result: dict[str, Any]) -> str:
     return "**Reading.**\n\n" + "\n\n".join(blocks)
 
 
+def _model_based_verdict(tasks: dict[str, Any], mostly_behind: bool) -> str:
+    """What the runs say of `bayesian` and `tpe` at these budgets, from which service algorithm led each task."""
+    tops = {task: quality_goal(data)["top"] for task, data in tasks.items()}
+    led = [task for task, top in tops.items() if top in ("svc_bayesian", "svc_tpe")]
+    others = sorted({_short(top) for task, top in tops.items() if top and task not in led})
+    if mostly_behind:
+        verdict = " At budgets this small, `random` or `asha` serve a study better"
+    elif not led:
+        verdict = (
+            " They were not behind `random` on most tasks here, but the service's best mean on every task was "
+            f"another algorithm's ({', '.join(others)})"
+        )
+    else:
+        verdict = f" They led the service on {', '.join(led)}"
+    return (
+        verdict + "; more `initial_points` bring `bayesian` and `tpe` closer to random search, which is what they "
+        "are until the model starts."
+    )
+
+
 def _short(contender: str) -> str:
     """A service contender named by its algorithm alone, as the reading's lists name them."""
     return LABELS[contender].removeprefix("service ")
@@ -721,8 +741,7 @@ def _why(result: dict[str, Any]) -> list[str]:
                 if concentrated
                 else ""
             )
-            + " At budgets this small, `random` or `asha` serve a study better; more `initial_points` bring "
-            "`bayesian` and `tpe` closer to random search, which is what they are until the model starts."
+            + _model_based_verdict(tasks, mostly)
         )
     gaps = []
     for task, data in tasks.items():
