@@ -320,12 +320,12 @@ def run_optuna(ctx: Context, seed: int, workdir: Path) -> dict[str, Any]:
 # -- the service's own core, in process -------------------------------------------------------------------
 
 
-def initial_points(ctx: Context) -> int:
+def initial_points(budget: int, max_epochs: int) -> int:
     """Random trials before ``bayesian``/``tpe`` model anything: the service's default for a study whose
     ``max_trials`` is what the budget holds at full length (budget / max_epochs trials)."""
     from tuner_service.proposals import default_initial_points
 
-    return default_initial_points(ctx.budget // ctx.max_epochs, len(SPACE))
+    return default_initial_points(budget // max_epochs, len(SPACE))
 
 
 def asha_initial_points(budget: int, min_epochs: int, max_epochs: int, factor: int) -> int:
@@ -347,7 +347,7 @@ def study_doc(ctx: Context, algorithm: str, seed: int, dataset: str, sampler: st
     algo: dict[str, Any] = {"name": algorithm}
     max_trials = 2000  # never the limit: the run ends when the budget's epochs are spent
     if algorithm in ("bayesian", "tpe"):
-        algo["initial_points"] = initial_points(ctx)
+        algo["initial_points"] = initial_points(ctx.budget, ctx.max_epochs)
     if algorithm == "hyperband":
         algo.update(max_epochs=ctx.max_epochs, factor=ctx.hyperband_factor, hyperband_iterations=3)
     elif algorithm == "asha":

@@ -203,15 +203,8 @@ def epochs_to(curve: list[float | None], target: float | None, direction: str) -
     return None
 
 
-def _initial_points(budget: int, max_epochs: int) -> int:
-    from bench.quality_runs import SPACE
-    from tuner_service.proposals import default_initial_points
-
-    return default_initial_points(budget // max_epochs, len(SPACE))
-
-
 def analyse(runs: list[dict[str, Any]], plan: dict[str, Any]) -> dict[str, Any]:
-    from bench.quality_runs import TASKS
+    from bench.quality_runs import TASKS, initial_points
 
     tasks: dict[str, Any] = {}
     for task, sizes in plan["tasks"].items():
@@ -260,7 +253,7 @@ def analyse(runs: list[dict[str, Any]], plan: dict[str, Any]) -> dict[str, Any]:
             "budget": budget,
             "max_epochs": sizes["max_epochs"],
             "hyperband_iteration_epochs": hyperband_epochs(sizes["max_epochs"], HYPERBAND_FACTOR),
-            "initial_points": _initial_points(budget, sizes["max_epochs"]),
+            "initial_points": initial_points(budget, sizes["max_epochs"]),
             "targets": targets,
             "contenders": contenders,
         }
@@ -829,9 +822,8 @@ def _why(result: dict[str, Any]) -> list[str]:
             "configurations differ: after its random ones, each comes from Optuna's TPE fitted on every "
             "configuration's result at its highest rung. Against `asha` with random draws (the difference of "
             "the means over the seeds, signed so that positive is better): " + "; ".join(sampled) + ". Unlike "
-            "`bayesian` and "
-            "`tpe` alone, its model sees twenty-odd results per run (one-epoch ones mostly) rather than the two "
-            "initial trials of a budget that holds five or seven full trials."
+            "`bayesian` and `tpe` alone, its model sees twenty-odd results per run (one-epoch ones mostly) rather "
+            "than the two initial trials of a budget that holds five or seven full trials."
         )
     optuna = []
     for task, data in tasks.items():
