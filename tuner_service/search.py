@@ -16,6 +16,7 @@ Keras Tuner is imported only when an oracle is needed (in workers), never by the
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import math
 import time
@@ -533,44 +534,63 @@ def _claim_next(
     waited: list[int] = []
     busy: list[WaitingStudy] = []
 
-    def attempt(candidate: WaitingStudy, *, skip_locked: bool) -> Any:
-        team = teams.get(candidate.team_id)
+    def attempt(candidates: list[WaitingStudy], *, skip_locked: bool) -> Any:
+        """Claim in the first of ``candidates`` (one rank, by id) whose lock is free, or wait for the first's
+        lock; (the study tried, what it answered), or :data:`LOCKED` when every one is locked."""
+        team = teams.get(candidates[0].team_id)
         return store.with_study_lock(
-            candidate.study_id,
-            lambda tx, slots: _claim_candidate(
-                tx, slots, team, ticket=ticket, worker=worker, gpu=gpu, window_s=window_s, hypermodels=hypermodels
+            candidates[0].study_id,
+            lambda tx, slots: (
+                tx.study.id,
+                _claim_candidate(
+                    tx, slots, team, ticket=ticket, worker=worker, gpu=gpu, window_s=window_s, hypermodels=hypermodels
+                ),
             ),
             skip_locked=skip_locked,
             before=gate,
+            or_later=[c.study_id for c in candidates[1:]],
         )
 
-    def settle(candidate: WaitingStudy, result: Any) -> Claim | Wait | Propose | None:
+    def settle(candidate_id: int, result: Any) -> Claim | Wait | Propose | None:
         """The answer to give now, or None to try the next study."""
         if isinstance(result, (Claim, Propose, HoldBack)):
             return result
         if isinstance(result, Wait):
-            waited.append(candidate.study_id)
+            waited.append(candidate_id)
         return None
 
     def wait_for_busy() -> Claim | Wait | Propose | None:
         """Wait for the locks of the studies passed over, in order; the first answer to give, if any."""
         for candidate in busy:
             try:
-                result = attempt(candidate, skip_locked=False)
+                tried = attempt([candidate], skip_locked=False)
             except NotFound:  # deleted since the queue was read
                 continue
-            if (answer := settle(candidate, result)) is not None:
+            if (answer := settle(*tried)) is not None:
                 return answer
         busy.clear()
         return None
 
-    for candidate in runnable(studies, teams):
-        if busy and _rank(busy[0]) != _rank(candidate) and (answer := wait_for_busy()) is not None:
+    def try_rank(candidates: list[WaitingStudy]) -> Claim | Wait | Propose | None:
+        """The studies of one rank in order, each found locked passed over (into ``busy``), the first free one's
+        lock taken in the statement that finds it."""
+        while candidates:
+            tried = attempt(candidates, skip_locked=True)
+            if tried is LOCKED:
+                busy.extend(candidates)
+                return None
+            study_id, result = tried
+            at = next(i for i, c in enumerate(candidates) if c.study_id == study_id)
+            busy.extend(candidates[:at])
+            if (answer := settle(study_id, result)) is not None:
+                return answer
+            candidates = candidates[at + 1 :]
+        return None
+
+    for _, same_rank in itertools.groupby(runnable(studies, teams), key=_rank):
+        if busy and (answer := wait_for_busy()) is not None:
             return answer  # a study of a lower priority or of another team never overtakes a locked one
-        result = attempt(candidate, skip_locked=True)
-        if result is LOCKED:
-            busy.append(candidate)
-        elif (answer := settle(candidate, result)) is not None:
+        if (answer := try_rank(sorted(same_rank, key=lambda c: c.study_id))) is not None:
             return answer
     if (answer := wait_for_busy()) is not None:
         return answer

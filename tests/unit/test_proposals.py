@@ -475,6 +475,7 @@ def test_a_gp_fit_starts_from_the_studys_last_kernel_and_proposes_what_a_fit_fro
     assert starts[0] == (proposals.GP_WARM_RESTARTS, pytest.approx(theta))
     assert starts[1][0] == 20  # from scratch: Keras Tuner's oracle's restarts
     assert warm["theta"] == pytest.approx(cold["theta"], abs=1e-5)
-    assert proposals.config_key(warm_values) == proposals.config_key(cold_values)
+    # The same configuration; the acquisition's optimum may differ in the last digits between CPUs.
+    assert warm_values == pytest.approx(cold_values, rel=1e-6)
     proposals.refill(store, study.id)
     assert starts[2] == (proposals.GP_WARM_RESTARTS, pytest.approx(theta))  # the stored kernel, in the product path

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -187,25 +188,52 @@ _RANKED = select(TrialRow.oracle_trial_id, TrialRow.sort_key, TrialRow.hyperpara
 )
 
 
-class StudyTransaction:
-    """Writes to one study and its trials while holding the study's lock."""
+# A study's row as a transaction locks it (Core, the columns of a StudyRecord), by (skip_locked, several):
+# with several ids, the first of them by id whose lock no other transaction holds (with skip_locked).
+_STUDY_COLUMNS = [StudyRow.__table__.c[f.name] for f in dataclasses.fields(StudyRecord)]
+_LOCK_STUDY = {
+    (skip, several): select(*_STUDY_COLUMNS)
+    .where(StudyRow.id.in_(bindparam("ids", expanding=True)) if several else StudyRow.id == bindparam("ids"))
+    .order_by(StudyRow.id)
+    .limit(1)
+    .with_for_update(skip_locked=skip)
+    for skip in (False, True)
+    for several in (False, True)
+}
 
-    def __init__(self, session: Session, study: StudyRow) -> None:
+
+class StudyTransaction:
+    """Writes to one study and its trials while holding the study's lock.
+
+    The study's row is read once, as Core columns (every claim and report locks one), and what the transaction
+    changes in it is written back in one ``UPDATE`` before the commit (:meth:`write_study`); nothing inside the
+    transaction reads the study's row from the database meanwhile."""
+
+    def __init__(self, session: Session, study: StudyRecord) -> None:
         self._session = session
-        self._study = study
-        self._record: StudyRecord | None = None  # the study as a record, built again after each change
+        self._record = study
+        self._changes: dict[str, Any] = {}
         self._rows: dict[int, TrialRow] = {}
 
     @property
     def study(self) -> StudyRecord:
-        """The study as it stands in this transaction (a claim reads it a dozen times: built once per change)."""
-        if self._record is None:
-            self._record = StudyRecord.of(self._study)
+        """The study as it stands in this transaction, its changes included."""
         return self._record
+
+    def _change(self, **values: Any) -> None:
+        self._changes.update(values)
+        self._record = dataclasses.replace(self._record, **values)
+
+    def write_study(self) -> None:
+        """Write the study's changed columns (the lock's holder calls this before it commits)."""
+        if self._changes:
+            statement = update(StudyRow).where(StudyRow.id == self._record.id).values(**self._changes)
+            self._session.connection().execute(statement)
+            self._changes = {}
 
     def trials(self) -> list[TrialRecord]:
         rows = self._session.scalars(
-            select(TrialRow).where(TrialRow.study_id == self._study.id).order_by(TrialRow.number)
+            select(TrialRow).where(TrialRow.study_id == self._record.id).order_by(TrialRow.number)
         )
         return [TrialRecord.of(r) for r in rows]
 
@@ -225,7 +253,7 @@ class StudyTransaction:
         core = self._session.connection()
         rows = core.execute(
             select(TrialRow.oracle_trial_id, TrialRow.status)
-            .where(TrialRow.study_id == self._study.id, TrialRow.oracle_trial_state.is_not(None))
+            .where(TrialRow.study_id == self._record.id, TrialRow.oracle_trial_state.is_not(None))
             .order_by(TrialRow.number)
         ).all()
         finished = {"completed", "failed", "cancelled", "pruned"}
@@ -235,7 +263,7 @@ class StudyTransaction:
             states.update(
                 core.execute(
                     select(TrialRow.oracle_trial_id, TrialRow.oracle_trial_state).where(
-                        TrialRow.study_id == self._study.id, TrialRow.oracle_trial_id.in_(wanted[start : start + 500])
+                        TrialRow.study_id == self._record.id, TrialRow.oracle_trial_id.in_(wanted[start : start + 500])
                     )
                 ).all()
             )
@@ -253,14 +281,14 @@ class StudyTransaction:
 
     def trial_by_ticket(self, ticket: str) -> TrialRecord | None:
         row = self._session.scalar(
-            select(TrialRow).where(TrialRow.study_id == self._study.id, TrialRow.ticket == ticket)
+            select(TrialRow).where(TrialRow.study_id == self._record.id, TrialRow.ticket == ticket)
         )
         return TrialRecord.of(row) if row else None
 
     def next_pending(self) -> TrialRecord | None:
         row = self._session.scalar(
             select(TrialRow)
-            .where(TrialRow.study_id == self._study.id, TrialRow.status == "pending")
+            .where(TrialRow.study_id == self._record.id, TrialRow.status == "pending")
             .order_by(TrialRow.number)
             .limit(1)
         )
@@ -279,7 +307,7 @@ class StudyTransaction:
         """The study's ``limit`` most recently finished trials, newest first."""
         rows = self._session.scalars(
             select(TrialRow)
-            .where(TrialRow.study_id == self._study.id, TrialRow.finished_at.is_not(None))
+            .where(TrialRow.study_id == self._record.id, TrialRow.finished_at.is_not(None))
             .order_by(TrialRow.finished_at.desc(), TrialRow.id.desc())
             .limit(limit)
         )
@@ -289,13 +317,13 @@ class StudyTransaction:
         """How many trials the study has, and how many are running and pending: one indexed statement, whose
         cost does not grow with the study's finished trials (a claim and a report read it under the lock)."""
         self._session.flush()
-        total, running, pending = self._session.connection().execute(_LOAD, {"study_id": self._study.id}).one()
+        total, running, pending = self._session.connection().execute(_LOAD, {"study_id": self._record.id}).one()
         return Load(total, running, pending)
 
     def team_load(self, window_s: float) -> TeamLoad:
         """The study's team's load, read under the team's claim lock (PostgreSQL: an advisory lock held to
         the end of this transaction), so that two claims cannot both take the last trial of its quota."""
-        team_id = self._study.team_id
+        team_id = self._record.team_id
         if self._session.get_bind().dialect.name == "postgresql" and team_id is not None:
             self._session.execute(select(func.pg_advisory_xact_lock(TEAM_LOCK_CLASS, team_id)))
         loads = team_loads(self._session, window_s, team_id)
@@ -304,7 +332,7 @@ class StudyTransaction:
     def taken_configurations(self, digests: list[str]) -> set[str]:
         """Which of these configuration digests (``trials.config_hash``) a trial of the study already has."""
         self._session.flush()
-        rows = self._session.connection().execute(_TAKEN, {"study_id": self._study.id, "digests": digests})
+        rows = self._session.connection().execute(_TAKEN, {"study_id": self._record.id, "digests": digests})
         return {digest for (digest,) in rows}
 
     def ranked_results(self, oracle_trial_ids: list[str]) -> dict[str, tuple[float, dict[str, Any]]]:
@@ -313,7 +341,7 @@ class StudyTransaction:
         if not oracle_trial_ids:
             return {}
         self._session.flush()
-        rows = self._session.connection().execute(_RANKED, {"study_id": self._study.id, "ids": oracle_trial_ids})
+        rows = self._session.connection().execute(_RANKED, {"study_id": self._record.id, "ids": oracle_trial_ids})
         return {row.oracle_trial_id: (row.sort_key, dict(row.hyperparameters)) for row in rows}
 
     def asha_promotion(self, below_rung: int, reduction_factor: int) -> tuple[str, dict[str, Any], int] | None:
@@ -325,35 +353,33 @@ class StudyTransaction:
         self._session.flush()
         row = (
             self._session.connection()
-            .execute(_ASHA_PROMOTION, {"study_id": self._study.id, "below_rung": below_rung, "eta": reduction_factor})
+            .execute(_ASHA_PROMOTION, {"study_id": self._record.id, "below_rung": below_rung, "eta": reduction_factor})
             .first()
         )
         return None if row is None else (row.oracle_trial_id, dict(row.hyperparameters), row.rung)
 
     def count(self, *statuses: str) -> int:
-        query = select(func.count()).where(TrialRow.study_id == self._study.id)
+        query = select(func.count()).where(TrialRow.study_id == self._record.id)
         if statuses:
             query = query.where(TrialRow.status.in_(statuses))
         return self._session.scalar(query) or 0
 
     def set_oracle_state(self, state: dict[str, Any]) -> None:
-        self._record = None
-        self._study.oracle_state = clean_json(state)
+        self._change(oracle_state=clean_json(state))
 
     def set_priority(self, priority: str) -> None:
-        self._record = None
-        self._study.priority = priority
+        self._change(priority=priority)
 
     def set_status(self, status: str, error: str | None = None) -> None:
-        self._record = None
-        now = utcnow()
-        if status == "running" and self._study.started_at is None:
-            self._study.started_at = now
-        if status in TERMINAL_STUDY and self._study.finished_at is None:
-            self._study.finished_at = now
-        self._study.status = status
+        now, study = utcnow(), self._record
+        changes: dict[str, Any] = {"status": status}
+        if status == "running" and study.started_at is None:
+            changes["started_at"] = now
+        if status in TERMINAL_STUDY and study.finished_at is None:
+            changes["finished_at"] = now
         if error is not None:
-            self._study.error = error
+            changes["error"] = error
+        self._change(**changes)
 
     def add_trial(
         self,
@@ -367,7 +393,7 @@ class StudyTransaction:
         gpu: str | None = None,
     ) -> TrialRecord:
         now = utcnow()
-        study = self._study
+        study = self._record
         values = clean_json(hyperparameters)
         state = clean_json(oracle_trial_state)
         # A Core insert: every claim makes one, and the ORM's unit of work costs several times the statement.
@@ -447,7 +473,7 @@ class StudyTransaction:
         now = utcnow()
         row.status = status
         row.score = score
-        row.sort_key = sort_key(score, self._study.direction)
+        row.sort_key = sort_key(score, self._record.direction)
         row.best_epoch = best_epoch
         row.metrics = clean_json(metrics)
         row.error = error
@@ -481,11 +507,11 @@ class StudyTransaction:
         self._session.flush()
         params = {
             "of_trial": trial_id,
-            "of_study": self._study.id,
+            "of_study": self._record.id,
             "now": utcnow(),
             "new_status": status,
             "new_score": score,
-            "new_sort_key": sort_key(score, self._study.direction),
+            "new_sort_key": sort_key(score, self._record.direction),
             "new_best_epoch": best_epoch,
             "new_metrics": clean_json(metrics),
             "new_error": error,
@@ -505,11 +531,9 @@ class StudyTransaction:
 
     def _keep_best(self, score: float, trial_id: int) -> None:
         """The study's best score and trial become this finished trial's if it beats them."""
-        best = self._study.best_score
-        if best is None or (score > best if self._study.direction == "max" else score < best):
-            self._record = None
-            self._study.best_score = score
-            self._study.best_trial_id = trial_id
+        best = self._record.best_score
+        if best is None or (score > best if self._record.direction == "max" else score < best):
+            self._change(best_score=score, best_trial_id=trial_id)
 
     def set_trial_state(self, trial_id: int, oracle_trial_state: dict[str, Any]) -> None:
         self._row(trial_id).oracle_trial_state = clean_json(oracle_trial_state)
@@ -520,7 +544,7 @@ class StudyTransaction:
         row = self._rows.get(trial_id) or self._session.get(TrialRow, trial_id)
         if row is not None:
             self._rows[trial_id] = row
-        if row is None or row.study_id != self._study.id:
+        if row is None or row.study_id != self._record.id:
             raise NotFound("trial", trial_id)
         return row
 
@@ -804,33 +828,45 @@ class Store(AccountQueries, QueueQueries, JobQueries, HypermodelQueries):
 
     @contextmanager
     def locked_study(
-        self, study_id: int, *, skip_locked: bool = False, before: Any = None
+        self, study_id: int, *, skip_locked: bool = False, before: Any = None, or_later: Sequence[int] = ()
     ) -> Iterator[StudyTransaction | None]:
         """Hold the study's row lock (``FOR UPDATE``; an immediate transaction on SQLite). With
-        ``skip_locked``, yield None instead of waiting when another transaction holds it (PostgreSQL).
+        ``skip_locked``, yield None instead of waiting when another transaction holds it (PostgreSQL); with
+        ``or_later`` too (ids above ``study_id``), the first of them by id that no other transaction holds, in the
+        same statement (a claim's candidates of one rank: one transaction, not one per study found locked).
         ``before(session)`` runs first in the same transaction (to take a lock that comes before studies')."""
         started = time.perf_counter()
         with self._write() as session:
             if before is not None:
                 before(session)
-            query = select(StudyRow).where(StudyRow.id == study_id).with_for_update(skip_locked=skip_locked)
-            row = session.scalar(query)
+            ids = [study_id, *or_later] if or_later else study_id
+            row = session.connection().execute(_LOCK_STUDY[skip_locked, bool(or_later)], {"ids": ids}).first()
             if self.on_lock_wait is not None:
                 self.on_lock_wait(time.perf_counter() - started)
             if row is None and not skip_locked:
                 raise NotFound("study", study_id)
-            yield StudyTransaction(session, row) if row is not None else None
+            if row is None:
+                yield None
+                return
+            tx = StudyTransaction(session, StudyRecord.of(row))
+            yield tx
+            tx.write_study()
 
-    def with_study_lock(self, study_id: int, fn: Any, *, skip_locked: bool = False, before: Any = None) -> Any:
+    def with_study_lock(
+        self, study_id: int, fn: Any, *, skip_locked: bool = False, before: Any = None, or_later: Sequence[int] = ()
+    ) -> Any:
         """Run ``fn(tx)`` under the study's lock, retrying on lock conflicts; with ``before``,
         ``fn(tx, before(session))``, ``before`` run in the same transaction ahead of the study's lock. With
         ``skip_locked``, answer :data:`LOCKED` at once if another transaction holds the lock (or the study is
-        gone)."""
+        gone); with ``or_later`` too, the first of those studies whose lock is free (``tx.study`` says which)."""
 
         def attempt() -> Any:
             first: list[Any] = []  # what ``before`` answered in this attempt's transaction
             with self.locked_study(
-                study_id, skip_locked=skip_locked, before=None if before is None else lambda s: first.append(before(s))
+                study_id,
+                skip_locked=skip_locked,
+                before=None if before is None else lambda s: first.append(before(s)),
+                or_later=or_later,
             ) as tx:
                 if tx is None:
                     return LOCKED
