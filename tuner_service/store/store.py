@@ -98,6 +98,11 @@ _TAKEN = select(TrialRow.config_hash).where(
 _INSERT_TRIAL = insert(TrialRow).returning(TrialRow.id)
 
 
+# What a TrialRecord is made of: a report's statement returns these columns only (every column a psycopg result
+# describes costs the client an object).
+_TRIAL_COLUMNS = [TrialRow.__table__.c[f.name] for f in dataclasses.fields(TrialRecord)]
+
+
 @functools.cache
 def _finish_running(dialect: str) -> Any:
     """Store a running trial's result and read its row back, in one statement (every report makes one); no
@@ -126,7 +131,7 @@ def _finish_running(dialect: str) -> Any:
             finished_at=now,
             duration_s=duration,
         )
-        .returning(*TrialRow.__table__.columns, *_load_before(dialect))
+        .returning(*_TRIAL_COLUMNS, *_load_before(dialect))
     )
 
 
