@@ -98,13 +98,27 @@ def test_upgrading_a_database_with_studies_keeps_them(empty_url: str) -> None:
                     "1, 'val_accuracy', 3, 0, false, CURRENT_TIMESTAMP)"
                 )
             )
+            for id_, number, oracle_id, resumed in ((2, 1, "07", "99"), (3, 2, "08", "07")):  # 3 resumes 2
+                conn.execute(
+                    text(
+                        "INSERT INTO trials (id, study_id, number, oracle_trial_id, ticket, status, hyperparameters,"
+                        " dataset_id, objective_name, epochs_run, retries, stop_requested, created_at) VALUES "
+                        f"({id_}, 1, {number}, '{oracle_id}', 't{id_}', 'completed', "
+                        f'\'{{"units": 16, "tuner/rung": 0, "tuner/trial_id": "{resumed}"}}\', '
+                        "1, 'val_accuracy', 1, 0, false, CURRENT_TIMESTAMP)"
+                    )
+                )
         upgrade(empty_url)
         with engine.connect() as conn:
             assert conn.execute(text("SELECT pool, team_id FROM studies")).one() == ("cpu", None)
-            assert conn.execute(text("SELECT pool, ticket FROM trials")).one() == ("cpu", "t")
+            assert conn.execute(text("SELECT pool, ticket FROM trials WHERE id = 1")).one() == ("cpu", "t")
             # 0013 gives existing trials the digest a claim compares drawn configurations with, and their rung.
-            digest, rung, resumes = conn.execute(text("SELECT config_hash, rung, resumes FROM trials")).one()
+            first = text("SELECT config_hash, rung, resumes FROM trials WHERE id = 1")
+            digest, rung, resumes = conn.execute(first).one()
             assert digest == config_hash({"units": 32, "tuner/epochs": 3}) == config_hash({"units": 32})
             assert (rung, resumes) == (1, "07")
+            # 0014 flags the trials another trial of their study resumes (trial "07" twice over: 1 and 3).
+            flags = conn.execute(text("SELECT oracle_trial_id, promoted FROM trials ORDER BY id")).all()
+            assert [(oracle_id, bool(flag)) for oracle_id, flag in flags] == [("0", False), ("07", True), ("08", False)]
     finally:
         engine.dispose()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import uuid
 
 import pytest
@@ -65,6 +66,55 @@ def test_asha_promotes_from_the_rows_whichever_process_claims(two_stores, settin
         finish(a, claimed, 0.1)
     second = claim(a)  # six finished at rung 0: the second best (0.7) is in the top third now
     assert second.resumes == first[2].trial.oracle_trial_id and second.values["tuner/rung"] == 1
+
+
+def reference_promotion(trials: list[dict], below_rung: int, eta: int) -> tuple[str, int] | None:
+    """ASHA's rule, written plainly: the best trial of the highest rung below ``below_rung`` that is in the top 1/η
+    of its rung's finished trials (ranked by score, then number) and that no trial resumes yet."""
+    promoted = {t["resumes"] for t in trials if t["resumes"] is not None}
+    for rung in reversed(range(below_rung)):
+        finished = [t for t in trials if t["rung"] == rung and t["status"] in ("completed", "pruned")]
+        finished = [t for t in finished if t["score"] is not None]
+        finished.sort(key=lambda t: (-t["score"], t["number"]))
+        for place, trial in enumerate(finished, start=1):
+            if place * eta <= len(finished) and trial["oracle_id"] not in promoted:
+                return trial["oracle_id"], rung
+    return None
+
+
+def test_asha_promotion_query_matches_the_rule_written_plainly(two_stores, settings) -> None:
+    """Random trial sets (rungs, outcomes, tied scores, trials already promoted): the promotion the indexed query
+    finds is the one the rule picks, for several η and numbers of rungs."""
+    a, _ = two_stores
+    asha = {"name": "asha", "min_epochs": 1, "max_epochs": 27, "reduction_factor": 3}
+    doc = digits_study(algorithm=asha, max_trials=1000, parallelism=64)
+    rng = random.Random(5)
+    for round_ in range(6):
+        study = submit_study(a, settings, {**doc, "name": f"rule-{round_}"}, lambda pool, n: None)
+        trials: list[dict] = []
+        with a.locked_study(study.id) as tx:
+            for number in range(rng.randint(5, 60)):
+                resumes = rng.choice(trials)["oracle_id"] if trials and rng.random() < 0.3 else None
+                values = {"units": number, "tuner/rung": rng.choice((0, 0, 0, 1, 1, 2))}
+                if resumes is not None:
+                    values["tuner/trial_id"] = resumes
+                record = tx.add_trial(
+                    number=number, oracle_trial_id=f"t{number:03d}", ticket=uuid.uuid4().hex, hyperparameters=values,
+                    oracle_trial_state=None, worker="w",
+                )  # fmt: skip
+                status = rng.choice(("completed", "completed", "pruned", "failed", "running"))
+                score = round(rng.random(), 1) if status in ("completed", "pruned") and rng.random() < 0.9 else None
+                if status != "running":
+                    tx.finish_trial(record.id, status=status, score=score)
+                trials.append(
+                    {"oracle_id": f"t{number:03d}", "number": number, "rung": values["tuner/rung"], "status": status,
+                     "score": score if status != "running" else None, "resumes": resumes}
+                )  # fmt: skip
+            for below_rung in (1, 2, 3):
+                for eta in (2, 3, 4):
+                    found = tx.asha_promotion(below_rung, eta)
+                    expected = reference_promotion(trials, below_rung, eta)
+                    assert (found and (found[0], found[2])) == expected, (round_, below_rung, eta, trials)
 
 
 def test_random_draws_never_repeat_and_the_state_stays_the_same_size(two_stores, settings) -> None:

@@ -13,7 +13,21 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Select, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import (
+    DateTime,
+    Select,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    literal_column,
+    select,
+    text,
+    tuple_,
+    union_all,
+    update,
+)
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
@@ -96,6 +110,11 @@ _TAKEN = select(TrialRow.config_hash).where(
 )
 
 _INSERT_TRIAL = insert(TrialRow).returning(TrialRow.id)
+_PROMOTED = (
+    update(TrialRow)
+    .where(TrialRow.study_id == bindparam("of_study"), TrialRow.oracle_trial_id == bindparam("parent"))
+    .values(promoted=True)
+)
 
 
 # What a TrialRecord is made of: a report's statement returns these columns only (every column a psycopg result
@@ -153,38 +172,54 @@ def _load_before(dialect: str) -> tuple[Any, ...]:
     )
 
 
-def _asha_promotion() -> Select:
-    rung = TrialRow.rung
-    # Each rung's finished trials ranked best first (sort_key: smaller is better; ties by trial number).
-    ranked = (
-        select(
-            TrialRow.oracle_trial_id,
-            TrialRow.hyperparameters,
-            rung,
-            func.row_number().over(partition_by=rung, order_by=(TrialRow.sort_key, TrialRow.number)).label("place"),
-            func.count().over(partition_by=rung).label("finished"),
-        )
-        .where(
-            TrialRow.study_id == bindparam("study_id"),
-            TrialRow.status.in_(("completed", "pruned")),
-            TrialRow.sort_key.is_not(None),
-            rung < bindparam("below_rung"),
-        )
-        .subquery()
-    )
-    # The trials promoted already, as one set (PostgreSQL hashes it): a correlated NOT EXISTS let the planner,
-    # misled by a young table's statistics, scan every child once per candidate (2.4 ms at 300 trials, 0.4 ms now).
-    child = aliased(TrialRow)
-    promoted = select(child.resumes).where(child.study_id == bindparam("study_id"), child.resumes.is_not(None))
+def _of_rung(trial: Any, rung: int) -> tuple[Any, ...]:
+    """The study's finished trials with a score at ``rung``, as ``ix_trials_study_rung_ranked`` holds them (the
+    literals are written into the SQL, so that a prepared statement's generic plan can still use that index)."""
+    finished = (literal_column("'completed'"), literal_column("'pruned'"))
     return (
-        select(ranked.c.oracle_trial_id, ranked.c.hyperparameters, ranked.c.rung)
-        .where(ranked.c.place * bindparam("eta") <= ranked.c.finished, ranked.c.oracle_trial_id.not_in(promoted))
-        .order_by(ranked.c.rung.desc(), ranked.c.place)
-        .limit(1)
+        trial.study_id == bindparam("study_id"),
+        trial.rung == literal_column(str(int(rung))),
+        trial.status.in_(finished),
+        trial.sort_key.is_not(None),
     )
 
 
-_ASHA_PROMOTION = _asha_promotion()
+@functools.cache
+def _asha_candidates(rungs: int) -> Any:
+    """For each rung below ``rungs``: its best finished trial that has no child yet, with that trial's place in
+    the rung (1 + the finished trials ranked ahead of it, every one of them promoted already) and how many of
+    the rung's trials finished; one row per rung that has such a trial.
+
+    The best trial not promoted is the first entry of its rung in ``ix_trials_study_rung_open``, and the two
+    counts are index-only scans of ``ix_trials_study_rung_ranked``: before, a window ranked every finished trial
+    of the study on each claim, and skipping the promoted ones took a read of every child (1.3 ms of the
+    database's time at 750 trials)."""
+    parts = []
+    for rung in range(rungs):
+        other = aliased(TrialRow)
+        best = (
+            select(TrialRow.oracle_trial_id, TrialRow.hyperparameters, TrialRow.sort_key, TrialRow.number)
+            .where(*_of_rung(TrialRow, rung), text("NOT trials.promoted"))
+            .order_by(TrialRow.sort_key, TrialRow.number)
+            .limit(1)
+            .subquery(f"best_{rung}")
+        )
+        ahead = select(func.count()).where(
+            *_of_rung(other, rung), tuple_(other.sort_key, other.number) < tuple_(best.c.sort_key, best.c.number)
+        )
+        finished = select(func.count()).where(*_of_rung(other, rung))
+        parts.append(
+            select(
+                best.c.oracle_trial_id,
+                best.c.hyperparameters,
+                literal(rung).label("rung"),
+                (ahead.scalar_subquery() + 1).label("place"),
+                finished.scalar_subquery().label("finished"),
+            )
+        )
+    return union_all(*parts) if len(parts) > 1 else parts[0]
+
+
 _RANKED = select(TrialRow.oracle_trial_id, TrialRow.sort_key, TrialRow.hyperparameters).where(
     TrialRow.study_id == bindparam("study_id"),
     TrialRow.oracle_trial_id.in_(bindparam("ids", expanding=True)),
@@ -353,15 +388,18 @@ class StudyTransaction:
         """ASHA's next promotion: (oracle trial id, values, rung) of the best trial of the highest rung below
         ``below_rung`` that is in the top 1/η of its rung's finished trials and has no child yet, or None.
 
-        One indexed statement: a trial's rung and the trial it resumes (its ``tuner/rung`` and ``tuner/trial_id``
-        values) are columns of its row."""
+        One indexed statement (:func:`_asha_candidates`): a trial's rung and the trial it resumes (its
+        ``tuner/rung`` and ``tuner/trial_id`` values) are columns of its row. The best unpromoted trial of a rung
+        is the one to promote if any is: the others rank below it."""
+        if below_rung < 1:
+            return None
         self._session.flush()
-        row = (
-            self._session.connection()
-            .execute(_ASHA_PROMOTION, {"study_id": self._record.id, "below_rung": below_rung, "eta": reduction_factor})
-            .first()
-        )
-        return None if row is None else (row.oracle_trial_id, dict(row.hyperparameters), row.rung)
+        rows = self._session.connection().execute(_asha_candidates(below_rung), {"study_id": self._record.id})
+        ready = [row for row in rows if row.place * reduction_factor <= row.finished]
+        if not ready:
+            return None
+        row = max(ready, key=lambda r: r.rung)
+        return row.oracle_trial_id, dict(row.hyperparameters), row.rung
 
     def count(self, *statuses: str) -> int:
         query = select(func.count()).where(TrialRow.study_id == self._record.id)
@@ -418,6 +456,7 @@ class StudyTransaction:
                     "rung": values.get("tuner/rung"),
                     "resumes": values.get("tuner/trial_id"),
                     "oracle_trial_state": state,
+                    "promoted": False,
                     "dataset_id": study.dataset_id,
                     "objective_name": study.objective_name,
                     "team_id": study.team_id,
@@ -435,6 +474,8 @@ class StudyTransaction:
             )
             .scalar_one()
         )
+        if values.get("tuner/trial_id") is not None:  # a promotion: its parent is no longer a candidate
+            self._session.connection().execute(_PROMOTED, {"of_study": study.id, "parent": values["tuner/trial_id"]})
         return TrialRecord(
             trial_id, study.id, number, oracle_trial_id, ticket, "running", dict(values), state and dict(state),
             None, None, 0, None, worker, study.pool, gpu, now, now, now, None, None, 0, None, None,
