@@ -9,8 +9,10 @@ or, with a model ``sampler`` (``bayesian``, ``tpe``), a proposal computed outsid
 
 The claim keeps no oracle: which trial to promote is one statement over the study's trial rows
 (:meth:`~tuner_service.store.StudyTransaction.asha_promotion`), since a trial's rung and the trial it resumes
-are its ``tuner/rung`` and ``tuner/trial_id`` values. So a claim costs the same however many trials the study
-has, and a study stored with a Keras Tuner oracle's state continues from its rows alike.
+are its ``tuner/rung`` and ``tuner/trial_id`` values (and a trial that one resumes is flagged ``promoted``). Each
+rung's best trial not promoted yet is the first entry of an index, and its place in the rung an index-only count,
+so a claim reads no trial rows but the candidates'; a study stored with a Keras Tuner oracle's state continues
+from its rows alike.
 """
 
 from __future__ import annotations
