@@ -350,3 +350,46 @@ def test_concurrent_claims_respect_parallelism_and_team_quota_without_a_global_l
         store.dispose()
         for own in stores:
             own.dispose()
+
+
+def test_a_claim_that_waited_for_the_lock_while_another_claimed_counts_the_trials_again(
+    tmp_path, postgres_url, monkeypatch
+) -> None:
+    """A claim reads the study's trial load in the statement that takes the study's lock; when it had to wait for
+    that lock while another claim added a trial, the load it read is from before that trial (PostgreSQL takes the
+    statement's snapshot first). Its new trial's number then collides, and it claims again with the load read
+    apart: the next number, not an error and not "message already handled"."""
+    settings = load_settings({"TUNER_HOME": str(tmp_path / "home"), "TUNER_DATABASE_URL": postgres_url})
+    holder, claimer = Store(postgres_url), Store(postgres_url)
+    holder.upgrade()
+    loads: list[bool] = []
+    with_study_lock = Store.with_study_lock
+
+    def recording(self, *args, **kwargs):  # noqa: ANN001, ANN202 - Store.with_study_lock's signature
+        if self is claimer:
+            loads.append(kwargs.get("with_load", False))
+        return with_study_lock(self, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "with_study_lock", recording)
+    try:
+        doc = digits_study(algorithm={"name": "random"}, max_trials=10, parallelism=4)
+        study = submit_study(holder, settings, doc, lambda pool, n: None)
+        inserted, answers = threading.Event(), []
+        claiming = threading.Thread(target=lambda: (inserted.wait(10), answers.append(
+            claim_once(claimer, "cpu", ticket=uuid.uuid4().hex, worker="b", heartbeat_timeout_s=60)
+        )))  # fmt: skip
+        claiming.start()
+        with holder.locked_study(study.id) as tx:
+            tx.add_trial(
+                number=0, oracle_trial_id="0", ticket=uuid.uuid4().hex, hyperparameters={"units": 1},
+                oracle_trial_state=None, worker="a",
+            )  # fmt: skip
+            inserted.set()
+            time.sleep(1.5)  # the other claim finds the study locked, then waits for its lock
+        claiming.join(30)
+        assert len(answers) == 1 and isinstance(answers[0], Claim), answers
+        assert answers[0].trial.number == 1
+        assert loads == [True, True, False], loads  # passed over (locked), waited (stale load), again (read apart)
+    finally:
+        holder.dispose()
+        claimer.dispose()

@@ -228,18 +228,36 @@ _RANKED = select(TrialRow.oracle_trial_id, TrialRow.sort_key, TrialRow.hyperpara
 )
 
 
-# A study's row as a transaction locks it (Core, the columns of a StudyRecord), by (skip_locked, several):
-# with several ids, the first of them by id whose lock no other transaction holds (with skip_locked).
+# A study's row as a transaction locks it (Core, the columns of a StudyRecord), by (skip_locked, several, with
+# load): with several ids, the first of them by id whose lock no other transaction holds (with skip_locked); with
+# the load, the study's trial load too (see StudyTransaction.load).
 _STUDY_COLUMNS = [StudyRow.__table__.c[f.name] for f in dataclasses.fields(StudyRecord)]
+_LOAD_COLUMNS = [
+    column.label(name)
+    for column, name in zip(trial_load(StudyRow.id), ("load_total", "load_running", "load_pending"), strict=True)
+]
 _LOCK_STUDY = {
-    (skip, several): select(*_STUDY_COLUMNS)
+    (skip, several, with_load): select(*_STUDY_COLUMNS, *(_LOAD_COLUMNS if with_load else ()))
     .where(StudyRow.id.in_(bindparam("ids", expanding=True)) if several else StudyRow.id == bindparam("ids"))
     .order_by(StudyRow.id)
     .limit(1)
     .with_for_update(skip_locked=skip)
     for skip in (False, True)
     for several in (False, True)
+    for with_load in (False, True)
 }
+
+
+class StaleLoad(Exception):
+    """The trial load read with a study's lock missed a trial that another transaction committed as the lock was
+    taken: the claim's new trial took a number that is no longer free. Claim again with the load read apart."""
+
+
+def _violates(exc: IntegrityError, constraint: str) -> bool:
+    diag = getattr(exc.orig, "diag", None)  # psycopg names the constraint; SQLite's message names the columns
+    if diag is not None and getattr(diag, "constraint_name", None):
+        return diag.constraint_name == constraint
+    return constraint == "uq_trials_study_number" and "trials.study_id, trials.number" in str(exc.orig)
 
 
 class StudyTransaction:
@@ -249,11 +267,12 @@ class StudyTransaction:
     changes in it is written back in one ``UPDATE`` before the commit (:meth:`write_study`); nothing inside the
     transaction reads the study's row from the database meanwhile."""
 
-    def __init__(self, session: Session, study: StudyRecord) -> None:
+    def __init__(self, session: Session, study: StudyRecord, load: Load | None = None) -> None:
         self._session = session
         self._record = study
         self._changes: dict[str, Any] = {}
         self._rows: dict[int, TrialRow] = {}
+        self._locked_load = load  # read with the lock, until this transaction changes a trial
 
     @property
     def study(self) -> StudyRecord:
@@ -355,7 +374,12 @@ class StudyTransaction:
 
     def load(self) -> Load:
         """How many trials the study has, and how many are running and pending: one indexed statement, whose
-        cost does not grow with the study's finished trials (a claim and a report read it under the lock)."""
+        cost does not grow with the study's finished trials (a claim and a report read it under the lock). A claim
+        reads it in the statement that takes the lock (``with_load``): on PostgreSQL that statement's snapshot is
+        taken before the lock, so a claim that another committed just then finds its trial's number taken
+        (:class:`StaleLoad`) and claims again; any change to a trial in this transaction makes it read anew."""
+        if self._locked_load is not None:
+            return self._locked_load
         self._session.flush()
         total, running, pending = self._session.connection().execute(_LOAD, {"study_id": self._record.id}).one()
         return Load(total, running, pending)
@@ -441,9 +465,9 @@ class StudyTransaction:
         state = clean_json(oracle_trial_state)
         # A Core insert: every claim makes one, and the ORM's unit of work costs several times the statement.
         self._session.flush()
-        trial_id = (
-            self._session.connection()
-            .execute(
+        locked_load, self._locked_load = self._locked_load, None
+        try:
+            inserted = self._session.connection().execute(
                 _INSERT_TRIAL,
                 {
                     "study_id": study.id,
@@ -472,8 +496,11 @@ class StudyTransaction:
                     "created_at": now,
                 },  # fmt: skip
             )
-            .scalar_one()
-        )
+        except IntegrityError as exc:
+            if locked_load is not None and _violates(exc, "uq_trials_study_number"):
+                raise StaleLoad from exc
+            raise
+        trial_id = inserted.scalar_one()
         if values.get("tuner/trial_id") is not None:  # a promotion: its parent is no longer a candidate
             self._session.connection().execute(_PROMOTED, {"of_study": study.id, "parent": values["tuner/trial_id"]})
         return TrialRecord(
@@ -550,6 +577,7 @@ class StudyTransaction:
         """:meth:`finish_trial` for a trial that is running, as one Core statement: the stored trial and, on
         PostgreSQL, the study's load after it (else None: ask :meth:`load`); None when the trial is not running
         (or not the study's)."""
+        self._locked_load = None
         self._session.flush()
         params = {
             "of_trial": trial_id,
@@ -585,6 +613,7 @@ class StudyTransaction:
         self._row(trial_id).oracle_trial_state = clean_json(oracle_trial_state)
 
     def _row(self, trial_id: int) -> TrialRow:
+        self._locked_load = None  # the row is read to be changed (or to build a record): count anew after
         # Held for the transaction: the session's identity map keeps only weak references, so a row read for a
         # record and then updated would otherwise be read again.
         row = self._rows.get(trial_id) or self._session.get(TrialRow, trial_id)
@@ -874,19 +903,27 @@ class Store(AccountQueries, QueueQueries, JobQueries, HypermodelQueries):
 
     @contextmanager
     def locked_study(
-        self, study_id: int, *, skip_locked: bool = False, before: Any = None, or_later: Sequence[int] = ()
+        self,
+        study_id: int,
+        *,
+        skip_locked: bool = False,
+        before: Any = None,
+        or_later: Sequence[int] = (),
+        with_load: bool = False,
     ) -> Iterator[StudyTransaction | None]:
         """Hold the study's row lock (``FOR UPDATE``; an immediate transaction on SQLite). With
         ``skip_locked``, yield None instead of waiting when another transaction holds it (PostgreSQL); with
         ``or_later`` too (ids above ``study_id``), the first of them by id that no other transaction holds, in the
         same statement (a claim's candidates of one rank: one transaction, not one per study found locked).
-        ``before(session)`` runs first in the same transaction (to take a lock that comes before studies')."""
+        ``before(session)`` runs first in the same transaction (to take a lock that comes before studies').
+        ``with_load``: the study's trial load is read in the same statement (see :meth:`StudyTransaction.load`)."""
         started = time.perf_counter()
         with self._write() as session:
             if before is not None:
                 before(session)
             ids = [study_id, *or_later] if or_later else study_id
-            row = session.connection().execute(_LOCK_STUDY[skip_locked, bool(or_later)], {"ids": ids}).first()
+            statement = _LOCK_STUDY[skip_locked, bool(or_later), with_load]
+            row = session.connection().execute(statement, {"ids": ids}).first()
             if self.on_lock_wait is not None:
                 self.on_lock_wait(time.perf_counter() - started)
             if row is None and not skip_locked:
@@ -894,12 +931,20 @@ class Store(AccountQueries, QueueQueries, JobQueries, HypermodelQueries):
             if row is None:
                 yield None
                 return
-            tx = StudyTransaction(session, StudyRecord.of(row))
+            load = Load(row.load_total, row.load_running or 0, row.load_pending or 0) if with_load else None
+            tx = StudyTransaction(session, StudyRecord.of(row), load)
             yield tx
             tx.write_study()
 
     def with_study_lock(
-        self, study_id: int, fn: Any, *, skip_locked: bool = False, before: Any = None, or_later: Sequence[int] = ()
+        self,
+        study_id: int,
+        fn: Any,
+        *,
+        skip_locked: bool = False,
+        before: Any = None,
+        or_later: Sequence[int] = (),
+        with_load: bool = False,
     ) -> Any:
         """Run ``fn(tx)`` under the study's lock, retrying on lock conflicts; with ``before``,
         ``fn(tx, before(session))``, ``before`` run in the same transaction ahead of the study's lock. With
@@ -913,6 +958,7 @@ class Store(AccountQueries, QueueQueries, JobQueries, HypermodelQueries):
                 skip_locked=skip_locked,
                 before=None if before is None else lambda s: first.append(before(s)),
                 or_later=or_later,
+                with_load=with_load,
             ) as tx:
                 if tx is None:
                     return LOCKED
