@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import DateTime, Select, and_, bindparam, case, func, literal_column, null, or_, select, union_all
+from sqlalchemy import DateTime, Select, and_, bindparam, case, cast, func, literal_column, null, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from tuner_service.queue import TeamLoad, WaitingStudy
@@ -59,42 +59,37 @@ def waiting_studies(session: Session, pool: str | None, team_id: int | None = No
     """The active studies (in ``pool``; of ``team_id`` if given) with their trial loads."""
     core = session.connection()  # Core rows: every claim reads this, and the ORM's per-statement work is a third
     params = {"pool": pool, "team_id": team_id}
-    waiting = []
-    for study in core.execute(_study_query(pool is not None, team_id is not None), params):
-        total, running, pending = study[-3], int(study[-2] or 0), int(study[-1] or 0)
-        owed = pending + max(0, study.max_trials - total)
-        waiting.append(
-            WaitingStudy(
-                study.id,
-                study.name,
-                study.team_id,
-                study.priority,
-                study.pool,
-                study.status,
-                running,
-                study.parallelism,
-                owed,
-            )  # fmt: skip
-        )
-    return waiting
+    return [_waiting(*study) for study in core.execute(_study_query(pool is not None, team_id is not None), params)]
+
+
+def _waiting(
+    id_: int, name: str, team_id: int | None, priority: str, pool: str, status: str, parallelism: int,
+    max_trials: int, total: int, running: int | None, pending: int | None,
+) -> WaitingStudy:  # fmt: skip
+    """A row of :data:`_STUDY_COLUMNS` as the scheduler sees it."""
+    owed = int(pending or 0) + max(0, max_trials - total)
+    return WaitingStudy(id_, name, team_id, priority, pool, status, int(running or 0), parallelism, owed)
 
 
 @functools.cache
 def _study_query(by_pool: bool, by_team: bool) -> Select:
     """The active studies with their trials counted by status, in one statement; built once per process (with
     bound parameters) because building it costs more than running it."""
-    # Only the columns the scheduler needs (a study row also carries its spec and its oracle's state), and each
-    # study's trial load from indexes (see trial_load): counting the trials themselves grew with every finished
-    # one (4 ms of the database's time per claim with 10,000 trials in the active studies).
-    columns = (StudyRow.id, StudyRow.name, StudyRow.team_id, StudyRow.priority, StudyRow.pool, StudyRow.status)
-    query = select(*columns, StudyRow.parallelism, StudyRow.max_trials, *trial_load(StudyRow.id)).where(
-        StudyRow.status.in_(("queued", "running", "paused"))
-    )
+    query = select(*_study_columns()).where(StudyRow.status.in_(("queued", "running", "paused")))
     if by_pool:
         query = query.where(StudyRow.pool == bindparam("pool"))
     if by_team:
         query = query.where(StudyRow.team_id == bindparam("team_id"))
     return query
+
+
+def _study_columns() -> tuple[Any, ...]:
+    """What the scheduler reads of a study (see :func:`_waiting`)."""
+    # Only the columns the scheduler needs (a study row also carries its spec and its oracle's state), and each
+    # study's trial load from indexes (see trial_load): counting the trials themselves grew with every finished
+    # one (4 ms of the database's time per claim with 10,000 trials in the active studies).
+    columns = (StudyRow.id, StudyRow.name, StudyRow.team_id, StudyRow.priority, StudyRow.pool, StudyRow.status)
+    return (*columns, StudyRow.parallelism, StudyRow.max_trials, *trial_load(StudyRow.id))
 
 
 def team_loads(session: Session, window_s: float, team_id: int | None = None) -> dict[int | None, TeamLoad]:
@@ -108,32 +103,37 @@ def team_loads(session: Session, window_s: float, team_id: int | None = None) ->
 
 
 def _team_loads(
-    session: Session, window_s: float, team_id: int | None = None, ticket: str | None = None
-) -> tuple[Started | None, dict[int | None, TeamLoad]]:
-    """:func:`team_loads`, and with ``ticket`` the trial that ticket started (read in the same statement)."""
+    session: Session, window_s: float, team_id: int | None = None, ticket: str | None = None, pool: str | None = None
+) -> tuple[Started | None, dict[int | None, TeamLoad], list[WaitingStudy]]:
+    """:func:`team_loads`; with ``ticket`` the trial that ticket started, and with ``pool`` the pool's waiting
+    studies (:func:`waiting_studies`), both read in the same statement (not with ``team_id``)."""
     now = utcnow()
     core = session.connection()
     params = {"now": now, "cutoff": now - timedelta(seconds=window_s), "day": now - timedelta(days=1)}
-    params["team_id"], params["ticket"] = team_id, ticket
+    params["team_id"], params["ticket"], params["pool"] = team_id, ticket, pool
     by_team = team_id is not None
     started = None
     usage: dict[int | None, float] = {}
     gpu: dict[int | None, float] = {}
     busy: dict[int | None, int] = {}
     teams = []
+    studies: list[WaitingStudy] = []
     dialect = session.get_bind().dialect.name
     if by_team:
         sums = list(core.execute(_team_load_query(dialect), params))
         teams = list(core.execute(_one_team_query(), params))
-    else:  # every team: the sums, the teams (and the ticket's trial) in one statement, as every claim reads them
+    else:  # every team: the sums, the teams (the ticket's trial, the studies) in one statement, as every claim reads
         sums = []
-        for kind, *row in core.execute(_teams_and_loads_query(dialect, ticket is not None), params):
+        query = _teams_and_loads_query(dialect, ticket is not None, pool is not None)
+        for kind, *row in core.execute(query, params):
             if kind == "ticket":
                 started = Started(row[0], row[2])
             elif kind == "load":
                 sums.append(row[:5])
+            elif kind == "team":
+                teams.append(row[5:10])
             else:
-                teams.append(row[5:])
+                studies.append(_waiting(*row[10:]))
     for team, pool, count, in_window, in_day in sums:
         busy[team] = busy.get(team, 0) + int(count or 0)
         usage[team] = usage.get(team, 0.0) + float(in_window or 0.0)
@@ -146,7 +146,7 @@ def _team_loads(
             max_concurrent, gpu.get(team_id_, 0.0), gpu_hours,
         )  # fmt: skip
     loads[None] = TeamLoad(None, "(no team)", 1.0, usage.get(None, 0.0), busy.get(None, 0))
-    return started, loads
+    return started, loads, studies
 
 
 @functools.cache
@@ -184,20 +184,29 @@ def _summed(dialect: str, *leading: Any, trailing: tuple[Any, ...] = ()) -> Sele
 
 
 @functools.cache
-def _teams_and_loads_query(dialect: str, with_ticket: bool) -> Any:
+def _teams_and_loads_query(dialect: str, with_ticket: bool, with_studies: bool = False) -> Any:
     """:func:`_summed`'s rows and every team's, as one statement: ("load", team, pool, running, seconds in
     the window, seconds in the day, five nulls) or ("team", five nulls, id, name, share weight, quota, GPU
     hours); ``with_ticket``, also ("ticket", trial id, null, study id, seven nulls) for the trial with
-    ``:ticket`` (each column keeps one type across the parts)."""
+    ``:ticket``; ``with_studies``, also ("study", ten nulls, the :func:`_study_columns` of an active study of
+    ``:pool``) and eleven nulls more in every other row (each column keeps one type across the parts)."""
     nothing = (null(), null(), null(), null(), null())
+    # Typed nulls: PostgreSQL gives a column that is null in the first parts the type text.
+    no_study = tuple(cast(null(), column.type) for column in _study_columns()) if with_studies else ()
     team = (TeamRow.id, TeamRow.name, TeamRow.share_weight, TeamRow.max_concurrent_trials, TeamRow.gpu_hours_per_day)
     parts = [
-        _summed(dialect, literal_column("'load'"), trailing=nothing),
-        select(literal_column("'team'"), *nothing, *team),
+        _summed(dialect, literal_column("'load'"), trailing=(*nothing, *no_study)),
+        select(literal_column("'team'"), *nothing, *team, *no_study),
     ]
     if with_ticket:
-        trial = select(literal_column("'ticket'"), TrialRow.id, null(), TrialRow.study_id, null(), null(), *nothing)
+        trial = select(
+            literal_column("'ticket'"), TrialRow.id, null(), TrialRow.study_id, null(), null(), *nothing, *no_study
+        )
         parts.append(trial.where(TrialRow.ticket == bindparam("ticket")))
+    if with_studies:
+        active = StudyRow.status.in_(("queued", "running", "paused"))
+        study = select(literal_column("'study'"), *nothing, *nothing, *_study_columns())
+        parts.append(study.where(active, StudyRow.pool == bindparam("pool")))
     return union_all(*parts)
 
 
@@ -252,12 +261,13 @@ class QueueQueries:
         self, ticket: str, pool: str, window_s: float
     ) -> tuple[Started | None, list[WaitingStudy], dict[int | None, TeamLoad]]:
         """What a claim reads first: the trial this broker message (its ticket) already started, if any, else
-        the pool's queue (see :func:`snapshot`). Two statements: the ticket's trial comes with the teams' loads."""
+        the pool's queue (see :func:`snapshot`). One statement: the ticket's trial and the pool's studies come
+        with the teams' loads."""
         with self._statements() as session:
-            started, loads = _team_loads(session, window_s, ticket=ticket)
+            started, loads, studies = _team_loads(session, window_s, ticket=ticket, pool=pool)
             if started is not None:
                 return started, [], {}
-            return None, waiting_studies(session, pool), loads
+            return None, studies, loads
 
     def pool_has_work(self, pool: str) -> bool:
         """Whether some active study of the pool still owes trials (quotas aside)."""
