@@ -378,7 +378,10 @@ def draw(tx: StudyTransaction, number: int) -> dict[str, Any] | str:
     common case. Trial ``number``'s candidates come from ``rng_seed(seed, number, k)`` for k = 0, 1, ... (trial
     numbers are unique and given in order, so a seeded study run by one worker proposes the same sequence again,
     and two claims never draw from the same stream), and whether a candidate is taken is one indexed lookup of
-    its digest (``trials.config_hash``) per batch, not a read of every trial. The stored state is written only
+    its digest (``trials.config_hash``) per batch, not a read of every trial. In a claim's optimistic
+    transaction the first candidate is not looked up: the trial's insert checks it in the same statement
+    (:meth:`~tuner_service.store.StudyTransaction.expect_free`), and in the rare case it is taken the claim
+    is made again with lookups. The stored state is written only
     to keep a warm start's known digests and to mark the space exhausted.
     """
     study = tx.study
@@ -394,6 +397,9 @@ def draw(tx: StudyTransaction, number: int) -> dict[str, Any] | str:
     for first, end in itertools.pairwise(_DRAW_BOUNDS):
         batch = [random_values(params, random.Random(rng_seed(seed, number, k))) for k in range(first, end)]
         digests = [config_hash(values) for values in batch]
+        if first == 0 and tx.optimistic and digests[0] not in avoid:
+            tx.expect_free(digests[0])  # the trial's insert checks it (a claim repeats itself if it is taken)
+            return batch[0]
         taken = tx.taken_configurations(digests) | avoid
         for values, digest in zip(batch, digests, strict=True):
             if digest not in taken:

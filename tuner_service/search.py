@@ -36,7 +36,7 @@ from tuner_service.queue import TeamLoad, WaitingStudy, blocked_reason, runnable
 from tuner_service.space import SearchSpace
 from tuner_service.store import Store, StudyRecord, StudyTransaction, TrialRecord
 from tuner_service.store.queue import Load
-from tuner_service.store.store import LEASE_AFTER_FIT, LOCKED, StaleLoad
+from tuner_service.store.store import LEASE_AFTER_FIT, LOCKED, ClaimAgain
 
 WAIT_FOR_ROUND_S = 2.0
 # Algorithms whose claims and reports restore no Keras Tuner oracle (their state is constant-size).
@@ -536,10 +536,11 @@ def _claim_next(
 
     def attempt(candidates: list[WaitingStudy], *, skip_locked: bool) -> Any:
         """Claim in the first of ``candidates`` (one rank, by id) whose lock is free, or wait for the first's
-        lock; (the study tried, what it answered), or :data:`LOCKED` when every one is locked. The study's load
-        comes with its lock, unless that load proved stale (:class:`StaleLoad`): then once more, read apart."""
+        lock; (the study tried, what it answered), or :data:`LOCKED` when every one is locked. The claim is
+        optimistic first (the study's load comes with its lock, a random draw is inserted unchecked), and if that
+        proved wrong (:class:`ClaimAgain`), made once more with everything read apart."""
         team = teams.get(candidates[0].team_id)
-        for with_load in (True, False):
+        for optimistic in (True, False):
             try:
                 return store.with_study_lock(
                     candidates[0].study_id,
@@ -559,11 +560,11 @@ def _claim_next(
                     skip_locked=skip_locked,
                     before=gate,
                     or_later=[c.study_id for c in candidates[1:]],
-                    with_load=with_load,
+                    optimistic=optimistic,
                 )
-            except StaleLoad:
+            except ClaimAgain:
                 continue
-        raise AssertionError("unreachable: the second try reads the load apart")
+        raise AssertionError("unreachable: the second try reads everything apart")
 
     def settle(candidate_id: int, result: Any) -> Claim | Wait | Propose | None:
         """The answer to give now, or None to try the next study."""

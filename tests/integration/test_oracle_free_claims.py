@@ -134,6 +134,39 @@ def test_random_draws_never_repeat_and_the_state_stays_the_same_size(two_stores,
     assert sizes[0] == sizes[1]
 
 
+def test_a_draw_inserted_unchecked_that_a_trial_has_is_drawn_again_with_lookups(
+    two_stores, settings, monkeypatch
+) -> None:
+    """A claim inserts its first random draw without looking it up (the insert checks it). In a space of six
+    configurations most first draws are taken: each such claim is made again with lookups, and the study still
+    gets six different configurations, then none."""
+    a, _ = two_stores
+    tiny = {
+        "hidden_layers": {"type": "int", "min": 0, "max": 2},
+        "optimizer": {"type": "choice", "values": ["sgd", "adam"]},
+    }
+    doc = digits_study(search_space=tiny, max_trials=8, parallelism=8, name=f"tiny-{uuid.uuid4().hex[:6]}")
+    study = submit_study(a, settings, doc, lambda pool, n: None)
+    modes: list[bool] = []
+    with_study_lock = Store.with_study_lock
+
+    def recording(self, *args, **kwargs):  # noqa: ANN001, ANN202 - Store.with_study_lock's signature
+        modes.append(kwargs.get("optimistic", False))
+        return with_study_lock(self, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "with_study_lock", recording)
+    configurations = []
+    for _ in range(6):
+        claimed = claim(a)
+        configurations.append(config_key(claimed.values))
+        finish(a, claimed, 0.5)
+    assert len(set(configurations)) == 6
+    assert False in modes  # at least one optimistic claim found its draw taken and was made again
+    result = claim_next(a, "cpu", ticket=uuid.uuid4().hex, worker="w", heartbeat_timeout_s=60)
+    assert not isinstance(result, Claim), result  # the space is exhausted
+    assert len(a.list_trials(study.id, limit=20).items) == 6
+
+
 def test_hyperband_runs_its_brackets_from_the_rows_and_its_state_stays_bounded(two_stores, settings) -> None:
     a, b = two_stores
     algorithm = {"name": "hyperband", "max_epochs": 9, "factor": 3, "hyperband_iterations": 3}

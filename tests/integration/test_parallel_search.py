@@ -367,7 +367,7 @@ def test_a_claim_that_waited_for_the_lock_while_another_claimed_counts_the_trial
 
     def recording(self, *args, **kwargs):  # noqa: ANN001, ANN202 - Store.with_study_lock's signature
         if self is claimer:
-            loads.append(kwargs.get("with_load", False))
+            loads.append(kwargs.get("optimistic", False))
         return with_study_lock(self, *args, **kwargs)
 
     monkeypatch.setattr(Store, "with_study_lock", recording)

@@ -110,6 +110,26 @@ _TAKEN = select(TrialRow.config_hash).where(
 )
 
 _INSERT_TRIAL = insert(TrialRow).returning(TrialRow.id)
+# The columns a claim inserts (StudyTransaction.add_trial).
+_NEW_TRIAL_COLUMNS = (
+    "study_id", "number", "oracle_trial_id", "ticket", "status", "hyperparameters", "config_hash", "rung", "resumes",
+    "oracle_trial_state", "promoted", "dataset_id", "objective_name", "team_id", "pool", "gpu", "worker", "epochs_run",
+    "epochs_trained", "retries", "stop_requested", "heartbeat_at", "started_at", "created_at",
+)  # fmt: skip
+
+
+def _insert_trial_if_free() -> Any:
+    """:data:`_INSERT_TRIAL`, unless a trial of the study has the new trial's configuration digest: no row then.
+    Its parameters are the column names prefixed ``new_``."""
+    columns = [TrialRow.__table__.c[name] for name in _NEW_TRIAL_COLUMNS]
+    values = [bindparam(f"new_{c.name}", type_=c.type) for c in columns]
+    same = select(TrialRow.id).where(
+        TrialRow.study_id == bindparam("new_study_id"), TrialRow.config_hash == bindparam("new_config_hash")
+    )
+    return insert(TrialRow).from_select(columns, select(*values).where(~same.exists())).returning(TrialRow.id)
+
+
+_INSERT_TRIAL_IF_FREE = _insert_trial_if_free()
 _PROMOTED = (
     update(TrialRow)
     .where(TrialRow.study_id == bindparam("of_study"), TrialRow.oracle_trial_id == bindparam("parent"))
@@ -248,9 +268,19 @@ _LOCK_STUDY = {
 }
 
 
-class StaleLoad(Exception):
+class ClaimAgain(Exception):
+    """What an optimistic claim (``locked_study(optimistic=True)``) took for granted proved wrong; its transaction
+    is rolled back: claim again, reading everything apart."""
+
+
+class StaleLoad(ClaimAgain):
     """The trial load read with a study's lock missed a trial that another transaction committed as the lock was
-    taken: the claim's new trial took a number that is no longer free. Claim again with the load read apart."""
+    taken: the claim's new trial took a number that is no longer free."""
+
+
+class TakenDraw(ClaimAgain):
+    """A random draw inserted without looking it up first (see :meth:`StudyTransaction.expect_free`) is the
+    configuration of a trial the study has already."""
 
 
 def _violates(exc: IntegrityError, constraint: str) -> bool:
@@ -273,6 +303,9 @@ class StudyTransaction:
         self._changes: dict[str, Any] = {}
         self._rows: dict[int, TrialRow] = {}
         self._locked_load = load  # read with the lock, until this transaction changes a trial
+        # An optimistic claim's transaction (the load came with the lock) may also insert a random draw unchecked.
+        self.optimistic = load is not None
+        self._unchecked: str | None = None
 
     @property
     def study(self) -> StudyRecord:
@@ -375,7 +408,7 @@ class StudyTransaction:
     def load(self) -> Load:
         """How many trials the study has, and how many are running and pending: one indexed statement, whose
         cost does not grow with the study's finished trials (a claim and a report read it under the lock). A claim
-        reads it in the statement that takes the lock (``with_load``): on PostgreSQL that statement's snapshot is
+        reads it in the statement that takes the lock (``optimistic``): on PostgreSQL that statement's snapshot is
         taken before the lock, so a claim that another committed just then finds its trial's number taken
         (:class:`StaleLoad`) and claims again; any change to a trial in this transaction makes it read anew."""
         if self._locked_load is not None:
@@ -448,6 +481,14 @@ class StudyTransaction:
             changes["error"] = error
         self._change(**changes)
 
+    def expect_free(self, digest: str) -> None:
+        """The next trial inserted with this configuration digest was not looked up: its insert checks that no
+        trial of the study has it (one statement where a lookup and an insert were two), and raises
+        :class:`TakenDraw` when one does (only in an :attr:`optimistic` transaction, which a claim repeats)."""
+        if not self.optimistic:
+            raise RuntimeError("only an optimistic claim may insert a configuration it did not look up")
+        self._unchecked = digest
+
     def add_trial(
         self,
         *,
@@ -466,17 +507,17 @@ class StudyTransaction:
         # A Core insert: every claim makes one, and the ORM's unit of work costs several times the statement.
         self._session.flush()
         locked_load, self._locked_load = self._locked_load, None
+        digest = config_hash(values)
+        unchecked, self._unchecked = self._unchecked == digest, None
         try:
-            inserted = self._session.connection().execute(
-                _INSERT_TRIAL,
-                {
+            params = {
                     "study_id": study.id,
                     "number": number,
                     "oracle_trial_id": oracle_trial_id,
                     "ticket": ticket,
                     "status": "running",
                     "hyperparameters": values,
-                    "config_hash": config_hash(values),
+                    "config_hash": digest,
                     "rung": values.get("tuner/rung"),
                     "resumes": values.get("tuner/trial_id"),
                     "oracle_trial_state": state,
@@ -494,13 +535,17 @@ class StudyTransaction:
                     "heartbeat_at": now,
                     "started_at": now,
                     "created_at": now,
-                },  # fmt: skip
-            )
+            }  # fmt: skip
+            if unchecked:
+                params = {f"new_{key}": value for key, value in params.items()}
+            inserted = self._session.connection().execute(_INSERT_TRIAL_IF_FREE if unchecked else _INSERT_TRIAL, params)
         except IntegrityError as exc:
             if locked_load is not None and _violates(exc, "uq_trials_study_number"):
                 raise StaleLoad from exc
             raise
-        trial_id = inserted.scalar_one()
+        trial_id = inserted.scalar()
+        if trial_id is None:
+            raise TakenDraw
         if values.get("tuner/trial_id") is not None:  # a promotion: its parent is no longer a candidate
             self._session.connection().execute(_PROMOTED, {"of_study": study.id, "parent": values["tuner/trial_id"]})
         return TrialRecord(
@@ -909,20 +954,22 @@ class Store(AccountQueries, QueueQueries, JobQueries, HypermodelQueries):
         skip_locked: bool = False,
         before: Any = None,
         or_later: Sequence[int] = (),
-        with_load: bool = False,
+        optimistic: bool = False,
     ) -> Iterator[StudyTransaction | None]:
         """Hold the study's row lock (``FOR UPDATE``; an immediate transaction on SQLite). With
         ``skip_locked``, yield None instead of waiting when another transaction holds it (PostgreSQL); with
         ``or_later`` too (ids above ``study_id``), the first of them by id that no other transaction holds, in the
         same statement (a claim's candidates of one rank: one transaction, not one per study found locked).
         ``before(session)`` runs first in the same transaction (to take a lock that comes before studies').
-        ``with_load``: the study's trial load is read in the same statement (see :meth:`StudyTransaction.load`)."""
+        ``optimistic`` (a claim): the study's trial load is read in the same statement (see
+        :meth:`StudyTransaction.load`), and a random draw may be inserted without a lookup
+        (:meth:`StudyTransaction.expect_free`); either may raise :class:`ClaimAgain`."""
         started = time.perf_counter()
         with self._write() as session:
             if before is not None:
                 before(session)
             ids = [study_id, *or_later] if or_later else study_id
-            statement = _LOCK_STUDY[skip_locked, bool(or_later), with_load]
+            statement = _LOCK_STUDY[skip_locked, bool(or_later), optimistic]
             row = session.connection().execute(statement, {"ids": ids}).first()
             if self.on_lock_wait is not None:
                 self.on_lock_wait(time.perf_counter() - started)
@@ -931,7 +978,7 @@ class Store(AccountQueries, QueueQueries, JobQueries, HypermodelQueries):
             if row is None:
                 yield None
                 return
-            load = Load(row.load_total, row.load_running or 0, row.load_pending or 0) if with_load else None
+            load = Load(row.load_total, row.load_running or 0, row.load_pending or 0) if optimistic else None
             tx = StudyTransaction(session, StudyRecord.of(row), load)
             yield tx
             tx.write_study()
@@ -944,7 +991,7 @@ class Store(AccountQueries, QueueQueries, JobQueries, HypermodelQueries):
         skip_locked: bool = False,
         before: Any = None,
         or_later: Sequence[int] = (),
-        with_load: bool = False,
+        optimistic: bool = False,
     ) -> Any:
         """Run ``fn(tx)`` under the study's lock, retrying on lock conflicts; with ``before``,
         ``fn(tx, before(session))``, ``before`` run in the same transaction ahead of the study's lock. With
@@ -958,7 +1005,7 @@ class Store(AccountQueries, QueueQueries, JobQueries, HypermodelQueries):
                 skip_locked=skip_locked,
                 before=None if before is None else lambda s: first.append(before(s)),
                 or_later=or_later,
-                with_load=with_load,
+                optimistic=optimistic,
             ) as tx:
                 if tx is None:
                     return LOCKED
