@@ -536,11 +536,13 @@ def _claim_next(
 
     def attempt(candidates: list[WaitingStudy], *, skip_locked: bool) -> Any:
         """Claim in the first of ``candidates`` (one rank, by id) whose lock is free, or wait for the first's
-        lock; (the study tried, what it answered), or :data:`LOCKED` when every one is locked. The claim is
-        optimistic first (the study's load comes with its lock, a random draw is inserted unchecked), and if that
-        proved wrong (:class:`ClaimAgain`), made once more with everything read apart."""
+        lock; (the study tried, what it answered), or :data:`LOCKED` when every one is locked. A claim that does
+        not wait for the lock is optimistic first (the study's load comes with its lock, a random draw is inserted
+        unchecked), and if that proved wrong (:class:`ClaimAgain`), made once more with everything read apart. One
+        that waits reads everything apart at once: the load its lock statement read is from before the wait, so it
+        would be stale whenever the lock's holder was a claim."""
         team = teams.get(candidates[0].team_id)
-        for optimistic in (True, False):
+        for optimistic in (True, False) if skip_locked else (False,):
             try:
                 return store.with_study_lock(
                     candidates[0].study_id,

@@ -7,6 +7,7 @@ import contextlib
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 import pytest
 
@@ -25,7 +26,7 @@ from tuner_service.search import (
 )
 from tuner_service.space import SearchSpace
 from tuner_service.store import Store
-from tuner_service.store.store import LEASE_AFTER_FIT, LEASE_FREE
+from tuner_service.store.store import LEASE_AFTER_FIT, LEASE_FREE, StaleLoad
 from tuner_service.study import submit_study
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -355,41 +356,64 @@ def test_concurrent_claims_respect_parallelism_and_team_quota_without_a_global_l
 def test_a_claim_that_waited_for_the_lock_while_another_claimed_counts_the_trials_again(
     tmp_path, postgres_url, monkeypatch
 ) -> None:
-    """A claim reads the study's trial load in the statement that takes the study's lock; when it had to wait for
-    that lock while another claim added a trial, the load it read is from before that trial (PostgreSQL takes the
-    statement's snapshot first). Its new trial's number then collides, and it claims again with the load read
-    apart: the next number, not an error and not "message already handled"."""
+    """A claim that does not wait for a study's lock reads the study's trial load in the statement that takes
+    the lock. That statement's snapshot is taken before the lock (PostgreSQL), so a load read so while waiting
+    for another claim to commit misses that claim's trial, and the new trial's number collides (StaleLoad): a
+    claim that waits for the lock reads the load apart, and gets the next number."""
     settings = load_settings({"TUNER_HOME": str(tmp_path / "home"), "TUNER_DATABASE_URL": postgres_url})
     holder, claimer = Store(postgres_url), Store(postgres_url)
     holder.upgrade()
-    loads: list[bool] = []
+    modes: list[bool] = []
     with_study_lock = Store.with_study_lock
 
     def recording(self, *args, **kwargs):  # noqa: ANN001, ANN202 - Store.with_study_lock's signature
         if self is claimer:
-            loads.append(kwargs.get("optimistic", False))
+            modes.append(kwargs.get("optimistic", False))
         return with_study_lock(self, *args, **kwargs)
 
     monkeypatch.setattr(Store, "with_study_lock", recording)
-    try:
-        doc = digits_study(algorithm={"name": "random"}, max_trials=10, parallelism=4)
-        study = submit_study(holder, settings, doc, lambda pool, n: None)
+
+    def while_a_claim_holds_the_lock(study_id: int, number: int, other: Callable[[], object]) -> list[object]:
+        """``other()`` in a thread while a transaction holds the study's lock and adds trial ``number``."""
         inserted, answers = threading.Event(), []
-        claiming = threading.Thread(target=lambda: (inserted.wait(10), answers.append(
-            claim_once(claimer, "cpu", ticket=uuid.uuid4().hex, worker="b", heartbeat_timeout_s=60)
-        )))  # fmt: skip
-        claiming.start()
-        with holder.locked_study(study.id) as tx:
+
+        def run() -> None:
+            inserted.wait(10)
+            try:
+                answers.append(other())
+            except Exception as exc:  # noqa: BLE001 - the test looks at what was raised
+                answers.append(exc)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        with holder.locked_study(study_id) as tx:
             tx.add_trial(
-                number=0, oracle_trial_id="0", ticket=uuid.uuid4().hex, hyperparameters={"units": 1},
+                number=number, oracle_trial_id=str(number), ticket=uuid.uuid4().hex, hyperparameters={"units": number},
                 oracle_trial_state=None, worker="a",
             )  # fmt: skip
             inserted.set()
-            time.sleep(1.5)  # the other claim finds the study locked, then waits for its lock
-        claiming.join(30)
+            time.sleep(1.5)  # the other transaction is waiting for the study's lock by now
+        thread.join(30)
+        return answers
+
+    def optimistic_insert(study_id: int) -> object:
+        with claimer.locked_study(study_id, optimistic=True) as tx:
+            return tx.add_trial(
+                number=tx.load().total, oracle_trial_id="x", ticket=uuid.uuid4().hex, hyperparameters={"units": 99},
+                oracle_trial_state=None, worker="b",
+            )  # fmt: skip
+
+    try:
+        doc = digits_study(algorithm={"name": "random"}, max_trials=10, parallelism=4)
+        study = submit_study(holder, settings, doc, lambda pool, n: None)
+        answers = while_a_claim_holds_the_lock(study.id, 0, lambda: optimistic_insert(study.id))
+        assert len(answers) == 1 and isinstance(answers[0], StaleLoad), answers  # the load from before the wait
+        answers = while_a_claim_holds_the_lock(
+            study.id, 1, lambda: claim_once(claimer, "cpu", ticket=uuid.uuid4().hex, worker="b", heartbeat_timeout_s=60)
+        )
         assert len(answers) == 1 and isinstance(answers[0], Claim), answers
-        assert answers[0].trial.number == 1
-        assert loads == [True, True, False], loads  # passed over (locked), waited (stale load), again (read apart)
+        assert answers[0].trial.number == 2
+        assert modes == [True, False], modes  # passed over the locked study (optimistic), then waited (read apart)
     finally:
         holder.dispose()
         claimer.dispose()
