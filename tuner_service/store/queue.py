@@ -75,12 +75,16 @@ def _waiting(
 def _study_query(by_pool: bool, by_team: bool) -> Select:
     """The active studies with their trials counted by status, in one statement; built once per process (with
     bound parameters) because building it costs more than running it."""
-    query = select(*_study_columns()).where(StudyRow.status.in_(("queued", "running", "paused")))
+    query = select(*_study_columns()).where(_ACTIVE)
     if by_pool:
         query = query.where(StudyRow.pool == bindparam("pool"))
     if by_team:
         query = query.where(StudyRow.team_id == bindparam("team_id"))
     return query
+
+
+# The studies the scheduler looks at.
+_ACTIVE = StudyRow.status.in_(("queued", "running", "paused"))
 
 
 def _study_columns() -> tuple[Any, ...]:
@@ -204,9 +208,8 @@ def _teams_and_loads_query(dialect: str, with_ticket: bool, with_studies: bool =
         )
         parts.append(trial.where(TrialRow.ticket == bindparam("ticket")))
     if with_studies:
-        active = StudyRow.status.in_(("queued", "running", "paused"))
         study = select(literal_column("'study'"), *nothing, *nothing, *_study_columns())
-        parts.append(study.where(active, StudyRow.pool == bindparam("pool")))
+        parts.append(study.where(_ACTIVE, StudyRow.pool == bindparam("pool")))
     return union_all(*parts)
 
 

@@ -110,26 +110,24 @@ _TAKEN = select(TrialRow.config_hash).where(
 )
 
 _INSERT_TRIAL = insert(TrialRow).returning(TrialRow.id)
-# The columns a claim inserts (StudyTransaction.add_trial).
-_NEW_TRIAL_COLUMNS = (
-    "study_id", "number", "oracle_trial_id", "ticket", "status", "hyperparameters", "config_hash", "rung", "resumes",
-    "oracle_trial_state", "promoted", "dataset_id", "objective_name", "team_id", "pool", "gpu", "worker", "epochs_run",
-    "epochs_trained", "retries", "stop_requested", "heartbeat_at", "started_at", "created_at",
-)  # fmt: skip
 
 
-def _insert_trial_if_free() -> Any:
-    """:data:`_INSERT_TRIAL`, unless a trial of the study has the new trial's configuration digest: no row then.
-    Its parameters are the column names prefixed ``new_``."""
-    columns = [TrialRow.__table__.c[name] for name in _NEW_TRIAL_COLUMNS]
-    values = [bindparam(f"new_{c.name}", type_=c.type) for c in columns]
+@functools.cache
+def _insert_trial_if_free(columns: tuple[str, ...]) -> Any:
+    """:data:`_INSERT_TRIAL` of these columns, unless a trial of the study has the new trial's configuration digest:
+    no row then. Its parameters are the column names prefixed ``new_``."""
+    table = TrialRow.__table__
+    values = [bindparam(f"new_{name}", type_=table.c[name].type) for name in columns]
     same = select(TrialRow.id).where(
         TrialRow.study_id == bindparam("new_study_id"), TrialRow.config_hash == bindparam("new_config_hash")
     )
-    return insert(TrialRow).from_select(columns, select(*values).where(~same.exists())).returning(TrialRow.id)
+    return (
+        insert(TrialRow)
+        .from_select([table.c[name] for name in columns], select(*values).where(~same.exists()))
+        .returning(TrialRow.id)
+    )
 
 
-_INSERT_TRIAL_IF_FREE = _insert_trial_if_free()
 _PROMOTED = (
     update(TrialRow)
     .where(TrialRow.study_id == bindparam("of_study"), TrialRow.oracle_trial_id == bindparam("parent"))
@@ -536,9 +534,11 @@ class StudyTransaction:
                     "started_at": now,
                     "created_at": now,
             }  # fmt: skip
+            statement = _INSERT_TRIAL
             if unchecked:
+                statement = _insert_trial_if_free(tuple(params))
                 params = {f"new_{key}": value for key, value in params.items()}
-            inserted = self._session.connection().execute(_INSERT_TRIAL_IF_FREE if unchecked else _INSERT_TRIAL, params)
+            inserted = self._session.connection().execute(statement, params)
         except IntegrityError as exc:
             if locked_load is not None and _violates(exc, "uq_trials_study_number"):
                 raise StaleLoad from exc
