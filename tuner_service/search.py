@@ -542,23 +542,18 @@ def _claim_next(
         that waits reads everything apart at once: the load its lock statement read is from before the wait, so it
         would be stale whenever the lock's holder was a claim."""
         team = teams.get(candidates[0].team_id)
+
+        def claim_in(tx: StudyTransaction, slots: SlotGate) -> tuple[int, Any]:
+            found = _claim_candidate(
+                tx, slots, team, ticket=ticket, worker=worker, gpu=gpu, window_s=window_s, hypermodels=hypermodels
+            )
+            return tx.study.id, found
+
         for optimistic in (True, False) if skip_locked else (False,):
             try:
                 return store.with_study_lock(
                     candidates[0].study_id,
-                    lambda tx, slots: (
-                        tx.study.id,
-                        _claim_candidate(
-                            tx,
-                            slots,
-                            team,
-                            ticket=ticket,
-                            worker=worker,
-                            gpu=gpu,
-                            window_s=window_s,
-                            hypermodels=hypermodels,
-                        ),  # fmt: skip
-                    ),
+                    claim_in,
                     skip_locked=skip_locked,
                     before=gate,
                     or_later=[c.study_id for c in candidates[1:]],

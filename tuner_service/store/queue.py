@@ -66,7 +66,7 @@ def _waiting(
     id_: int, name: str, team_id: int | None, priority: str, pool: str, status: str, parallelism: int,
     max_trials: int, total: int, running: int | None, pending: int | None,
 ) -> WaitingStudy:  # fmt: skip
-    """A row of :data:`_STUDY_COLUMNS` as the scheduler sees it."""
+    """A row of :func:`_study_columns` as the scheduler sees it."""
     owed = int(pending or 0) + max(0, max_trials - total)
     return WaitingStudy(id_, name, team_id, priority, pool, status, int(running or 0), parallelism, owed)
 
