@@ -36,6 +36,7 @@ from tuner_service.queue import TeamLoad, WaitingStudy, blocked_reason, runnable
 from tuner_service.space import SearchSpace
 from tuner_service.store import Store, StudyRecord, StudyTransaction, TrialRecord
 from tuner_service.store.queue import Load
+from tuner_service.store.records import TERMINAL_STUDY
 from tuner_service.store.store import LEASE_AFTER_FIT, LOCKED, ClaimAgain
 
 WAIT_FOR_ROUND_S = 2.0
@@ -818,8 +819,58 @@ def _is_fresh(trial: TrialRecord, timeout_s: float) -> bool:
 
 
 def finish_trial(store: Store, study_id: int, trial_id: int, outcome: TrialOutcome) -> Finished:
-    """Report a trial's result to the oracle and store it; idempotent if reported twice."""
+    """Report a trial's result to the oracle and store it; idempotent if reported twice.
+
+    On PostgreSQL, a scored result of a study that keeps no oracle is one statement without the study's lock
+    (:meth:`~tuner_service.store.Store.report_unlocked`): claims then never wait for reports. Whatever needs the
+    lock takes it: a failure (which may fail the study), a report that found the trial not running, an oracle's
+    update, and completing a study whose budget is spent."""
+    finished = _finish_unlocked(store, study_id, trial_id, outcome)
+    if finished is not None:
+        return finished
     return store.with_study_lock(study_id, lambda tx: _finish(tx, trial_id, outcome))
+
+
+def _finish_unlocked(store: Store, study_id: int, trial_id: int, outcome: TrialOutcome) -> Finished | None:
+    """:func:`finish_trial` without the study's lock where it may be, else None."""
+    if outcome.status not in ("completed", "pruned"):
+        return None
+    facts = store.study_facts(study_id)
+    if facts is None or facts.algorithm not in WITHOUT_ORACLE:
+        return None
+    score = (outcome.metrics or {}).get(facts.objective_name)
+    if not isinstance(score, int | float) or not math.isfinite(score):
+        return None  # stored as failed, under the lock: consecutive failures fail the study
+    reported = store.report_unlocked(
+        study_id,
+        trial_id,
+        facts,
+        status=outcome.status,
+        score=float(score),
+        best_epoch=outcome.best_epoch,
+        metrics=outcome.metrics,
+        model_path=outcome.model_path,
+        environment=outcome.environment,
+    )
+    if reported is None:
+        return None  # not running (reported twice, or cancelled): answered under the lock
+    total, _, pending = reported.load
+    if reported.study_status in TERMINAL_STUDY:
+        return Finished(reported.trial, reported.study_status, more_work=False)
+    if total >= reported.max_trials:
+        # The budget is spent: the study is complete once nothing runs. Decided under the lock, reading anew after
+        # this report's commit, so that of the last trials' reports, the one committed last sees all of them.
+        status = store.with_study_lock(study_id, _complete_if_idle)
+        return Finished(reported.trial, status, more_work=pending > 0 and status not in TERMINAL_STUDY)
+    return Finished(reported.trial, reported.study_status, more_work=True)
+
+
+def _complete_if_idle(tx: StudyTransaction) -> str:
+    """The study's status, completed first if its budget is spent and no trial is running or pending."""
+    study = tx.study
+    if not study.is_terminal and tx.load().total >= study.max_trials and tx.count("running", "pending") == 0:
+        tx.set_status("completed")
+    return tx.study.status
 
 
 def _finish(tx: StudyTransaction, trial_id: int, outcome: TrialOutcome) -> Finished:

@@ -16,12 +16,15 @@ from typing import Any
 from sqlalchemy import (
     DateTime,
     Select,
+    and_,
     bindparam,
     delete,
+    exists,
     func,
     insert,
     literal,
     literal_column,
+    or_,
     select,
     text,
     tuple_,
@@ -135,6 +138,33 @@ _PROMOTED = (
 )
 
 
+@functools.cache
+def _insert_trial_bound(columns: tuple[str, ...]) -> Any:
+    """:data:`_INSERT_TRIAL` of these columns, its parameters the column names prefixed ``new_``."""
+    table = TrialRow.__table__
+    values = {name: bindparam(f"new_{name}", type_=table.c[name].type) for name in columns}
+    return insert(TrialRow).values(**values).returning(TrialRow.id)
+
+
+@functools.cache
+def _with_writes(insert_trial: Any, promotion: bool, study_columns: tuple[str, ...]) -> Any:
+    """PostgreSQL: a claim's insert of its trial (``insert_trial``) with the claim's other writes in the same
+    statement, as CTEs: with ``promotion``, :data:`_PROMOTED` (parameters ``of_study`` and ``parent``), and the
+    study's changed columns (parameters ``study_<column>``). Every statement under the study's lock holds the lock
+    a round trip longer, and every other claim of the study waits that long: a Hyperband claim writes its state,
+    and a promotion marks its parent, in the insert's round trip. The CTEs run even if the insert adds no row (a
+    draw found taken), and that claim's transaction is then rolled back."""
+    statement = insert_trial
+    if promotion:
+        statement = statement.add_cte(_PROMOTED.cte("promoted"))
+    if study_columns:
+        table = StudyRow.__table__
+        changes = {name: bindparam(f"study_{name}", type_=table.c[name].type) for name in study_columns}
+        study = update(StudyRow).where(StudyRow.id == bindparam("of_study")).values(**changes)
+        statement = statement.add_cte(study.cte("study_changes"))
+    return statement
+
+
 # What a TrialRecord is made of: a report's statement returns these columns only (every column a psycopg result
 # describes costs the client an object).
 _TRIAL_COLUMNS = [TrialRow.__table__.c[f.name] for f in dataclasses.fields(TrialRecord)]
@@ -172,10 +202,38 @@ def _finish_running(dialect: str) -> Any:
     )
 
 
+@functools.cache
+def _finish_unlocked() -> Any:
+    """PostgreSQL: :func:`_finish_running` without the study's lock, as one statement that is its own transaction:
+    the trial's update, the study's best score and trial where the new score beats them (the study's row is locked
+    only while the statement runs: a concurrent report's update of it waits, then re-checks the condition on the
+    row it finds), and the trial's row with the study's load (as the statement's snapshot found it) and status."""
+    done = _finish_running("postgresql").cte("done")
+    new_score = bindparam("new_score")
+    beats = or_(
+        StudyRow.best_score.is_(None),
+        and_(StudyRow.direction == "max", StudyRow.best_score < new_score),
+        and_(StudyRow.direction == "min", StudyRow.best_score > new_score),
+    )
+    best = (
+        update(StudyRow)
+        .where(StudyRow.id == bindparam("of_study"), bindparam("ranked"), beats, exists(select(done.c.id)))
+        .values(best_score=new_score, best_trial_id=bindparam("of_trial"))
+        .cte("best")
+    )
+    return (
+        select(done, StudyRow.status.label("study_status"), StudyRow.max_trials.label("study_max_trials"))
+        .select_from(done.join(StudyRow, StudyRow.id == done.c.study_id))
+        .add_cte(best)
+    )
+
+
 def _load_before(dialect: str) -> tuple[Any, ...]:
     """On PostgreSQL, the study's trial load as the report's UPDATE found it (its subqueries read the statement's
-    snapshot, taken under the study's lock, before its own change; every change of a trial's status takes that
-    lock, so nothing changes it meanwhile): the report then needs no statement of its own for the load. SQLite's
+    snapshot, before its own change): the report then needs no statement of its own for the load. Only a scored
+    report made without the study's lock (:func:`_finish_unlocked`) changes a trial's status without it, and that
+    only lowers the running count; a report that completes a study on this load therefore misses no trial still
+    running, and one made meanwhile without the lock checks for completion itself after its commit. SQLite's
     RETURNING gives no such promise: there the report reads the load after the update."""
     if dialect != "postgresql":
         return ()
@@ -243,6 +301,11 @@ _RANKED = select(TrialRow.oracle_trial_id, TrialRow.sort_key, TrialRow.hyperpara
     TrialRow.oracle_trial_id.in_(bindparam("ids", expanding=True)),
     TrialRow.status.in_(("completed", "pruned")),
     TrialRow.sort_key.is_not(None),
+)
+
+
+_FACTS = select(StudyRow.algorithm, StudyRow.objective_name, StudyRow.direction).where(
+    StudyRow.id == bindparam("study_id")
 )
 
 
@@ -538,16 +601,28 @@ class StudyTransaction:
             if unchecked:
                 statement = _insert_trial_if_free(tuple(params))
                 params = {f"new_{key}": value for key, value in params.items()}
-            inserted = self._session.connection().execute(statement, params)
+            connection = self._session.connection()
+            parent = values.get("tuner/trial_id")
+            folded = connection.dialect.name == "postgresql" and (parent is not None or self._changes)
+            if folded:  # the promotion's mark and the study's changes go in the insert's statement (see _with_writes)
+                if not unchecked:  # parameters named as no column is, which the CTEs' updates would take as theirs
+                    statement = _insert_trial_bound(tuple(params))
+                    params = {f"new_{key}": value for key, value in params.items()}
+                statement = _with_writes(statement, parent is not None, tuple(self._changes))
+                params.update({f"study_{key}": value for key, value in self._changes.items()})
+                params.update(of_study=study.id, parent=parent)
+            inserted = connection.execute(statement, params)
         except IntegrityError as exc:
             if locked_load is not None and _violates(exc, "uq_trials_study_number"):
                 raise StaleLoad from exc
             raise
         trial_id = inserted.scalar()
         if trial_id is None:
-            raise TakenDraw
-        if values.get("tuner/trial_id") is not None:  # a promotion: its parent is no longer a candidate
-            self._session.connection().execute(_PROMOTED, {"of_study": study.id, "parent": values["tuner/trial_id"]})
+            raise TakenDraw  # the claim's transaction is rolled back, the folded writes with it
+        if folded:
+            self._changes = {}
+        elif parent is not None:  # a promotion: its parent is no longer a candidate
+            connection.execute(_PROMOTED, {"of_study": study.id, "parent": parent})
         return TrialRecord(
             trial_id, study.id, number, oracle_trial_id, ticket, "running", dict(values), state and dict(state),
             None, None, 0, None, worker, study.pool, gpu, now, now, now, None, None, 0, None, None,
@@ -624,19 +699,10 @@ class StudyTransaction:
         (or not the study's)."""
         self._locked_load = None
         self._session.flush()
-        params = {
-            "of_trial": trial_id,
-            "of_study": self._record.id,
-            "now": utcnow(),
-            "new_status": status,
-            "new_score": score,
-            "new_sort_key": sort_key(score, self._record.direction),
-            "new_best_epoch": best_epoch,
-            "new_metrics": clean_json(metrics),
-            "new_error": error,
-            "new_model_path": model_path,
-            "new_environment": clean_json(environment),
-        }
+        params = _report_params(
+            self._record.id, self._record.direction, trial_id, status, score, best_epoch, metrics, error, model_path,
+            environment,
+        )  # fmt: skip
         connection = self._session.connection()
         row = connection.execute(_finish_running(connection.dialect.name), params).first()
         if row is None:
@@ -669,6 +735,46 @@ class StudyTransaction:
         return row
 
 
+def _report_params(
+    study_id: int, direction: str, trial_id: int, status: str, score: float | None, best_epoch: int | None,
+    metrics: dict[str, Any] | None, error: str | None, model_path: str | None, environment: dict[str, Any] | None,
+) -> dict[str, Any]:  # fmt: skip
+    """The parameters of :func:`_finish_running` (and of :func:`_finish_unlocked`)."""
+    return {
+        "of_trial": trial_id,
+        "of_study": study_id,
+        "now": utcnow(),
+        "new_status": status,
+        "new_score": score,
+        "new_sort_key": sort_key(score, direction),
+        "new_best_epoch": best_epoch,
+        "new_metrics": clean_json(metrics),
+        "new_error": error,
+        "new_model_path": model_path,
+        "new_environment": clean_json(environment),
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyFacts:
+    """What a study is fixed at when it is created (a report needs these, and nothing changes them later)."""
+
+    algorithm: str
+    objective_name: str
+    direction: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Reported:
+    """A report stored without the study's lock: the trial's row, the study's load as the report's statement found
+    it (this trial no longer running) and the study's status and budget."""
+
+    trial: TrialRecord
+    load: Load
+    study_status: str
+    max_trials: int
+
+
 class Store(AccountQueries, QueueQueries, JobQueries, HypermodelQueries):
     """SQL storage of accounts, data sets, studies, trials and epochs (SQLite or PostgreSQL).
 
@@ -680,6 +786,7 @@ class Store(AccountQueries, QueueQueries, JobQueries, HypermodelQueries):
         # engine_options (e.g. pool_size) are for processes that run many claims at once, such as benchmarks.
         self.engine = make_engine(url, **engine_options)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._facts: dict[int, StudyFacts] = {}  # by study id (they never change, see StudyFacts)
 
     # -- schema -------------------------------------------------------------------------------
     def upgrade(self, revision: str = "head") -> None:
@@ -1012,6 +1119,54 @@ class Store(AccountQueries, QueueQueries, JobQueries, HypermodelQueries):
                 return fn(tx) if before is None else fn(tx, first[0])
 
         return self._retrying(attempt)
+
+    # -- reports without the study's lock (PostgreSQL) -------------------------------------------
+    def study_facts(self, study_id: int) -> StudyFacts | None:
+        """The study's :class:`StudyFacts` (kept once read), or None if there is no such study or the database is
+        not PostgreSQL (only there can a report be stored without the study's lock, see :meth:`report_unlocked`)."""
+        if self.engine.dialect.name != "postgresql":
+            return None
+        facts = self._facts.get(study_id)
+        if facts is None:
+            with self._statements() as session:
+                row = session.connection().execute(_FACTS, {"study_id": study_id}).first()
+            if row is None:
+                return None
+            if len(self._facts) >= 10_000:
+                self._facts.clear()
+            facts = self._facts[study_id] = StudyFacts(*row)
+        return facts
+
+    def report_unlocked(
+        self,
+        study_id: int,
+        trial_id: int,
+        facts: StudyFacts,
+        *,
+        status: str,
+        score: float,
+        best_epoch: int | None,
+        metrics: dict[str, Any] | None,
+        model_path: str | None,
+        environment: dict[str, Any] | None,
+    ) -> Reported | None:
+        """Store a running trial's scored result in one statement, outside any transaction and without the study's
+        lock (PostgreSQL; see :func:`_finish_unlocked`); None when the trial is not running (or not the study's).
+
+        A claim counts a study's running trials under the study's lock; a report made meanwhile only lowers that
+        count, so without the lock a claim can at worst see one trial more running than there is. What needs the
+        lock is left to the caller: a study whose budget is spent is completed under it, after this report is
+        committed (:func:`tuner_service.search.finish_trial`)."""
+        params = _report_params(
+            study_id, facts.direction, trial_id, status, score, best_epoch, metrics, None, model_path, environment
+        )
+        params["ranked"] = status in RANKED_TRIAL
+        with self._statements() as session:
+            row = session.connection().execute(_finish_unlocked(), params).first()
+        if row is None:
+            return None
+        load = Load(row.load_total, row.load_running - 1, row.load_pending)
+        return Reported(TrialRecord.of(row), load, row.study_status, row.study_max_trials)
 
     # -- trials -------------------------------------------------------------------------------
     def get_trial(self, study_id: int, trial_id: int) -> TrialRecord:
