@@ -838,8 +838,8 @@ def _finish_unlocked(store: Store, study_id: int, trial_id: int, outcome: TrialO
     facts = store.study_facts(study_id)
     if facts is None or facts.algorithm not in WITHOUT_ORACLE:
         return None
-    score = (outcome.metrics or {}).get(facts.objective_name)
-    if not isinstance(score, int | float) or not math.isfinite(score):
+    score = _objective_score(outcome, facts.objective_name)
+    if score is None:
         return None  # stored as failed, under the lock: consecutive failures fail the study
     reported = store.report_unlocked(
         study_id,
@@ -867,10 +867,16 @@ def _finish_unlocked(store: Store, study_id: int, trial_id: int, outcome: TrialO
 
 def _complete_if_idle(tx: StudyTransaction) -> str:
     """The study's status, completed first if its budget is spent and no trial is running or pending."""
-    study = tx.study
-    if not study.is_terminal and tx.load().total >= study.max_trials and tx.count("running", "pending") == 0:
+    total, running, pending = tx.load()
+    if not tx.study.is_terminal and total >= tx.study.max_trials and running + pending == 0:
         tx.set_status("completed")
     return tx.study.status
+
+
+def _objective_score(outcome: TrialOutcome, objective_name: str) -> float | None:
+    """The outcome's score on the study's objective, or None if it has none or it is not finite."""
+    score = (outcome.metrics or {}).get(objective_name)
+    return score if score is not None and math.isfinite(score) else None
 
 
 def _finish(tx: StudyTransaction, trial_id: int, outcome: TrialOutcome) -> Finished:
@@ -920,9 +926,9 @@ def _finish_without_oracle(tx: StudyTransaction, trial_id: int, outcome: TrialOu
     trial that is not running (reported twice) is left as it is."""
     status, score = outcome.status, None
     if status in ("completed", "pruned"):
-        score = (outcome.metrics or {}).get(tx.study.objective_name)
-        if score is None or not math.isfinite(score):
-            status, score = "failed", None
+        score = _objective_score(outcome, tx.study.objective_name)
+        if score is None:
+            status = "failed"
     stored = tx.finish_running_trial(
         trial_id,
         status=status,

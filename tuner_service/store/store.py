@@ -120,7 +120,7 @@ def _insert_trial_if_free(columns: tuple[str, ...]) -> Any:
     """:data:`_INSERT_TRIAL` of these columns, unless a trial of the study has the new trial's configuration digest:
     no row then. Its parameters are the column names prefixed ``new_``."""
     table = TrialRow.__table__
-    values = [bindparam(f"new_{name}", type_=table.c[name].type) for name in columns]
+    values = _new_values(columns).values()
     same = select(TrialRow.id).where(
         TrialRow.study_id == bindparam("new_study_id"), TrialRow.config_hash == bindparam("new_config_hash")
     )
@@ -141,9 +141,13 @@ _PROMOTED = (
 @functools.cache
 def _insert_trial_bound(columns: tuple[str, ...]) -> Any:
     """:data:`_INSERT_TRIAL` of these columns, its parameters the column names prefixed ``new_``."""
+    return insert(TrialRow).values(**_new_values(columns)).returning(TrialRow.id)
+
+
+def _new_values(columns: tuple[str, ...]) -> dict[str, Any]:
+    """A new trial's values of these columns as parameters named ``new_<column>``."""
     table = TrialRow.__table__
-    values = {name: bindparam(f"new_{name}", type_=table.c[name].type) for name in columns}
-    return insert(TrialRow).values(**values).returning(TrialRow.id)
+    return {name: bindparam(f"new_{name}", type_=table.c[name].type) for name in columns}
 
 
 @functools.cache
