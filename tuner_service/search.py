@@ -488,9 +488,11 @@ def claim_once(
     No lock spans the deployment. The queue is read without one; then each study the worker may serve is
     tried in the scheduler's order under its own row lock, where what the read said is checked again (the
     study's parallelism and budget, its team's quota). A study whose lock another transaction holds is passed
-    over for a later study of the same priority and team, so concurrent claims spread over a team's studies
-    instead of queueing behind one; a study of a lower priority or of another team never overtakes it (the
-    claim waits for the lock first).
+    over for a later study of the same priority, so concurrent claims spread over the studies instead of queueing
+    behind one: first over the same team's studies (one statement), then over the next teams' in fair-share order;
+    a study of a lower priority never overtakes it (the claim waits for the lock first). A study found locked is
+    being served at that moment (its lock is held by a claim, or briefly by a failure's report), so serving the
+    next team meanwhile keeps the workers busy without taking a trial from the team whose turn it was.
     """
     try:
         return _claim_next(
@@ -584,9 +586,9 @@ def _claim_next(
         busy.clear()
         return None
 
-    def try_rank(candidates: list[WaitingStudy]) -> Claim | Wait | Propose | None:
-        """The studies of one rank in order, each found locked passed over (into ``busy``), the first free one's
-        lock taken in the statement that finds it."""
+    def try_team(candidates: list[WaitingStudy]) -> Claim | Wait | Propose | None:
+        """One team's studies of one priority in order, each found locked passed over (into ``busy``), the first
+        free one's lock taken in the statement that finds it."""
         while candidates:
             tried = attempt(candidates, skip_locked=True)
             if tried is LOCKED:
@@ -600,22 +602,17 @@ def _claim_next(
             candidates = candidates[at + 1 :]
         return None
 
-    for _, same_rank in itertools.groupby(runnable(studies, teams), key=_rank):
+    for _, same_priority in itertools.groupby(runnable(studies, teams), key=lambda c: c.priority):
         if busy and (answer := wait_for_busy()) is not None:
-            return answer  # a study of a lower priority or of another team never overtakes a locked one
-        if (answer := try_rank(sorted(same_rank, key=lambda c: c.study_id))) is not None:
-            return answer
+            return answer  # a study of a lower priority never overtakes a locked one
+        for _, same_team in itertools.groupby(same_priority, key=lambda c: c.team_id):
+            if (answer := try_team(sorted(same_team, key=lambda c: c.study_id))) is not None:
+                return answer
     if (answer := wait_for_busy()) is not None:
         return answer
     if waited:
         return Wait(WAIT_FOR_ROUND_S, tuple(waited))
     return Done(f"no study of pool {pool!r} can start a trial now")
-
-
-def _rank(study: WaitingStudy) -> tuple[str, int | None]:
-    """What orders studies across the queue (priority, then the team's fair share); a claim passes over a
-    locked study only for another of the same rank, i.e. a later-submitted study of the same team."""
-    return study.priority, study.team_id
 
 
 def _resume_redelivered(

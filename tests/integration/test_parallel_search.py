@@ -353,6 +353,47 @@ def test_concurrent_claims_respect_parallelism_and_team_quota_without_a_global_l
             own.dispose()
 
 
+def test_a_claim_serves_the_next_team_while_the_first_teams_studies_are_locked(tmp_path, postgres_url) -> None:
+    """The team whose turn it is has every study locked (being served): a claim starts a trial of the next
+    team's study of the same priority at once, while the locks are still held, instead of waiting for them; a
+    study of a lower priority does not get the worker that way."""
+    settings = load_settings({"TUNER_HOME": str(tmp_path / "home"), "TUNER_DATABASE_URL": postgres_url})
+    store, claimer = Store(postgres_url), Store(postgres_url)
+    store.upgrade()
+    try:
+        first, second = store.create_team("first"), store.create_team("second")
+        enqueue = lambda pool, n: None  # noqa: E731 - the claims below stand for the workers
+        own = [submit_study(store, settings, digits_study(name=f"a{i}"), enqueue, team_id=first.id) for i in (0, 1)]
+        low = submit_study(store, settings, digits_study(name="low", priority="low"), enqueue, team_id=second.id)
+        other = submit_study(store, settings, digits_study(name="b"), enqueue, team_id=second.id)
+        held, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with contextlib.ExitStack() as locks:
+                for study in own:
+                    locks.enter_context(store.locked_study(study.id))
+                held.set()
+                release.wait(30)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        assert held.wait(10)
+        try:
+            answer = claim_once(claimer, "cpu", ticket=uuid.uuid4().hex, worker="w", heartbeat_timeout_s=60)
+            assert holder.is_alive(), "the claim returned only once the locks were released"
+        finally:
+            release.set()
+            holder.join(30)
+        assert isinstance(answer, Claim) and answer.study.id == other.id, answer
+        assert store.trial_counts(low.id) == {}
+        # With the locks free again, the first team's study is served first (the order is unchanged).
+        again = claim_once(claimer, "cpu", ticket=uuid.uuid4().hex, worker="w", heartbeat_timeout_s=60)
+        assert isinstance(again, Claim) and again.study.id == own[0].id, again
+    finally:
+        store.dispose()
+        claimer.dispose()
+
+
 def test_a_claim_that_waited_for_the_lock_while_another_claimed_counts_the_trials_again(
     tmp_path, postgres_url, monkeypatch
 ) -> None:
