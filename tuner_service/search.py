@@ -491,8 +491,9 @@ def claim_once(
     over for a later study of the same priority, so concurrent claims spread over the studies instead of queueing
     behind one: first over the same team's studies (one statement), then over the next teams' in fair-share order;
     a study of a lower priority never overtakes it (the claim waits for the lock first). A study found locked is
-    being served at that moment (its lock is held by a claim, or briefly by a failure's report), so serving the
-    next team meanwhile keeps the workers busy without taking a trial from the team whose turn it was.
+    being served at that moment (its lock is held by a claim, or briefly by a report that needs it or a user's
+    change to the study), so serving the next team meanwhile keeps the workers busy without taking a trial from
+    the team whose turn it was.
     """
     try:
         return _claim_next(
