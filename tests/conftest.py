@@ -23,6 +23,12 @@ POSTGRES_ADMIN_URL = os.environ.get("TUNER_TEST_POSTGRES", "postgresql://postgre
 REDIS_TEST_URL = os.environ.get("TUNER_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests marked slow run first (in their collected order): pytest-xdist hands each process its next test
+    as it frees up, so a long test started last would leave the other processes idle while it finishes."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """The embedded default (SQLite database and broker) under a temporary TUNER_HOME."""
