@@ -39,3 +39,23 @@ def test_a_connection_idle_for_a_while_is_pinged_and_replaced_a_busy_one_is_not(
         assert backend() not in (first, second)
     finally:
         engine.dispose()
+
+
+def test_a_result_is_described_once_and_the_next_result_anew(postgres_url) -> None:
+    """The engine's cursors build a result's description once, however often it is read (SQLAlchemy reads it
+    twice per statement), and describe each new result by its own columns."""
+    engine = make_engine(postgres_url)
+    try:
+        with engine.connect() as conn:
+            cursor = conn.connection.dbapi_connection.cursor()
+            cursor.execute("SELECT 1 AS one, 'x'::text AS two")
+            first = cursor.description
+            assert cursor.description is first and [c.name for c in first] == ["one", "two"]
+            cursor.execute("SELECT 2 AS three")
+            assert [c.name for c in cursor.description] == ["three"]
+            cursor.execute("SET statement_timeout = 0")
+            assert cursor.description is None
+            row = conn.execute(text("SELECT 3 AS four, 4 AS five")).one()
+            assert row._mapping == {"four": 3, "five": 4}
+    finally:
+        engine.dispose()
