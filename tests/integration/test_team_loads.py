@@ -4,6 +4,7 @@ worker seconds inside the fair-share window, running trials up to now, GPU hours
 from __future__ import annotations
 
 import functools
+import time
 from datetime import timedelta
 
 import pytest
@@ -86,3 +87,97 @@ def test_team_loads_sum_window_seconds_running_trials_and_gpu_hours(any_store: S
     with Session(store.engine) as session:
         only = team_loads(session, window_s=hour, team_id=beta)
     assert set(only) == {beta, None} and only[beta].usage_s == seconds(100)
+
+
+def test_a_claims_read_keeps_the_settled_trials_and_adds_only_those_finished_since(any_store, monkeypatch) -> None:
+    """The claim's read (``claim_view``) sums only the trials running or finished since its previous read and adds
+    what it kept: its loads stay those of a full sum as trials start and finish, a settled trial counts once, and
+    the periodic full sum picks up a trial whose finish committed too late to be seen in order."""
+    from tuner_service.store import queue
+
+    monkeypatch.setattr(queue, "SETTLE_MARGIN_S", 0.05)
+    store = any_store
+    alpha, beta = store.create_team("alpha").id, store.create_team("beta").id
+    dataset = store.ensure_dataset("builtin:digits", "digits", "builtin", {"key": "builtin:digits"}).id
+    studies = {
+        team: store.create_study(
+            name=f"s-{team}", dataset_id=dataset, task_type="multiclass", algorithm="random",
+            objective_name="val_accuracy", direction="max", max_trials=100, parallelism=4, team_id=team,
+            pool="cpu", spec={},
+        ).id
+        for team in (alpha, beta)
+    }  # fmt: skip
+    numbers = iter(range(1000))
+    hour = 3600.0
+
+    def add(team: int, status: str, started_ago: float, finished_ago: float | None) -> int:
+        now = utcnow()
+        row = TrialRow(
+            study_id=studies[team], number=next(numbers), oracle_trial_id="x", status=status, hyperparameters={},
+            dataset_id=dataset, objective_name="val_accuracy", team_id=team, pool="cpu",
+            started_at=now - timedelta(seconds=started_ago),
+            finished_at=None if finished_ago is None else now - timedelta(seconds=finished_ago),
+        )  # fmt: skip
+        with Session(store.engine) as session, session.begin():
+            session.add(row)
+            session.flush()
+            return row.id
+
+    def finish(trial_id: int) -> None:
+        with Session(store.engine) as session, session.begin():
+            row = session.get(TrialRow, trial_id)
+            row.status, row.finished_at = "completed", utcnow()
+
+    def claims_view() -> dict:
+        _, _, loads = store.claim_view("no such ticket", "cpu", hour)
+        return {team: (loads[team].running, loads[team].usage_s) for team in (alpha, beta)}
+
+    def full_sum() -> dict:
+        with Session(store.engine) as session:
+            loads = team_loads(session, window_s=hour)
+        return {team: (loads[team].running, loads[team].usage_s) for team in (alpha, beta)}
+
+    def same(seen: dict, exact: dict) -> bool:  # running trials count up to each read's own moment
+        return all(seen[t][0] == exact[t][0] and abs(seen[t][1] - exact[t][1]) < 0.5 for t in exact)
+
+    add(alpha, "completed", 600, 300)
+    add(beta, "completed", hour + 100, hour - 50)  # straddles the window's start
+    running = add(alpha, "running", 20, None)
+    assert same(claims_view(), full_sum())  # the first read sums everything
+    settled = store._settled[hour]._current
+    assert settled is not None and sorted(row[0] for row in settled.sums) == [alpha, beta]
+
+    finish(running)
+    add(beta, "running", 5, None)
+    quick = add(beta, "completed", 2, 0)  # finished now: within the margin, read again next time
+    assert same(claims_view(), full_sum())
+    time.sleep(0.1)  # past the margin: the next read keeps them
+    for _ in range(3):  # kept once, not added again by later reads
+        assert same(claims_view(), full_sum())
+    kept = dict((row[0], row[3]) for row in store._settled[hour]._current.sums)
+    assert kept[beta] == pytest.approx(50 + 2, abs=0.1) and quick
+
+    # A finish committed long after its clock reading (here: a trial stored as finished a minute ago) falls
+    # before what the reads already kept: missed until the next full sum, which every read makes once
+    # SETTLED_REFRESH_S has passed.
+    add(alpha, "completed", 120, 60)
+    assert claims_view()[alpha][1] == pytest.approx(full_sum()[alpha][1] - 60, abs=0.5)
+    monkeypatch.setattr(queue, "SETTLED_REFRESH_S", 0.0)
+    assert same(claims_view(), full_sum())
+
+
+def test_a_read_from_sums_another_thread_replaced_keeps_nothing() -> None:
+    """Two threads' reads of one process may start from the same kept sums; the one that finishes second must
+    not add its trials to sums that already hold the first one's (they may be the same trials)."""
+    from tuner_service.store.queue import SettledLoads
+
+    settled = SettledLoads()
+    now = utcnow()
+    settled.finish(None, now - timedelta(seconds=2), [(1, "cpu", 0, 10.0, 10.0)])
+    base = settled.start(now)
+    assert base is not None and base.sums == ((1, "cpu", 0, 10.0, 10.0),)
+    settled.finish(base, now - timedelta(seconds=1), [(1, "cpu", 0, 5.0, 5.0), (2, "cpu", 0, 1.0, 1.0)])
+    first = settled.start(now)
+    assert sorted(first.sums) == [(1, "cpu", 0, 15.0, 15.0), (2, "cpu", 0, 1.0, 1.0)]
+    settled.finish(base, now, [(1, "cpu", 0, 5.0, 5.0)])  # started from the replaced sums: ignored
+    assert settled.start(now) is first

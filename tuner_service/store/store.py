@@ -43,7 +43,15 @@ from tuner_service.store.engine import is_sqlite, make_engine
 from tuner_service.store.hypermodels import HypermodelQueries
 from tuner_service.store.jobs import JobQueries
 from tuner_service.store.models import RANKED_TRIALS, DatasetRow, EpochRow, StudyRow, TrialRow, as_utc, utcnow
-from tuner_service.store.queue import PROPOSAL_LOCK_CLASS, TEAM_LOCK_CLASS, Load, QueueQueries, team_loads, trial_load
+from tuner_service.store.queue import (
+    PROPOSAL_LOCK_CLASS,
+    TEAM_LOCK_CLASS,
+    Load,
+    QueueQueries,
+    SettledLoads,
+    team_loads,
+    trial_load,
+)
 from tuner_service.store.records import (
     FINISHED_TRIAL,
     TERMINAL_STUDY,
@@ -791,6 +799,7 @@ class Store(AccountQueries, QueueQueries, JobQueries, HypermodelQueries):
         self.engine = make_engine(url, **engine_options)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._facts: dict[int, StudyFacts] = {}  # by study id (they never change, see StudyFacts)
+        self._settled: dict[float, SettledLoads] = {}  # see QueueQueries.claim_view
 
     # -- schema -------------------------------------------------------------------------------
     def upgrade(self, revision: str = "head") -> None:
