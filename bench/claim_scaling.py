@@ -50,6 +50,7 @@ FULL = {
     "seconds": 4.0,
     "settle_s": 1.0,
     "fresh_database": True,
+    "repeats_at_16": 3,
     "processes": 16,
     "slower_trainer": {"workers": 16, "train_s": 0.4},
     "queue_read_trials": [2_000, 20_000],
@@ -440,7 +441,9 @@ def rowwise_team_loads(session: Any, window_s: float) -> dict[int | None, float]
 def queue_read_cost(trials: int, repeats: int) -> dict[str, Any]:
     """Median wall and CPU milliseconds of a claim's team-load read with ``trials`` trials that finished
     within the last day (evenly spread; 1/24 of them within the hour-long fair-share window), summed by the
-    database (the service's :func:`~tuner_service.store.queue.team_loads`) against the row-by-row baseline."""
+    database (:func:`~tuner_service.store.queue.team_loads`, as a quota check reads it) and as a claim reads it
+    (the settled trials' sums kept from the previous read, :class:`~tuner_service.store.queue.SettledLoads`),
+    against the row-by-row baseline."""
     import statistics
     from datetime import timedelta
 
@@ -448,9 +451,14 @@ def queue_read_cost(trials: int, repeats: int) -> dict[str, Any]:
     from sqlalchemy.orm import Session
 
     from tuner_service.store.models import TrialRow, utcnow
-    from tuner_service.store.queue import team_loads
+    from tuner_service.store.queue import SettledLoads, _team_loads, team_loads
 
     window_s = 3600.0
+    settled = SettledLoads()
+
+    def kept(session: Any, window_s: float) -> dict[int | None, Any]:
+        return _team_loads(session, window_s, settled=settled)[1]
+
     with temporary_postgres() as url:
         store, teams, dataset = prepare(url)
         studies = make_studies(store, "random", teams, dataset)
@@ -474,13 +482,16 @@ def queue_read_cost(trials: int, repeats: int) -> dict[str, Any]:
         ]
         with Session(store.engine) as session, session.begin():
             session.execute(insert(TrialRow), rows)
-        times: dict[str, list[tuple[float, float]]] = {"summed": [], "rowwise": []}
+        times: dict[str, list[tuple[float, float]]] = {"summed": [], "kept": [], "rowwise": []}
         with Session(store.engine) as session:
             summed = team_loads(session, window_s)
             rowwise = rowwise_team_loads(session, window_s)
+            kept(session, window_s)  # the first read sums everything; the timed ones start from what it kept
+            again = kept(session, window_s)
             agree = all(abs(summed[t].usage_s - rowwise.get(t, 0.0)) < 1.0 for t in teams)
-            for _ in range(repeats):  # interleaved, so that both see the same load on a shared machine
-                for name, read in (("summed", team_loads), ("rowwise", rowwise_team_loads)):
+            agree = agree and all(abs(summed[t].usage_s - again[t].usage_s) < 1.0 for t in teams)
+            for _ in range(repeats):  # interleaved, so that all see the same load on a shared machine
+                for name, read in (("summed", team_loads), ("kept", kept), ("rowwise", rowwise_team_loads)):
                     wall, cpu = time.perf_counter(), time.process_time()
                     read(session, window_s)
                     times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
@@ -558,26 +569,31 @@ def run(quick: bool) -> dict[str, Any]:
                     configs = [(workers, TRAIN_S) for workers in plan["workers"]]
                     configs += [(slower["workers"], slower["train_s"])] if slower else []
                     for workers, train_s in configs:
-                        with temporary_postgres() if plan["fresh_database"] else _nothing(shared_url) as url:
-                            store, teams, dataset = prepare(url, reuse=not plan["fresh_database"])
-                            try:
-                                rows.append(
-                                    run_config(
-                                        store,
-                                        url,
-                                        algorithm,
-                                        workers,
-                                        plan["seconds"],
-                                        teams,
-                                        dataset,
-                                        pool,
-                                        processes,
-                                        train_s,
-                                        plan["settle_s"] and max(plan["settle_s"], 2 * train_s),
+                        # The target's configuration runs several times: on a shared host one 4-s run's p95
+                        # moves by half from run to run; the run with the median p95 is reported, with all p95s.
+                        runs = []
+                        for _ in range(plan.get("repeats_at_16", 1) if (workers, train_s) == (16, TRAIN_S) else 1):
+                            with temporary_postgres() if plan["fresh_database"] else _nothing(shared_url) as url:
+                                store, teams, dataset = prepare(url, reuse=not plan["fresh_database"])
+                                try:
+                                    runs.append(
+                                        run_config(
+                                            store,
+                                            url,
+                                            algorithm,
+                                            workers,
+                                            plan["seconds"],
+                                            teams,
+                                            dataset,
+                                            pool,
+                                            processes,
+                                            train_s,
+                                            plan["settle_s"] and max(plan["settle_s"], 2 * train_s),
+                                        )
                                     )
-                                )
-                            finally:
-                                store.dispose()
+                                finally:
+                                    store.dispose()
+                        rows.append(_median_run(runs))
                         label = f"{algorithm} x{workers}" + (
                             f" ({train_s * 1000:.0f} ms trials)" if train_s != TRAIN_S else ""
                         )
@@ -596,6 +612,15 @@ def run(quick: bool) -> dict[str, Any]:
         "queue_read": [queue_read_cost(n, repeats=3 if quick else 15) for n in plan["queue_read_trials"]],
         "study_size": [study_size_cost(a, plan["study_size_marks"]) for a in ALGORITHMS if a != "bayesian"],
     }
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median claim p95 of ``runs``, with every run's p95 (``p95_runs_s``) when there were several."""
+    ordered = sorted(runs, key=lambda r: r["p95_s"] or 0.0)
+    chosen = dict(ordered[(len(ordered) - 1) // 2])
+    if len(runs) > 1:
+        chosen["p95_runs_s"] = [r["p95_s"] for r in runs]
+    return chosen
 
 
 @contextlib.contextmanager
@@ -706,16 +731,20 @@ def queue_read(result: dict[str, Any]) -> str:
         [
             "trials finished in the last day",
             "summed by the database (wall / CPU)",
+            "a claim's read: settled sums kept (wall / CPU)",
             "row by row (wall / CPU)",
-            "ratio (wall)",
+            "ratio summed / row by row (wall)",
+            "ratio kept / row by row (wall)",
             "same seconds per team",
         ],
         [
             [
                 f"{r['trials']:,}",
                 f"{r['summed_wall_ms']:.1f} ms / {r['summed_cpu_ms']:.1f} ms",
+                f"{r['kept_wall_ms']:.1f} ms / {r['kept_cpu_ms']:.1f} ms" if "kept_wall_ms" in r else "–",
                 f"{r['rowwise_wall_ms']:.1f} ms / {r['rowwise_cpu_ms']:.1f} ms",
                 f"{r['summed_wall_ms'] / r['rowwise_wall_ms']:.3f}×",
+                f"{r['kept_wall_ms'] / r['rowwise_wall_ms']:.3f}×" if "kept_wall_ms" in r else "–",
                 "yes" if r["agree"] else "NO",
             ]
             for r in rows
@@ -726,9 +755,18 @@ def queue_read(result: dict[str, Any]) -> str:
         "worker seconds in the fair-share window (an hour) and its GPU hours of the last day. The baseline is how the "
         "read worked before: every trial that finished within a day read and summed in Python. The service now has "
         "the database sum them per team and pool, over the trials found by an index on `finished_at` (only GPU "
-        "trials are looked up a day back). Trials spread evenly over the last day, 1/24 of them in the window; "
-        "median of interleaved reads on one connection.\n\n" + body
+        "trials are looked up a day back); a quota check reads its team's load that way, under the lock. A claim's "
+        "read keeps the sums of the trials that had settled (finished half a second before) at its process's "
+        "previous read and sums only the trials running or finished since, all of them again every 10 s. Trials "
+        "spread evenly over the last day, 1/24 of them in the window; median of interleaved reads on one "
+        "connection.\n\n" + body
     )
+
+
+def _runs(row: dict[str, Any]) -> str:
+    """Every run's p95 of a configuration that ran several times."""
+    runs = row.get("p95_runs_s")
+    return f" (median of {len(runs)} runs: {', '.join(fmt_s(x) for x in runs)})" if runs else ""
 
 
 def table(rows_in: list[dict[str, Any]], *, judged: bool = True) -> str:
@@ -754,7 +792,7 @@ def table(rows_in: list[dict[str, Any]], *, judged: bool = True) -> str:
                 r["workers"],
                 f"{r['claims_per_s']:.1f}",
                 fmt_s(r["p50_s"]),
-                fmt_s(r["p95_s"]) + mark,
+                fmt_s(r["p95_s"]) + mark + _runs(r),
                 fmt_s(r["max_s"]),
                 f"{fmt_s(r.get('claim_p95_s'))} / {fmt_s(r.get('propose_p95_s'))}",
                 f"{r['p50_s'] / r['round_trip_s']:.0f} × {fmt_s(r['round_trip_s'])}"
@@ -831,7 +869,16 @@ def setup(result: dict[str, Any]) -> str:
         "fill their first proposals (those claims are shown apart, in the last column: at the start every worker "
         "claims within one fake trial, which a running deployment's workers, whose trials end at different times, "
         "do not). Workers are separate processes (64 workers: 16 processes of 4 threads); a fresh PostgreSQL "
-        f"database per configuration{'' if plan['fresh_database'] else ' (quick run: one database for all)'}. A "
+        f"database per configuration{'' if plan['fresh_database'] else ' (quick run: one database for all)'}. "
+        + (
+            f"The issue's configuration (16 workers, {TRAIN_S * 1000:.0f} ms fake trials) runs "
+            f"{plan['repeats_at_16']} times per algorithm, each on a fresh database, and the run with the median "
+            "p95 is the row shown (every run's p95 in brackets): on this shared host one run's p95 moves by half "
+            "from run to run. "
+            if plan.get("repeats_at_16", 1) > 1
+            else ""
+        )
+        + "A "
         "model-based worker computes its proposals (GP, TPE) itself, outside every lock, after `finish_trial` or when "
         "a claim answered Propose, unless another process is fitting the same study's model right now (one at a "
         "time per study): then a worker whose claim answered Propose waits for that fit (`claim_through_proposals`, as "
