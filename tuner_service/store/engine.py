@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ def make_engine(url: str, *, foreign_keys: bool = True, **kwargs: Any) -> Engine
     return engine
 
 
+@functools.cache
 def _described_once() -> type:
     """psycopg's cursor, describing each result once: SQLAlchemy reads a result's ``description`` twice, and
     psycopg builds a new ``Column`` for each of its columns on every read; at a few dozen columns a statement that

@@ -130,7 +130,7 @@ def _team_loads(
     studies: list[WaitingStudy] = []
     dialect = session.get_bind().dialect.name
     if team_id is not None:
-        sums = [row for row in core.execute(_team_load_query(dialect), params)]
+        sums = list(core.execute(_team_load_query(dialect), params))
         teams = list(core.execute(_one_team_query(), params))
     else:  # every team: the sums, the teams (the ticket's trial, the studies) in one statement, as every claim reads
         base = settled.start(now) if settled is not None else None
