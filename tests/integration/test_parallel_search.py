@@ -458,3 +458,59 @@ def test_a_claim_that_waited_for_the_lock_while_another_claimed_counts_the_trial
     finally:
         holder.dispose()
         claimer.dispose()
+
+
+def _report_at_once(stores: list[Store], study_id: int, claims: list[Claim]) -> list[object]:
+    """Each claim's trial reported (a higher score for each next one) from its own store's thread, all released at
+    the same instant; what each ``finish_trial`` answered or raised."""
+    barrier = threading.Barrier(len(claims))
+    answers: list[object] = []
+
+    def report(own: Store, claim: Claim, score: float) -> None:
+        outcome = TrialOutcome("completed", {"val_accuracy": score}, best_epoch=0)
+        barrier.wait()
+        try:
+            answers.append(finish_trial(own, study_id, claim.trial.id, outcome))
+        except Exception as exc:  # noqa: BLE001 - the test looks at what was raised
+            answers.append(exc)
+
+    threads = [
+        threading.Thread(target=report, args=(own, claim, 0.5 + i / 10))
+        for i, (own, claim) in enumerate(zip(stores, claims, strict=True))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return answers
+
+
+def test_reports_of_a_studys_last_trials_made_at_once_complete_it(tmp_path, postgres_url) -> None:
+    """The last two trials of a random study report at the same instant from two workers: each report is stored
+    without the study's lock, then decides under the lock whether the study is complete. Whatever order the two
+    commits and the two lock holders take, the study ends completed with both results stored, and no report
+    asks for more work."""
+    settings = load_settings({"TUNER_HOME": str(tmp_path / "home"), "TUNER_DATABASE_URL": postgres_url})
+    store = Store(postgres_url)
+    store.upgrade()
+    reporters = [Store(postgres_url) for _ in range(2)]
+    try:
+        for round_ in range(8):
+            doc = digits_study(name=f"last-{round_}", algorithm={"name": "random"}, max_trials=2, parallelism=2)
+            study = submit_study(store, settings, doc, lambda pool, n: None)
+            claims = [
+                claim_once(store, "cpu", ticket=uuid.uuid4().hex, worker=f"w{i}", heartbeat_timeout_s=60)
+                for i in range(2)
+            ]
+            assert all(isinstance(c, Claim) and c.study.id == study.id for c in claims), claims
+            answers = _report_at_once(reporters, study.id, claims)
+            assert len(answers) == 2 and not any(isinstance(a, Exception) for a in answers), answers
+            assert not any(a.more_work for a in answers), answers
+            assert "completed" in {a.study_status for a in answers}, answers
+            assert store.get_study(study.id).status == "completed"
+            assert store.trial_counts(study.id) == {"completed": 2}
+            assert store.get_study(study.id).best_trial_id == claims[1].trial.id  # the higher score of the two
+    finally:
+        store.dispose()
+        for own in reporters:
+            own.dispose()
