@@ -26,6 +26,14 @@ def any_store(request, settings) -> Store:
     store.dispose()
 
 
+def _trial_row(study_id: int, number: int, status: str, dataset_id: int, **columns: object) -> TrialRow:
+    """A trial row of the study as the tests here need it: no configuration, numbered ``number``."""
+    return TrialRow(
+        study_id=study_id, number=number, oracle_trial_id=str(number), ticket=f"{study_id}-{number}", status=status,
+        hyperparameters={}, dataset_id=dataset_id, objective_name="val_accuracy", **columns,
+    )  # fmt: skip
+
+
 def test_team_loads_sum_window_seconds_running_trials_and_gpu_hours(any_store: Store) -> None:
     store = any_store
     alpha, beta = store.create_team("alpha").id, store.create_team("beta").id
@@ -59,15 +67,11 @@ def test_team_loads_sum_window_seconds_running_trials_and_gpu_hours(any_store: S
     with Session(store.engine) as session, session.begin():
         for number, (team, pool, status, started, finished) in enumerate(trials):
             session.add(
-                TrialRow(
-                    study_id=study[team, pool],
-                    number=number,
-                    oracle_trial_id=str(number),
-                    ticket=f"t{number}",
-                    status=status,
-                    hyperparameters={},
-                    dataset_id=dataset,
-                    objective_name="val_accuracy",
+                _trial_row(
+                    study[team, pool],
+                    number,
+                    status,
+                    dataset,
                     team_id=team,
                     pool=pool,
                     started_at=None if started is None else ago(started),
@@ -181,3 +185,32 @@ def test_a_read_from_sums_another_thread_replaced_keeps_nothing() -> None:
     assert sorted(first.sums) == [(1, "cpu", 0, 15.0, 15.0), (2, "cpu", 0, 1.0, 1.0)]
     settled.finish(base, now, [(1, "cpu", 0, 5.0, 5.0)])  # started from the replaced sums: ignored
     assert settled.start(now) is first
+
+
+def test_a_pool_has_work_while_an_active_study_of_it_owes_trials(any_store: Store) -> None:
+    """What a worker asks after each trial: some study of its pool that is not paused still owes a trial (its
+    budget not spent, or a trial pending), whatever the other pool's studies owe."""
+    store = any_store
+    dataset = store.ensure_dataset("builtin:digits", "digits", "builtin", {"key": "builtin:digits"}).id
+
+    def study(pool: str, max_trials: int) -> int:
+        return store.create_study(
+            name=f"s-{pool}-{max_trials}", dataset_id=dataset, task_type="multiclass", algorithm="random",
+            objective_name="val_accuracy", direction="max", max_trials=max_trials, parallelism=1, pool=pool, spec={},
+        ).id  # fmt: skip
+
+    def trial(study_id: int, number: int, status: str) -> None:
+        with Session(store.engine) as session, session.begin():
+            session.add(_trial_row(study_id, number, status, dataset, pool="cpu"))
+
+    assert not store.pool_has_work("cpu")
+    study("gpu", 5)
+    assert not store.pool_has_work("cpu") and store.pool_has_work("gpu")
+    cpu = study("cpu", 1)
+    assert store.pool_has_work("cpu")
+    trial(cpu, 0, "running")  # the budget is taken by a running trial
+    assert not store.pool_has_work("cpu")
+    trial(cpu, 1, "pending")  # a trial handed back waits to be claimed again
+    assert store.pool_has_work("cpu")
+    store.control_study(cpu, action="pause")
+    assert not store.pool_has_work("cpu")

@@ -377,8 +377,10 @@ class QueueQueries:
             return None, studies, loads
 
     def pool_has_work(self, pool: str) -> bool:
-        """Whether some active study of the pool still owes trials (quotas aside)."""
-        waiting, _ = self.queue_snapshot(pool, window_s=0.0)
+        """Whether some active study of the pool still owes trials (quotas aside). A worker asks after every
+        trial: one statement, the studies only (no team loads, and on PostgreSQL no transaction)."""
+        with self._statements() as session:
+            waiting = waiting_studies(session, pool)
         return any(s.owed > 0 and s.status != "paused" for s in waiting)
 
     def running_trials(self, team_id: int | None = None) -> list[dict[str, Any]]:
