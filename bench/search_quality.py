@@ -11,6 +11,7 @@ worker minus the broker). The runs happen in ``bench/quality_runs.py`` processes
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -179,8 +180,18 @@ RUN_KEYS = ("trials", "wall_s", "statuses", "ended", "store_best", "test", "val_
 # -- analysis -------------------------------------------------------------------------------------------
 
 
+# Scores are Keras metrics, float32 values: an accuracy is a count of rows divided in float32, so the means of two
+# contenders that got the same counts can differ in the eighth digit. Values this close are the same score.
+SAME_SCORE_REL = 1e-6
+
+
+def _same(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=SAME_SCORE_REL, abs_tol=1e-12)
+
+
 def _better(a: float, b: float, direction: str) -> bool:
-    return a > b if direction == "max" else a < b
+    """``a`` is a better score than ``b`` (not the same score, see :data:`SAME_SCORE_REL`)."""
+    return not _same(a, b) and (a > b if direction == "max" else a < b)
 
 
 def best_so_far(curve: list[float | None], direction: str) -> list[float | None]:
@@ -198,7 +209,7 @@ def epochs_to(curve: list[float | None], target: float | None, direction: str) -
     if target is None:
         return None
     for i, best in enumerate(best_so_far(curve, direction), start=1):
-        if best is not None and (best == target or _better(best, target, direction)):
+        if best is not None and (_same(best, target) or _better(best, target, direction)):
             return i
     return None
 
@@ -410,7 +421,7 @@ def _setup(result: dict[str, Any]) -> str:
 
 
 def _at_least(a: float, b: float, direction: str) -> bool:
-    return a == b or _better(a, b, direction)
+    return _same(a, b) or _better(a, b, direction)
 
 
 def _pick(cs: dict[str, Any], names: list[str], key: str, direction: str) -> str | None:
@@ -630,7 +641,7 @@ def _rank(data: dict[str, Any], contender: str, key: str = "mean") -> str:
         return "–"
     mine = cs[contender][key]
     ahead = sum(_better(c[key], mine, data["direction"]) for c in cs.values())
-    tied = sum(c[key] == mine for c in cs.values()) > 1
+    tied = sum(_same(c[key], mine) for c in cs.values()) > 1
     return f"{ahead + 1}{' (tied)' if tied else ''} of {len(cs)}"
 
 
