@@ -209,7 +209,7 @@ def epochs_to(curve: list[float | None], target: float | None, direction: str) -
     if target is None:
         return None
     for i, best in enumerate(best_so_far(curve, direction), start=1):
-        if best is not None and (_same(best, target) or _better(best, target, direction)):
+        if best is not None and _at_least(best, target, direction):
             return i
     return None
 
@@ -421,7 +421,7 @@ def _setup(result: dict[str, Any]) -> str:
 
 
 def _at_least(a: float, b: float, direction: str) -> bool:
-    return _same(a, b) or _better(a, b, direction)
+    return not _better(b, a, direction)
 
 
 def _pick(cs: dict[str, Any], names: list[str], key: str, direction: str) -> str | None:

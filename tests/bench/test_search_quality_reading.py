@@ -12,9 +12,12 @@ def _test_mean(scores: list[int], rows: int) -> float:
     return float(np.mean([float(np.float32(n) / np.float32(rows)) for n in scores]))
 
 
+# Two contenders' five test scores on 36 rows: 167 correct rows in all for both, in different seeds (wine).
+OUTSIDE, SERVICE = _test_mean([34, 32, 36, 33, 32], 36), _test_mean([30, 34, 34, 34, 35], 36)
+
+
 def test_the_same_counts_of_correct_rows_are_the_same_score_and_one_row_more_is_better() -> None:
-    # Two contenders' five test scores on 36 rows: 167 correct rows in all for both, in different seeds (wine).
-    outside, service = _test_mean([34, 32, 36, 33, 32], 36), _test_mean([30, 34, 34, 34, 35], 36)
+    outside, service = OUTSIDE, SERVICE
     assert outside != service  # float32 rounding, not a difference in the predictions
     assert sq._same(outside, service) and not sq._better(outside, service, "max")
     one_more = _test_mean([31, 34, 34, 34, 35], 36)
@@ -23,7 +26,7 @@ def test_the_same_counts_of_correct_rows_are_the_same_score_and_one_row_more_is_
 
 
 def test_a_tie_on_the_mean_meets_the_goal_and_is_ranked_as_a_tie() -> None:
-    outside, service = _test_mean([34, 32, 36, 33, 32], 36), _test_mean([30, 34, 34, 34, 35], 36)
+    outside, service = OUTSIDE, SERVICE
     lower = _test_mean([31, 32, 36, 33, 32], 36)
     data = {
         "direction": "max",
